@@ -9,3 +9,7 @@
 pub mod backend;
 pub mod rng;
 pub mod task;
+pub mod attention;
+pub mod graph;
+pub mod model;
+pub mod optim;

@@ -1,1 +1,10 @@
-//! placeholder
+//! sparsevar-experiment: the protocols.
+//!
+//! Configs (YAML with `key=value` overrides), ensemble training with per-member success,
+//! divergence and attention capture, and results folders. The shaping decision: an
+//! experiment is always an ensemble — a single run is R = 1 — so every protocol here hands
+//! whole grids of seeds to one graph.
+
+pub mod config;
+pub mod results;
+pub mod train;

@@ -1,1 +1,233 @@
-fn main(){}
+//! `sparsevar`: the command-line program.
+//!
+//! Ties the crates together: reads configs, picks the backend, trains, writes results
+//! folders, and measures throughput. Errors print as one line (with their cause chain);
+//! bad input exits with status 2, failures while running with 1.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sparsevar_core::backend::Backend;
+use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
+use sparsevar_core::task::TaskSpec;
+use sparsevar_cpu::CpuBackend;
+use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
+use sparsevar_experiment::results::{fresh_dir, Provenance, ResultsDir};
+use sparsevar_experiment::train::{Progress, RunSpec, Trainer};
+
+#[derive(Parser, Debug)]
+#[command(name = "sparsevar", version, about = "Sparse variable creation in self-attention: train transformer ensembles on sparse Boolean tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train the ensemble a YAML config describes and write a results folder.
+    Train {
+        /// Experiment config (YAML), e.g. scripts/parity_t16.yaml.
+        config: PathBuf,
+        /// Results folder (default: runs/<config name>, numbered if taken). An existing
+        /// folder that holds results is never overwritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overrides, e.g. train.lr=0.003 seeds=[0,1] task.T=32.
+        overrides: Vec<String>,
+    },
+    /// Measure training throughput (model-steps per second) on synthetic sparse parity.
+    Bench {
+        /// paper1l (the one-layer transformer) or mlp.
+        #[arg(long, default_value = "paper1l")]
+        model: String,
+        #[arg(long = "T", default_value_t = 64)]
+        t: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Ensemble size R.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Timed steps per repeat.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        /// Timed repeats; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error caused by the user's input (exit status 2).
+#[derive(Debug)]
+struct BadInput(String);
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+fn bad<T>(msg: impl Into<String>) -> Result<T> {
+    Err(BadInput(msg.into()).into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train { config, out, overrides } => train(&config, out, &overrides),
+        Command::Bench { model, t, batch, runs, steps, repeats, threads, json } => bench(&model, t, batch, runs, steps, repeats, threads, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            if e.chain().any(|c| c.downcast_ref::<BadInput>().is_some()) { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn set_threads(threads: Option<usize>) -> Result<usize> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up worker threads")?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
+fn make_backend(name: &str) -> Result<Box<dyn Backend>> {
+    match name {
+        "cpu" => Ok(Box::new(CpuBackend::<f32>::new())),
+        other => bad(format!("backend `{other}` is not available; available backends: cpu")),
+    }
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let pb = ProgressBar::with_draw_target(Some(len), target);
+    pb.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}").expect("template").progress_chars("=> "));
+    pb
+}
+
+fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()> {
+    let cfg = ExperimentConfig::load(config, overrides).map_err(|e| BadInput(e.to_string()))?;
+    let threads = set_threads(cfg.threads)?;
+    let out = match out {
+        Some(p) => p,
+        None => {
+            let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+            fresh_dir(Path::new("runs"), stem)
+        }
+    };
+    let mut results = ResultsDir::create(&out, &cfg.to_yaml()).map_err(|e| BadInput(e.to_string()))?;
+    let mut backend = make_backend(&cfg.backend)?;
+    let provenance = Provenance {
+        program: "sparsevar".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        backend: backend.name(),
+        threads,
+        seeds: cfg.seeds.clone(),
+        command: std::env::args().collect(),
+        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    };
+    let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone() };
+    let mut trainer = Trainer::new(backend.as_mut(), spec).context("setting up training")?;
+    eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
+    for (seed, task) in cfg.seeds.iter().zip(&trainer.tasks) {
+        eprintln!("  seed {seed}: {}", task.describe());
+    }
+    let pb = progress_bar(cfg.train.max_steps as u64);
+    let mut write_error = None;
+    let result = trainer.run(&mut |p: Progress| {
+        let Progress::Evaluated { step, points, finished, members, .. } = p;
+        pb.set_position(step as u64);
+        let best = points.iter().map(|p| p.test_accuracy).fold(0.0, f64::max);
+        pb.set_message(format!("{finished}/{members} done, best test acc {best:.3}"));
+        if let Err(e) = results.append_metrics(points) {
+            write_error = Some(e);
+            return false;
+        }
+        true
+    });
+    pb.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e).context("writing metrics");
+    }
+    let result = result.context("training")?;
+    let summary = results.write_summary(&result, &provenance)?;
+    for m in &result.members {
+        let attn = m.attention.as_ref().map(|a| {
+            let best = a.mass_on_s[a.best_head.0][a.best_head.1];
+            format!(", best head L{}H{} mass on S {best:.2}, top-s = S: {}", a.best_head.0, a.best_head.1, a.top_s_equals_s)
+        });
+        let outcome = match (m.learned, m.diverged, m.step) {
+            (true, _, Some(s)) => format!("learned at step {s}"),
+            (_, true, _) => format!("diverged by step {}", m.steps_trained),
+            _ => format!("not learned in {} steps", m.steps_trained),
+        };
+        println!("seed {}: {outcome}, test accuracy {:.4}{}", m.seed, m.test_accuracy, attn.unwrap_or_default());
+    }
+    println!("{} of {} members learned in {:.1} s; results in {}", result.members.iter().filter(|m| m.learned).count(), result.members.len(), result.seconds, summary.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: Option<usize>, json: bool) -> Result<()> {
+    let threads = set_threads(threads)?;
+    let model_spec = match model {
+        "paper1l" => ModelSpec::Transformer(TransformerConfig::default()),
+        "mlp" => ModelSpec::Mlp(MlpConfig::default()),
+        other => return bad(format!("--model `{other}` is unknown; use paper1l or mlp")),
+    };
+    if t < 3 || batch == 0 || runs == 0 || steps == 0 || repeats == 0 {
+        return bad("--T must be at least 3 and --batch, --runs, --steps, --repeats at least 1");
+    }
+    let spec = RunSpec {
+        task: TaskSpec::new("sparse_parity", t, 3),
+        model: model_spec,
+        train: TrainConfig { samples: 4096, batch, max_steps: usize::MAX, ..TrainConfig::default() },
+        seeds: (0..runs as u64).collect(),
+    };
+    let mut backend = make_backend("cpu")?;
+    let mut trainer = Trainer::new(backend.as_mut(), spec).context("setting up the benchmark")?;
+    for _ in 0..steps.min(20) {
+        trainer.step()?; // warm-up: caches, page faults, thread pool
+    }
+    let mut ms = Vec::new();
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for _ in 0..steps {
+            trainer.step()?;
+        }
+        ms.push(start.elapsed().as_secs_f64() * 1e3 / steps as f64);
+    }
+    let mut sorted = ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let flops = trainer.step_flops() as f64;
+    let steps_per_s = 1e3 / median;
+    let model_steps_per_s = steps_per_s * runs as f64;
+    let gflops = flops / (median * 1e-3) / 1e9;
+    if json {
+        let line = serde_json::json!({
+            "model": model, "T": t, "batch": batch, "runs": runs, "backend": "cpu", "threads": threads,
+            "steps": steps, "repeats": repeats, "ms_per_step": median, "ms_per_step_repeats": ms,
+            "steps_per_s": steps_per_s, "model_steps_per_s": model_steps_per_s, "gflops_per_s": gflops,
+            "flops_per_step": flops, "launches_per_step": trainer.step_launches(),
+        });
+        println!("{line}");
+    } else {
+        println!("{model} T={t} B={batch} R={runs} on cpu ({threads} threads), median of {repeats} x {steps} steps:");
+        println!("  {median:.3} ms/step, {steps_per_s:.1} steps/s, {model_steps_per_s:.1} model-steps/s, {gflops:.2} GFLOP/s ({} launches/step)", trainer.step_launches());
+    }
+    Ok(())
+}

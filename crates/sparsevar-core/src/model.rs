@@ -1,0 +1,523 @@
+//! Models: a transformer encoder with a [CLS] token, and a fully connected baseline.
+//!
+//! A model declares its parameters once ([`Model::new`]) and then builds graphs over them
+//! for any batch size ([`Model::build`]): the training graph (loss and gradients) and the
+//! evaluation graph (logits and attention) share the same parameter buffers.
+//!
+//! Two exact savings shape the transformer graph, both switchable for testing:
+//! - **CLS shortcut**: with a CLS readout only the CLS row of the last layer reaches the
+//!   loss, so the last layer computes its query, attention output and MLP for that row only.
+//! - **Token table**: before the first attention mixes positions, every row is a function
+//!   of (token, position) alone, so the first layer's norm and projections run on the
+//!   table of all |alphabet+1| × N pairs and are then gathered per sample — fewer rows than
+//!   B × N whenever the alphabet is smaller than the batch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::attention::Attention;
+use crate::graph::{Graph, Init, NodeId, ParamId, ParamStore};
+
+/// Positional embedding.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    Learned,
+    Sinusoidal,
+    None,
+}
+
+/// Where LayerNorm sits in each block.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    Pre,
+    Post,
+    None,
+}
+
+/// How the sequence becomes class logits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readout {
+    Cls,
+    Mean,
+}
+
+/// Transformer encoder options. Defaults are the paper's one-layer model ("paper1l").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformerConfig {
+    pub layers: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    /// MLP width as a multiple of d_model; 0 turns the MLP off.
+    pub mlp: usize,
+    pub attention: String,
+    pub positions: Positions,
+    pub norm: Norm,
+    pub readout: Readout,
+    /// Standard deviation of the token and position embeddings at init.
+    pub init_std: f64,
+    pub ln_eps: f64,
+    /// Compute only the CLS row in the last layer (exact; off only for testing).
+    pub cls_shortcut: bool,
+    /// Run the first layer's tokenwise work on the (token, position) table (exact).
+    pub token_table: bool,
+}
+
+impl Default for TransformerConfig {
+    fn default() -> Self {
+        Self {
+            layers: 1,
+            d_model: 64,
+            heads: 4,
+            mlp: 4,
+            attention: "softmax".into(),
+            positions: Positions::Learned,
+            norm: Norm::Pre,
+            readout: Readout::Cls,
+            init_std: 0.02,
+            ln_eps: 1e-5,
+            cls_shortcut: true,
+            token_table: true,
+        }
+    }
+}
+
+/// Fully connected baseline on the ±1-coded bits (one-hot for larger alphabets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlpConfig {
+    /// Hidden layers.
+    pub depth: usize,
+    pub width: usize,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        Self { depth: 2, width: 256 }
+    }
+}
+
+/// Which model, with its options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSpec {
+    Transformer(TransformerConfig),
+    Mlp(MlpConfig),
+}
+
+/// Shape of the data a model reads.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DataShape {
+    /// Input length T.
+    pub seq_len: usize,
+    /// Tokens are 0..alphabet.
+    pub alphabet: usize,
+    pub classes: usize,
+}
+
+/// A graph built by [`Model::build`] with the nodes the trainer needs.
+#[derive(Debug)]
+pub struct ModelGraph {
+    pub graph: Graph,
+    pub batch: usize,
+    /// Per-member encoded inputs, [R, ..]; filled with [`Model::encode`].
+    pub inputs: NodeId,
+    /// Labels [R, B] (class ids as floats).
+    pub labels: NodeId,
+    /// Logits [R, B, C].
+    pub logits: NodeId,
+    /// Mean loss per member [R].
+    pub loss: NodeId,
+    /// Per layer, the CLS query's attention weights [R, B, H, N] (key 0 is CLS itself).
+    pub attention: Vec<NodeId>,
+    /// Constant inputs and their values, written once after planning.
+    pub constants: Vec<(NodeId, Vec<f64>)>,
+    /// Gradient node of each parameter that the loss depends on (training graphs only).
+    pub grads: Vec<(ParamId, NodeId)>,
+}
+
+#[derive(Clone, Debug)]
+struct Linear {
+    w: ParamId,
+    b: ParamId,
+}
+
+#[derive(Clone, Debug)]
+struct LnParams {
+    gain: ParamId,
+    bias: ParamId,
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    ln1: Option<LnParams>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ln2: Option<LnParams>,
+    mlp: Option<(Linear, Linear)>,
+}
+
+#[derive(Clone, Debug)]
+enum Layout {
+    Transformer { cfg: TransformerConfig, tok: ParamId, pos: Option<ParamId>, blocks: Vec<Block>, ln_f: Option<LnParams>, head: Linear },
+    Mlp { layers: Vec<Linear> },
+}
+
+/// A model over an ensemble of R members.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub spec: ModelSpec,
+    pub data: DataShape,
+    attention: Option<Box<dyn Attention>>,
+    layout: Layout,
+}
+
+fn declare_linear(p: &mut ParamStore, name: &str, fan_in: usize, fan_out: usize) -> Linear {
+    // PyTorch's nn.Linear default: U(−1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+    let a = 1.0 / (fan_in as f64).sqrt();
+    Linear { w: p.declare(&format!("{name}.w"), &[fan_in, fan_out], Init::Uniform(a)), b: p.declare(&format!("{name}.b"), &[fan_out], Init::Uniform(a)) }
+}
+
+fn declare_ln(p: &mut ParamStore, name: &str, d: usize) -> LnParams {
+    LnParams { gain: p.declare(&format!("{name}.gain"), &[d], Init::Constant(1.0)), bias: p.declare(&format!("{name}.bias"), &[d], Init::Constant(0.0)) }
+}
+
+/// Rows of the residual stream: either the (token, position) table or one row per
+/// (sample, position).
+#[derive(Copy, Clone, Debug)]
+enum Rows {
+    Table(NodeId),
+    Full(NodeId),
+}
+
+impl Model {
+    /// Declare the parameters of `spec` for R = `members` and return the model and its store
+    /// (not yet initialised: see [`ParamStore::initialize`]). `attention` is required for a
+    /// transformer.
+    pub fn new(spec: &ModelSpec, data: DataShape, members: usize, attention: Option<Box<dyn Attention>>) -> (Model, ParamStore) {
+        let mut p = ParamStore::new(members);
+        let layout = match spec {
+            ModelSpec::Transformer(cfg) => {
+                let d = cfg.d_model;
+                let n = data.seq_len + 1;
+                let tok = p.declare("tok_emb", &[data.alphabet + 1, d], Init::Normal(cfg.init_std));
+                let pos = (cfg.positions == Positions::Learned).then(|| p.declare("pos_emb", &[n, d], Init::Normal(cfg.init_std)));
+                let ln = cfg.norm != Norm::None;
+                let blocks = (0..cfg.layers)
+                    .map(|l| Block {
+                        ln1: ln.then(|| declare_ln(&mut p, &format!("l{l}.ln1"), d)),
+                        q: declare_linear(&mut p, &format!("l{l}.q"), d, d),
+                        k: declare_linear(&mut p, &format!("l{l}.k"), d, d),
+                        v: declare_linear(&mut p, &format!("l{l}.v"), d, d),
+                        o: declare_linear(&mut p, &format!("l{l}.o"), d, d),
+                        ln2: (ln && cfg.mlp > 0).then(|| declare_ln(&mut p, &format!("l{l}.ln2"), d)),
+                        mlp: (cfg.mlp > 0).then(|| {
+                            (declare_linear(&mut p, &format!("l{l}.mlp1"), d, cfg.mlp * d), declare_linear(&mut p, &format!("l{l}.mlp2"), cfg.mlp * d, d))
+                        }),
+                    })
+                    .collect();
+                let ln_f = (cfg.norm == Norm::Pre).then(|| declare_ln(&mut p, "ln_f", d));
+                let head = declare_linear(&mut p, "head", d, data.classes);
+                Layout::Transformer { cfg: cfg.clone(), tok, pos, blocks, ln_f, head }
+            }
+            ModelSpec::Mlp(cfg) => {
+                let mut fan_in = Self::mlp_features(data);
+                let mut layers = Vec::new();
+                for l in 0..cfg.depth {
+                    layers.push(declare_linear(&mut p, &format!("fc{l}"), fan_in, cfg.width));
+                    fan_in = cfg.width;
+                }
+                layers.push(declare_linear(&mut p, "head", fan_in, data.classes));
+                Layout::Mlp { layers }
+            }
+        };
+        (Model { spec: spec.clone(), data, attention, layout }, p)
+    }
+
+    fn mlp_features(data: DataShape) -> usize {
+        if data.alphabet == 2 { data.seq_len } else { data.seq_len * data.alphabet }
+    }
+
+    /// Values per member and sample of the model's input node.
+    pub fn input_width(&self) -> usize {
+        match &self.layout {
+            Layout::Transformer { .. } => self.data.seq_len + 1,
+            Layout::Mlp { .. } => Self::mlp_features(self.data),
+        }
+    }
+
+    fn uses_table(&self, batch: usize) -> bool {
+        match &self.layout {
+            Layout::Transformer { cfg, .. } => cfg.token_table && self.data.alphabet + 1 < batch,
+            Layout::Mlp { .. } => false,
+        }
+    }
+
+    /// Encode one member's batch (`tokens`: B × T, row-major) into `out` (appended), the
+    /// values of that member's slice of the input node of a graph built for `batch`.
+    pub fn encode(&self, batch: usize, tokens: &[u8], out: &mut Vec<f64>) {
+        let t = self.data.seq_len;
+        debug_assert_eq!(tokens.len(), batch * t);
+        match &self.layout {
+            Layout::Transformer { cfg, .. } => {
+                let n = t + 1;
+                let cls = self.data.alphabet;
+                let table = self.uses_table(batch);
+                let with_pos = table && cfg.positions != Positions::None;
+                for row in tokens.chunks(t) {
+                    // Position 0 is the CLS token, input bit i sits at position i + 1.
+                    let id = |tok: usize, pos: usize| if with_pos { (tok * n + pos) as f64 } else { tok as f64 };
+                    out.push(id(cls, 0));
+                    out.extend(row.iter().enumerate().map(|(i, &x)| id(x as usize, i + 1)));
+                }
+            }
+            Layout::Mlp { .. } => {
+                for row in tokens.chunks(t) {
+                    if self.data.alphabet == 2 {
+                        out.extend(row.iter().map(|&x| if x == 1 { 1.0 } else { -1.0 }));
+                    } else {
+                        for &x in row {
+                            out.extend((0..self.data.alphabet).map(|a| if a == x as usize { 1.0 } else { 0.0 }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Build a graph for batches of `batch` samples per member. With `train`, the graph
+    /// also holds the loss's gradient for every parameter it depends on.
+    pub fn build(&self, params: &ParamStore, batch: usize, train: bool) -> ModelGraph {
+        let r = params.members;
+        let mut g = Graph::new();
+        let mut constants = Vec::new();
+        let labels = g.input("labels", &[r, batch]);
+        let (inputs, logits, attention) = match &self.layout {
+            Layout::Transformer { cfg, tok, pos, blocks, ln_f, head } => {
+                self.build_transformer(&mut g, params, &mut constants, batch, cfg, *tok, *pos, blocks, ln_f.as_ref(), head)
+            }
+            Layout::Mlp { layers } => {
+                let x = g.input("features", &[r, batch, self.input_width()]);
+                let mut h = x;
+                for (i, l) in layers.iter().enumerate() {
+                    h = linear(&mut g, params, h, l);
+                    if i + 1 < layers.len() {
+                        h = g.relu(h);
+                    }
+                }
+                (x, h, vec![])
+            }
+        };
+        let loss = g.cross_entropy(logits, labels);
+        let mut grads = Vec::new();
+        if train {
+            let param_nodes: Vec<(ParamId, NodeId)> =
+                g.nodes().iter().enumerate().filter_map(|(i, n)| if let crate::graph::Op::Param(p) = n.op { Some((p, NodeId(i))) } else { None }).collect();
+            let wrt: Vec<NodeId> = param_nodes.iter().map(|x| x.1).collect();
+            let gs = g.backward(loss, &wrt);
+            grads = param_nodes.iter().zip(gs).filter_map(|((p, _), gr)| gr.map(|gr| (*p, gr))).collect();
+        }
+        ModelGraph { graph: g, batch, inputs, labels, logits, loss, attention, constants, grads }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_transformer(
+        &self,
+        g: &mut Graph,
+        params: &ParamStore,
+        constants: &mut Vec<(NodeId, Vec<f64>)>,
+        batch: usize,
+        cfg: &TransformerConfig,
+        tok: ParamId,
+        pos: Option<ParamId>,
+        blocks: &[Block],
+        ln_f: Option<&LnParams>,
+        head: &Linear,
+    ) -> (NodeId, NodeId, Vec<NodeId>) {
+        let r = params.members;
+        let (d, h) = (cfg.d_model, cfg.heads);
+        let dh = d / h;
+        let n = self.data.seq_len + 1;
+        let v_rows = self.data.alphabet + 1;
+        let idx = g.input("tokens", &[r, batch * n]);
+        let e = g.param(params, tok);
+        let p = match cfg.positions {
+            Positions::Learned => Some(g.param(params, pos.expect("declared"))),
+            Positions::Sinusoidal => {
+                let c = g.input("sinusoidal_positions", &[r, n, d]);
+                let one = sinusoidal(n, d);
+                constants.push((c, (0..r).flat_map(|_| one.iter().copied()).collect()));
+                Some(c)
+            }
+            Positions::None => None,
+        };
+        let table = self.uses_table(batch);
+        let mut x = if table {
+            match p {
+                Some(p) => {
+                    let e4 = g.reshape(e, &[r, v_rows, 1, d]);
+                    let p4 = g.reshape(p, &[r, 1, n, d]);
+                    let t = g.add(e4, p4);
+                    Rows::Table(g.reshape(t, &[r, v_rows * n, d]))
+                }
+                None => Rows::Table(e),
+            }
+        } else {
+            let emb = g.gather(e, idx);
+            match p {
+                Some(p) => {
+                    let emb4 = g.reshape(emb, &[r, batch, n, d]);
+                    let p4 = g.reshape(p, &[r, 1, n, d]);
+                    let s = g.add(emb4, p4);
+                    Rows::Full(g.reshape(s, &[r, batch * n, d]))
+                }
+                None => Rows::Full(emb),
+            }
+        };
+        // Index of each sample's CLS row in the table (for the CLS shortcut in table form).
+        let cls_idx = if table {
+            let c = g.input("cls_rows", &[r, batch]);
+            let id = if p.is_some() { self.data.alphabet * n } else { self.data.alphabet };
+            constants.push((c, vec![id as f64; r * batch]));
+            Some(c)
+        } else {
+            None
+        };
+        let full = |g: &mut Graph, z: Rows| match z {
+            Rows::Table(t) => g.gather(t, idx),
+            Rows::Full(f) => f,
+        };
+        let cls_only = |g: &mut Graph, z: Rows| match z {
+            Rows::Table(t) => g.gather(t, cls_idx.expect("table mode")),
+            Rows::Full(f) => {
+                let e = *g.shape(f).last().unwrap();
+                let f4 = g.reshape(f, &[r, batch, n, e]);
+                let c = g.narrow(f4, 2, 0, 1);
+                g.reshape(c, &[r, batch, e])
+            }
+        };
+        let map = |g: &mut Graph, z: Rows, f: &mut dyn FnMut(&mut Graph, NodeId) -> NodeId| match z {
+            Rows::Table(t) => Rows::Table(f(g, t)),
+            Rows::Full(t) => Rows::Full(f(g, t)),
+        };
+        let attention = self.attention.as_ref().expect("a transformer needs an attention variant");
+        let mut attn_nodes = Vec::new();
+        let shortcut_possible = cfg.readout == Readout::Cls && cfg.cls_shortcut;
+        for (l, blk) in blocks.iter().enumerate() {
+            let cls_queries = shortcut_possible && l + 1 == blocks.len();
+            let nq = if cls_queries { 1 } else { n };
+            let hsrc = match (&blk.ln1, cfg.norm) {
+                (Some(ln), Norm::Pre) => map(g, x, &mut |g, t| layer_norm(g, params, t, ln, cfg.ln_eps)),
+                _ => x,
+            };
+            let k = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.k));
+            let v = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.v));
+            let q = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.q));
+            let (k, v) = (full(g, k), full(g, v));
+            let (q, resid) = if cls_queries { (cls_only(g, q), cls_only(g, x)) } else { (full(g, q), full(g, x)) };
+            // [R, B·Nq, d] → [R, B, H, Nq, dh]
+            let heads = |g: &mut Graph, z: NodeId, rows: usize| {
+                let z5 = g.reshape(z, &[r, batch, rows, h, dh]);
+                g.permute(z5, &[0, 1, 3, 2, 4])
+            };
+            let (qh, kh, vh) = (heads(g, q, nq), heads(g, k, n), heads(g, v, n));
+            let scores = g.matmul(qh, kh, false, true); // [R, B, H, Nq, N]
+            let w = attention.weights(g, scores, dh);
+            let cls_w = if nq == 1 { w } else { g.narrow(w, 3, 0, 1) };
+            attn_nodes.push(g.reshape(cls_w, &[r, batch, h, n]));
+            let o = g.matmul(w, vh, false, false); // [R, B, H, Nq, dh]
+            let o = g.permute(o, &[0, 1, 3, 2, 4]);
+            let o = g.reshape(o, &[r, batch * nq, d]);
+            let o = linear(g, params, o, &blk.o);
+            let resid = g.reshape(resid, &[r, batch * nq, d]);
+            let mut y = g.add(resid, o);
+            if let (Some(ln), Norm::Post) = (&blk.ln1, cfg.norm) {
+                y = layer_norm(g, params, y, ln, cfg.ln_eps);
+            }
+            if let Some((m1, m2)) = &blk.mlp {
+                let hin = match (&blk.ln2, cfg.norm) {
+                    (Some(ln), Norm::Pre) => layer_norm(g, params, y, ln, cfg.ln_eps),
+                    _ => y,
+                };
+                let a = linear(g, params, hin, m1);
+                let a = g.gelu(a);
+                let m = linear(g, params, a, m2);
+                y = g.add(y, m);
+                if let (Some(ln), Norm::Post) = (&blk.ln2, cfg.norm) {
+                    y = layer_norm(g, params, y, ln, cfg.ln_eps);
+                }
+            }
+            x = Rows::Full(y);
+        }
+        let Rows::Full(last) = x else { unreachable!("at least one layer") };
+        let rows_per_sample = g.shape(last)[1] / batch;
+        let pooled = match cfg.readout {
+            Readout::Cls if rows_per_sample == 1 => last,
+            Readout::Cls => cls_only(g, x),
+            Readout::Mean => {
+                let l4 = g.reshape(last, &[r, batch, n, d]);
+                let s = g.sum_to(l4, &[r, batch, 1, d]);
+                let m = g.scale(s, 1.0 / n as f64);
+                g.reshape(m, &[r, batch, d])
+            }
+        };
+        let pooled = g.reshape(pooled, &[r, batch, d]);
+        let pooled = match ln_f {
+            Some(ln) => layer_norm(g, params, pooled, ln, cfg.ln_eps),
+            None => pooled,
+        };
+        let logits = linear(g, params, pooled, head);
+        (idx, logits, attn_nodes)
+    }
+}
+
+/// x [R, .., fan_in] · W [R, fan_in, fan_out] + b.
+fn linear(g: &mut Graph, params: &ParamStore, x: NodeId, l: &Linear) -> NodeId {
+    let s = g.shape(x).to_vec();
+    let r = s[0];
+    let fan_in = *s.last().unwrap();
+    let rows = s[1..s.len() - 1].iter().product::<usize>();
+    let w = g.param(params, l.w);
+    let fan_out = g.shape(w)[2];
+    let x3 = g.reshape(x, &[r, rows, fan_in]);
+    let y = g.matmul(x3, w, false, false);
+    let b = g.param(params, l.b);
+    let b3 = g.reshape(b, &[r, 1, fan_out]);
+    let y = g.add(y, b3);
+    let mut out = s.clone();
+    *out.last_mut().unwrap() = fan_out;
+    g.reshape(y, &out)
+}
+
+/// LayerNorm over the last axis with a per-feature gain and bias.
+fn layer_norm(g: &mut Graph, params: &ParamStore, x: NodeId, ln: &LnParams, eps: f64) -> NodeId {
+    let s = g.shape(x).to_vec();
+    let d = *s.last().unwrap();
+    let mut bshape = vec![1; s.len()];
+    bshape[0] = s[0];
+    *bshape.last_mut().unwrap() = d;
+    let y = g.layer_norm(x, eps);
+    let gain = g.param(params, ln.gain);
+    let gain = g.reshape(gain, &bshape);
+    let bias = g.param(params, ln.bias);
+    let bias = g.reshape(bias, &bshape);
+    let y = g.mul(y, gain);
+    g.add(y, bias)
+}
+
+/// The fixed sinusoidal position table of Vaswani et al., [n, d].
+pub fn sinusoidal(n: usize, d: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n * d];
+    for p in 0..n {
+        for i in 0..d {
+            let rate = 1.0 / 10000f64.powf((2 * (i / 2)) as f64 / d as f64);
+            let a = p as f64 * rate;
+            out[p * d + i] = if i % 2 == 0 { a.sin() } else { a.cos() };
+        }
+    }
+    out
+}

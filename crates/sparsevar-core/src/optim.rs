@@ -1,0 +1,158 @@
+//! Optimizers (Adam, AdamW, SGD with momentum), gradient clipping and learning-rate
+//! schedules, run as in-place [`Update`]s on the backend so nothing travels to the host.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendError, BufferId, Update};
+use crate::graph::{ParamId, ParamStore};
+
+/// Which update rule.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// Adam without weight decay.
+    Adam,
+    /// Adam with decoupled weight decay (Loshchilov & Hutter).
+    Adamw,
+    /// SGD with momentum (PyTorch convention), weight decay added to the gradient.
+    Sgd,
+}
+
+/// Learning-rate schedule.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Constant after an optional linear warmup.
+    Constant,
+    /// Linear warmup, then cosine decay to 0 at the last step.
+    Cosine,
+}
+
+/// Optimizer settings (hyperparameters shared by every member of an ensemble).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    /// Clip each member's global gradient norm to this value.
+    pub clip: Option<f64>,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    /// Total steps (the cosine schedule reaches 0 here).
+    pub total_steps: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            clip: None,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            total_steps: 1,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Learning rate at 0-based step `step`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Cosine => {
+                let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+                let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                0.5 * self.lr * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    param: BufferId,
+    grad: BufferId,
+    state: Vec<BufferId>,
+    len: usize,
+}
+
+/// Optimizer state for one ensemble: moment buffers per parameter, the step counter.
+#[derive(Debug)]
+pub struct Optimizer {
+    pub config: OptimConfig,
+    slots: Vec<Slot>,
+    norm: Option<BufferId>,
+    groups: usize,
+    step: usize,
+}
+
+impl Optimizer {
+    /// State for the parameters that have a gradient buffer in `grads`.
+    pub fn new(backend: &mut dyn Backend, config: OptimConfig, params: &ParamStore, grads: &[(ParamId, BufferId)]) -> Result<Self, BackendError> {
+        let groups = params.members;
+        let n_state = if config.kind == OptimizerKind::Sgd { 1 } else { 2 };
+        let mut slots = Vec::new();
+        for &(p, grad) in grads {
+            let len = params.member_len(p);
+            let state = (0..n_state).map(|_| backend.alloc(groups * len)).collect::<Result<_, _>>()?;
+            slots.push(Slot { param: params.buffer(p), grad, state, len });
+        }
+        let norm = if config.clip.is_some() { Some(backend.alloc(groups)?) } else { None };
+        Ok(Self { config, slots, norm, groups, step: 0 })
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// Apply one update from the current gradient buffers.
+    pub fn step(&mut self, backend: &mut dyn Backend) -> Result<(), BackendError> {
+        let c = &self.config;
+        let lr = c.lr_at(self.step);
+        self.step += 1;
+        let groups = self.groups;
+        if let Some(norm) = self.norm {
+            backend.update(&Update::Zero { len: groups }, &[norm])?;
+            for s in &self.slots {
+                backend.update(&Update::AccumulateSquares { groups, len: s.len }, &[s.grad, norm])?;
+            }
+        }
+        let t = self.step as i32;
+        for s in &self.slots {
+            let mut bufs = vec![s.param, s.grad];
+            bufs.extend(&s.state);
+            bufs.extend(self.norm);
+            let u = match c.kind {
+                OptimizerKind::Adam | OptimizerKind::Adamw => Update::Adam {
+                    groups,
+                    len: s.len,
+                    lr,
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    weight_decay: if c.kind == OptimizerKind::Adamw { c.weight_decay } else { 0.0 },
+                    bias1: 1.0 - c.beta1.powi(t),
+                    bias2: 1.0 - c.beta2.powi(t),
+                    clip: c.clip,
+                },
+                OptimizerKind::Sgd => Update::Sgd { groups, len: s.len, lr, momentum: c.momentum, weight_decay: c.weight_decay, clip: c.clip },
+            };
+            backend.update(&u, &bufs)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! Experiment configuration: the YAML schema, `key=value` overrides and validation.
+//!
+//! Every section rejects unknown keys, naming the key and the valid ones, so a typo never
+//! silently falls back to a default.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+use sparsevar_core::attention::BUILTIN_ATTENTION;
+use sparsevar_core::model::{ModelSpec, TransformerConfig};
+use sparsevar_core::optim::{OptimConfig, OptimizerKind, Schedule};
+use sparsevar_core::task::{build_task, TaskSpec};
+
+/// How an ensemble trains and when a member counts as having learned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Training-set size m per member (ignored when `online`).
+    pub samples: usize,
+    /// Fresh samples every step instead of a fixed training set.
+    pub online: bool,
+    pub batch: usize,
+    pub max_steps: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    /// Clip each member's gradient norm (off when absent).
+    pub clip: Option<f64>,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    /// Evaluate on the test set every this many steps.
+    pub eval_every: usize,
+    /// Success: test accuracy at least this.
+    pub target_accuracy: f64,
+    /// Size of each member's fresh test set.
+    pub test_samples: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        let o = OptimConfig::default();
+        Self {
+            samples: 1000,
+            online: false,
+            batch: 32,
+            max_steps: 20_000,
+            optimizer: o.kind,
+            lr: o.lr,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+            momentum: o.momentum,
+            clip: None,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            eval_every: 100,
+            target_accuracy: 0.99,
+            test_samples: 2048,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The optimizer settings this config describes.
+    pub fn optim(&self) -> OptimConfig {
+        OptimConfig {
+            kind: self.optimizer,
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            clip: self.clip,
+            schedule: self.schedule,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.max_steps,
+        }
+    }
+}
+
+fn default_model() -> ModelSpec {
+    ModelSpec::Transformer(TransformerConfig::default())
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn default_backend() -> String {
+    "cpu".into()
+}
+
+/// One training experiment: a task, a model, how to train, and the seeds of the ensemble.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    pub task: TaskSpec,
+    #[serde(default = "default_model")]
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// One ensemble member per seed: its init, data, S (unless fixed) and batches.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Compute backend: "cpu".
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Worker threads for the CPU backend (default: all cores). Results do not depend on it.
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// A config that cannot be used, with a message naming the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("override `{0}`: expected key=value, e.g. train.lr=0.01")]
+    Override(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ExperimentConfig {
+    /// Read a YAML file, apply `key=value` overrides, parse and validate.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parse YAML text (`origin` names it in errors), apply overrides, validate.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let parse_err = |e: serde_yaml::Error| ConfigError::Parse { path: origin.to_string(), message: e.to_string() };
+        let mut value: Value = serde_yaml::from_str(text).map_err(parse_err)?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        // Parse the sections one by one so an error names its section even where serde
+        // cannot give a line (internally tagged enums lose positions).
+        let cfg: ExperimentConfig = if overrides.is_empty() {
+            serde_yaml::from_str(text).map_err(parse_err)?
+        } else {
+            serde_yaml::from_value(value.clone()).map_err(parse_err)?
+        };
+        if let Value::Mapping(m) = &value
+            && let Some(model) = m.get("model")
+        {
+            serde_yaml::from_value::<ModelSpec>(model.clone())
+                .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: format!("model: {e}") })?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every value a parse cannot check; the message names the key and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.seeds.is_empty() {
+            return bad("seeds is empty: give at least one seed, e.g. seeds: [0]".into());
+        }
+        let mut s = self.seeds.clone();
+        s.sort();
+        s.dedup();
+        if s.len() != self.seeds.len() {
+            return bad(format!("seeds {:?} repeat a seed: each member needs its own", self.seeds));
+        }
+        for &seed in &self.seeds {
+            build_task(&self.task, seed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        match &self.model {
+            ModelSpec::Transformer(m) => {
+                if !BUILTIN_ATTENTION.contains(&m.attention.as_str()) {
+                    return bad(format!("model.attention `{}` is unknown; known variants: {}", m.attention, BUILTIN_ATTENTION.join(", ")));
+                }
+                if m.layers == 0 || m.d_model == 0 || m.heads == 0 {
+                    return bad("model.layers, model.d_model and model.heads must be at least 1".into());
+                }
+                if m.d_model % m.heads != 0 {
+                    return bad(format!("model.d_model = {} is not divisible by model.heads = {}", m.d_model, m.heads));
+                }
+                if m.init_std <= 0.0 || !m.init_std.is_finite() {
+                    return bad(format!("model.init_std = {} must be positive", m.init_std));
+                }
+            }
+            ModelSpec::Mlp(m) => {
+                if m.width == 0 {
+                    return bad("model.width must be at least 1".into());
+                }
+            }
+        }
+        let t = &self.train;
+        if t.batch == 0 {
+            return bad("train.batch must be at least 1".into());
+        }
+        if !t.online && t.samples == 0 {
+            return bad("train.samples must be at least 1 (or set train.online: true)".into());
+        }
+        if t.eval_every == 0 {
+            return bad("train.eval_every must be at least 1".into());
+        }
+        if t.test_samples == 0 {
+            return bad("train.test_samples must be at least 1".into());
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad(format!("train.lr = {} must be a positive number", t.lr));
+        }
+        if !(t.target_accuracy > 0.0 && t.target_accuracy <= 1.0) {
+            return bad(format!("train.target_accuracy = {} must be in (0, 1]", t.target_accuracy));
+        }
+        if t.optimizer == OptimizerKind::Adam && t.weight_decay != 0.0 {
+            return bad("train.weight_decay needs train.optimizer: adamw (decoupled) or sgd; plain adam has none".into());
+        }
+        if let Some(c) = t.clip
+            && c <= 0.0
+        {
+            return bad(format!("train.clip = {c} must be positive (or remove it)"));
+        }
+        if self.backend != "cpu" {
+            return bad(format!("backend `{}` is not available; available backends: cpu", self.backend));
+        }
+        if self.threads == Some(0) {
+            return bad("threads must be at least 1 (or remove it to use every core)".into());
+        }
+        Ok(())
+    }
+
+    /// The resolved config as YAML (every default written out).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("config serialises")
+    }
+}
+
+/// Set `a.b.c=value` in a YAML mapping; the value is parsed as YAML (`0.01`, `true`, `[1,2]`).
+pub fn apply_override(root: &mut Value, text: &str) -> Result<(), ConfigError> {
+    let (key, raw) = text.split_once('=').ok_or_else(|| ConfigError::Override(text.to_string()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ConfigError::Override(text.to_string()));
+    }
+    let value: Value = serde_yaml::from_str(raw).map_err(|_| ConfigError::Override(text.to_string()))?;
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_mapping() {
+            if node.is_null() {
+                *node = Value::Mapping(Default::default());
+            } else {
+                return Err(ConfigError::Invalid(format!("override `{text}`: `{}` is not a section", parts[..i].join("."))));
+            }
+        }
+        let map = node.as_mapping_mut().expect("mapping");
+        let k = Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map.entry(k).or_insert(Value::Null);
+    }
+    Ok(())
+}

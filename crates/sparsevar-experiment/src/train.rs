@@ -1,0 +1,482 @@
+//! Training an ensemble: R members, one graph, one kernel launch serving all of them.
+//!
+//! Each member has its own task instance (its own S unless fixed), init stream, training
+//! set, minibatch stream and test set, all drawn from its seed. Members that finish (learned
+//! or diverged) are recorded at that step and their curves stop, so each member's numbers
+//! equal those of training it alone with the same seed.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use sparsevar_core::attention::builtin_attention;
+use sparsevar_core::backend::{Backend, BackendError};
+use sparsevar_core::graph::{Executor, NodeId};
+use sparsevar_core::model::{DataShape, Model, ModelGraph, ModelSpec};
+use sparsevar_core::optim::Optimizer;
+use sparsevar_core::rng::{streams, Pcg32};
+use sparsevar_core::task::{build_task, Dataset, Task, TaskSpec};
+
+use crate::config::TrainConfig;
+
+/// Everything one ensemble run needs.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub task: TaskSpec,
+    pub model: ModelSpec,
+    pub train: TrainConfig,
+    pub seeds: Vec<u64>,
+}
+
+/// Where the CLS attention of one member went, averaged over its test set.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AttentionSummary {
+    /// [layer][head][key position] (position 0 is CLS, input bit i is position i + 1).
+    pub weights: Vec<Vec<Vec<f64>>>,
+    /// [layer][head]: total weight on the relevant positions S.
+    pub mass_on_s: Vec<Vec<f64>>,
+    /// (layer, head) with the largest mass on S.
+    pub best_head: (usize, usize),
+    /// Whether that head's s largest weights over input positions are exactly S.
+    pub top_s_equals_s: bool,
+}
+
+/// The outcome of one member.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MemberResult {
+    pub seed: u64,
+    /// The relevant positions S of this member's task.
+    pub relevant: Vec<usize>,
+    pub learned: bool,
+    pub diverged: bool,
+    /// Step at which the member learned (first evaluation at or above the target).
+    pub step: Option<usize>,
+    /// Steps trained until the member finished (or the budget ran out).
+    pub steps_trained: usize,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub train_loss: f64,
+    pub attention: Option<AttentionSummary>,
+}
+
+/// One evaluation of one member.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CurvePoint {
+    pub member: usize,
+    pub seed: u64,
+    pub step: usize,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    /// Largest attention mass on S over heads (transformers only).
+    pub best_mass_on_s: Option<f64>,
+}
+
+/// The outcome of an ensemble run.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnsembleResult {
+    pub members: Vec<MemberResult>,
+    pub curves: Vec<CurvePoint>,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("interrupted at step {step}")]
+    Interrupted { step: usize },
+}
+
+/// What the trainer tells its caller as it goes.
+#[derive(Clone, Debug)]
+pub enum Progress<'a> {
+    /// After an evaluation: the step, the budget, and the points just recorded.
+    Evaluated { step: usize, max_steps: usize, points: &'a [CurvePoint], finished: usize, members: usize },
+}
+
+/// Per-member minibatch source: a fixed set walked in reshuffled epochs, or fresh samples.
+struct BatchSource {
+    train: Option<Dataset>,
+    order: Vec<usize>,
+    pos: usize,
+    rng: Pcg32,
+}
+
+impl BatchSource {
+    fn next(&mut self, task: &dyn Task, batch: usize, tokens: &mut Vec<u8>, labels: &mut Vec<f64>) {
+        let t = task.seq_len();
+        match &self.train {
+            Some(ds) => {
+                for _ in 0..batch {
+                    if self.pos == self.order.len() {
+                        self.rng.shuffle(&mut self.order);
+                        self.pos = 0;
+                    }
+                    let i = self.order[self.pos];
+                    self.pos += 1;
+                    tokens.extend_from_slice(ds.row(i));
+                    labels.push(ds.labels[i] as f64);
+                }
+            }
+            None => {
+                let start = tokens.len();
+                tokens.resize(start + batch * t, 0);
+                for b in 0..batch {
+                    let y = task.sample(&mut self.rng, &mut tokens[start + b * t..start + (b + 1) * t]);
+                    labels.push(y as f64);
+                }
+            }
+        }
+    }
+}
+
+/// Build the task of each member (validated).
+pub fn member_tasks(spec: &TaskSpec, seeds: &[u64]) -> Result<Vec<Box<dyn Task>>, TrainError> {
+    seeds.iter().map(|&s| build_task(spec, s).map_err(|e| TrainError::Setup(e.to_string()))).collect()
+}
+
+/// An ensemble set up on a backend: model, parameters, planned graphs, optimizer and data.
+pub struct Trainer<'b> {
+    backend: &'b mut dyn Backend,
+    pub spec: RunSpec,
+    pub tasks: Vec<Box<dyn Task>>,
+    pub model: Model,
+    train_graph: ModelGraph,
+    train_exec: Executor,
+    eval_graph: ModelGraph,
+    eval_exec: Executor,
+    optimizer: Optimizer,
+    sources: Vec<BatchSource>,
+    tests: Vec<Dataset>,
+    step: usize,
+    // Reused host buffers: nothing is allocated per step once these have grown.
+    tokens: Vec<u8>,
+    labels: Vec<f64>,
+    encoded: Vec<f64>,
+    scratch: Vec<f64>,
+}
+
+impl std::fmt::Debug for Trainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").field("spec", &self.spec).field("step", &self.step).finish()
+    }
+}
+
+/// Evaluation chunk per member: bounded so R × chunk rows fit comfortably in memory.
+fn eval_chunk(members: usize, test: usize) -> usize {
+    (8192 / members.max(1)).clamp(32, 1024).min(test)
+}
+
+impl<'b> Trainer<'b> {
+    pub fn new(backend: &'b mut dyn Backend, spec: RunSpec) -> Result<Self, TrainError> {
+        let r = spec.seeds.len();
+        if r == 0 {
+            return Err(TrainError::Setup("no seeds: an ensemble needs at least one member".into()));
+        }
+        let tasks = member_tasks(&spec.task, &spec.seeds)?;
+        let t0 = &tasks[0];
+        let data = DataShape { seq_len: t0.seq_len(), alphabet: t0.alphabet(), classes: t0.num_classes() };
+        let attention = match &spec.model {
+            ModelSpec::Transformer(c) => Some(
+                builtin_attention(&c.attention).ok_or_else(|| TrainError::Setup(format!("unknown attention variant `{}`", c.attention)))?,
+            ),
+            ModelSpec::Mlp(_) => None,
+        };
+        let (model, mut params) = Model::new(&spec.model, data, r, attention);
+        let mut init: Vec<Pcg32> = spec.seeds.iter().map(|&s| Pcg32::new(s, streams::INIT)).collect();
+        params.initialize(backend, &mut init)?;
+
+        let tc = &spec.train;
+        let train_graph = model.build(&params, tc.batch, true);
+        let mut outputs = vec![train_graph.loss];
+        outputs.extend(train_graph.grads.iter().map(|g| g.1));
+        let train_exec = Executor::new(backend, train_graph.graph.clone(), &outputs, &params)?;
+        for (node, values) in &train_graph.constants {
+            train_exec.write(backend, *node, values)?;
+        }
+        let grads: Vec<_> = train_graph.grads.iter().map(|(p, g)| (*p, train_exec.buffer(*g).expect("planned"))).collect();
+        let optimizer = Optimizer::new(backend, tc.optim(), &params, &grads)?;
+
+        let chunk = eval_chunk(r, tc.test_samples);
+        let eval_graph = model.build(&params, chunk, false);
+        let mut outputs = vec![eval_graph.logits];
+        outputs.extend(&eval_graph.attention);
+        let eval_exec = Executor::new(backend, eval_graph.graph.clone(), &outputs, &params)?;
+        for (node, values) in &eval_graph.constants {
+            eval_exec.write(backend, *node, values)?;
+        }
+
+        let mut sources = Vec::new();
+        let mut tests = Vec::new();
+        for (task, &seed) in tasks.iter().zip(&spec.seeds) {
+            let train = (!tc.online).then(|| Dataset::draw(task.as_ref(), tc.samples, &mut Pcg32::new(seed, streams::TRAIN_DATA)));
+            let n = train.as_ref().map_or(0, |d| d.len());
+            let stream = if tc.online { streams::ONLINE } else { streams::BATCH };
+            let mut rng = Pcg32::new(seed, stream);
+            let mut order: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut order);
+            sources.push(BatchSource { train, order, pos: 0, rng });
+            tests.push(Dataset::draw(task.as_ref(), tc.test_samples, &mut Pcg32::new(seed, streams::TEST_DATA)));
+        }
+        Ok(Self {
+            backend,
+            spec,
+            tasks,
+            model,
+            train_graph,
+            train_exec,
+            eval_graph,
+            eval_exec,
+            optimizer,
+            sources,
+            tests,
+            step: 0,
+            tokens: Vec::new(),
+            labels: Vec::new(),
+            encoded: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Floating-point operations of one training step (forward + backward), all members.
+    pub fn step_flops(&self) -> u64 {
+        self.train_exec.flops()
+    }
+
+    /// Kernel launches per training step.
+    pub fn step_launches(&self) -> usize {
+        self.train_exec.launches()
+    }
+
+    pub fn steps_taken(&self) -> usize {
+        self.step
+    }
+
+    /// One optimizer step for every member.
+    pub fn step(&mut self) -> Result<(), TrainError> {
+        let b = self.spec.train.batch;
+        self.tokens.clear();
+        self.labels.clear();
+        self.encoded.clear();
+        for (src, task) in self.sources.iter_mut().zip(&self.tasks) {
+            let start = self.tokens.len();
+            src.next(task.as_ref(), b, &mut self.tokens, &mut self.labels);
+            self.model.encode(b, &self.tokens[start..], &mut self.encoded);
+        }
+        self.train_exec.write(self.backend, self.train_graph.inputs, &self.encoded)?;
+        self.train_exec.write(self.backend, self.train_graph.labels, &self.labels)?;
+        self.train_exec.run(self.backend)?;
+        self.optimizer.step(self.backend)?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// The last training batch's loss per member.
+    pub fn train_loss(&mut self) -> Result<Vec<f64>, TrainError> {
+        let mut out = Vec::new();
+        self.train_exec.read(self.backend, self.train_graph.loss, &mut out)?;
+        Ok(out)
+    }
+
+    /// Test accuracy, test loss and attention summary of every member.
+    pub fn evaluate(&mut self) -> Result<Vec<(f64, f64, Option<AttentionSummary>)>, TrainError> {
+        let r = self.spec.seeds.len();
+        let chunk = self.eval_graph.batch;
+        let n_test = self.spec.train.test_samples;
+        let classes = self.model.data.classes;
+        let t = self.model.data.seq_len;
+        let layers = self.eval_graph.attention.len();
+        let mut correct = vec![0usize; r];
+        let mut loss = vec![0.0; r];
+        // [member][layer] → flat [head × N] sums.
+        let mut attn_sum: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); layers]; r];
+        let mut start = 0;
+        while start < n_test {
+            let valid = chunk.min(n_test - start);
+            self.tokens.clear();
+            self.labels.clear();
+            self.encoded.clear();
+            for (m, test) in self.tests.iter().enumerate() {
+                let first = self.tokens.len();
+                for i in 0..chunk {
+                    // Pad the last chunk by repeating a row; padded rows are not counted.
+                    let row = start + i.min(valid - 1);
+                    self.tokens.extend_from_slice(test.row(row));
+                    self.labels.push(test.labels[row] as f64);
+                }
+                let _ = m;
+                self.model.encode(chunk, &self.tokens[first..], &mut self.encoded);
+            }
+            self.eval_exec.write(self.backend, self.eval_graph.inputs, &self.encoded)?;
+            self.eval_exec.run(self.backend)?;
+            self.eval_exec.read(self.backend, self.eval_graph.logits, &mut self.scratch)?;
+            for m in 0..r {
+                for i in 0..valid {
+                    let row = &self.scratch[(m * chunk + i) * classes..(m * chunk + i + 1) * classes];
+                    let y = self.labels[m * chunk + i] as usize;
+                    let (arg, max) = row.iter().enumerate().fold((0, f64::NEG_INFINITY), |acc, (j, &v)| if v > acc.1 { (j, v) } else { acc });
+                    if arg == y && max.is_finite() {
+                        correct[m] += 1;
+                    }
+                    let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                    loss[m] += lse - row[y];
+                }
+            }
+            for (l, &node) in self.eval_graph.attention.iter().enumerate() {
+                self.eval_exec.read(self.backend, node, &mut self.scratch)?;
+                let per_sample = self.scratch.len() / (r * chunk);
+                for m in 0..r {
+                    let acc = &mut attn_sum[m][l];
+                    if acc.is_empty() {
+                        acc.resize(per_sample, 0.0);
+                    }
+                    for i in 0..valid {
+                        let w = &self.scratch[(m * chunk + i) * per_sample..(m * chunk + i + 1) * per_sample];
+                        for (a, &x) in acc.iter_mut().zip(w) {
+                            *a += x;
+                        }
+                    }
+                }
+            }
+            start += valid;
+        }
+        let mut out = Vec::with_capacity(r);
+        for m in 0..r {
+            let acc = correct[m] as f64 / n_test as f64;
+            let l = loss[m] / n_test as f64;
+            let summary = (layers > 0).then(|| {
+                let n = t + 1;
+                let weights: Vec<Vec<Vec<f64>>> =
+                    attn_sum[m].iter().map(|flat| flat.chunks(n).map(|h| h.iter().map(|x| x / n_test as f64).collect()).collect()).collect();
+                summarize_attention(weights, self.tasks[m].relevant())
+            });
+            out.push((acc, l, summary));
+        }
+        Ok(out)
+    }
+
+    /// Train until every member has learned or diverged, or the step budget runs out.
+    /// `progress` may return false to stop early (the result so far is returned as an
+    /// `Interrupted` error only when nothing finished; otherwise members not finished are
+    /// reported as not learned).
+    pub fn run(&mut self, progress: &mut dyn FnMut(Progress) -> bool) -> Result<EnsembleResult, TrainError> {
+        let started = Instant::now();
+        let r = self.spec.seeds.len();
+        let tc = self.spec.train.clone();
+        let mut done: Vec<Option<MemberResult>> = vec![None; r];
+        let mut curves = Vec::new();
+        let mut last_eval = Vec::new();
+        let mut last_train_loss = vec![f64::NAN; r];
+        while self.step < tc.max_steps && done.iter().any(|d| d.is_none()) {
+            self.step()?;
+            if self.step % tc.eval_every != 0 && self.step != tc.max_steps {
+                continue;
+            }
+            let train_loss = self.train_loss()?;
+            let evals = self.evaluate()?;
+            let mut points = Vec::new();
+            for m in 0..r {
+                if done[m].is_some() {
+                    continue;
+                }
+                let (acc, test_loss, attn) = &evals[m];
+                let point = CurvePoint {
+                    member: m,
+                    seed: self.spec.seeds[m],
+                    step: self.step,
+                    train_loss: train_loss[m],
+                    test_loss: *test_loss,
+                    test_accuracy: *acc,
+                    best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
+                };
+                points.push(point);
+                last_train_loss[m] = train_loss[m];
+                let diverged = !train_loss[m].is_finite() || !test_loss.is_finite();
+                let learned = !diverged && *acc >= tc.target_accuracy;
+                if diverged || learned {
+                    done[m] = Some(MemberResult {
+                        seed: self.spec.seeds[m],
+                        relevant: self.tasks[m].relevant().to_vec(),
+                        learned,
+                        diverged,
+                        step: learned.then_some(self.step),
+                        steps_trained: self.step,
+                        test_accuracy: *acc,
+                        test_loss: *test_loss,
+                        train_loss: train_loss[m],
+                        attention: attn.clone(),
+                    });
+                }
+            }
+            let finished = done.iter().filter(|d| d.is_some()).count();
+            let keep_going = progress(Progress::Evaluated { step: self.step, max_steps: tc.max_steps, points: &points, finished, members: r });
+            curves.extend(points);
+            last_eval = evals;
+            if !keep_going {
+                break;
+            }
+        }
+        let members = done
+            .into_iter()
+            .enumerate()
+            .map(|(m, d)| {
+                d.unwrap_or_else(|| {
+                    let (acc, loss, attn) = last_eval.get(m).cloned().unwrap_or((0.0, f64::NAN, None));
+                    MemberResult {
+                        seed: self.spec.seeds[m],
+                        relevant: self.tasks[m].relevant().to_vec(),
+                        learned: false,
+                        diverged: false,
+                        step: None,
+                        steps_trained: self.step,
+                        test_accuracy: acc,
+                        test_loss: loss,
+                        train_loss: last_train_loss[m],
+                        attention: attn,
+                    }
+                })
+            })
+            .collect();
+        Ok(EnsembleResult { members, curves, steps: self.step, seconds: started.elapsed().as_secs_f64() })
+    }
+
+    /// Read every parameter back (for tests and inspection): one Vec per parameter, [R, ..].
+    pub fn parameters(&mut self) -> Result<Vec<Vec<f64>>, TrainError> {
+        let bufs: Vec<_> = self.train_exec.graph().nodes().iter().enumerate().filter_map(|(i, n)| {
+            matches!(n.op, sparsevar_core::graph::Op::Param(_)).then(|| self.train_exec.buffer(NodeId(i))).flatten()
+        }).collect();
+        let mut out = Vec::new();
+        for b in bufs {
+            let mut v = Vec::new();
+            self.backend.read(b, &mut v)?;
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+/// Mass on S per head, the best head, and whether its top-s input positions are S.
+pub fn summarize_attention(weights: Vec<Vec<Vec<f64>>>, relevant: &[usize]) -> AttentionSummary {
+    let mass_on_s: Vec<Vec<f64>> = weights.iter().map(|layer| layer.iter().map(|h| relevant.iter().map(|&i| h[i + 1]).sum()).collect()).collect();
+    let mut best_head = (0, 0);
+    let mut best = f64::NEG_INFINITY;
+    for (l, layer) in mass_on_s.iter().enumerate() {
+        for (h, &m) in layer.iter().enumerate() {
+            if m > best {
+                best = m;
+                best_head = (l, h);
+            }
+        }
+    }
+    let head = &weights[best_head.0][best_head.1];
+    let mut order: Vec<usize> = (0..head.len() - 1).collect();
+    // Input positions by descending weight (ties broken by position, so it is deterministic).
+    order.sort_by(|&a, &b| head[b + 1].total_cmp(&head[a + 1]).then(a.cmp(&b)));
+    let mut top: Vec<usize> = order[..relevant.len()].to_vec();
+    top.sort();
+    AttentionSummary { top_s_equals_s: top == relevant, weights, mass_on_s, best_head }
+}
