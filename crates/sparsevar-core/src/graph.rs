@@ -562,6 +562,23 @@ impl Executor {
         backend.read(self.buffer(id).expect("node is not computed by this executor"), out)
     }
 
+    /// Run every kernel once, like [`Executor::run`], adding each launch's wall time to
+    /// `profile` under its kernel name (call count, seconds). Synchronises after every launch.
+    pub fn run_profiled(&self, backend: &mut dyn Backend, profile: &mut std::collections::BTreeMap<String, (u64, f64)>) -> Result<(), BackendError> {
+        for &i in &self.steps {
+            let node = &self.graph.nodes[i];
+            let Op::Kernel(k) = &node.op else { unreachable!() };
+            let ins: Vec<BufferId> = node.inputs.iter().map(|x| self.buffers[x.0].expect("planned")).collect();
+            let start = std::time::Instant::now();
+            backend.launch(k, &ins, self.buffers[i].expect("planned"))?;
+            backend.sync()?;
+            let e = profile.entry(format!("{} {:?}", k.name(), node.shape)).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += start.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+
     /// Run every kernel once, in order.
     pub fn run(&self, backend: &mut dyn Backend) -> Result<(), BackendError> {
         let mut ins: Vec<BufferId> = Vec::with_capacity(4);

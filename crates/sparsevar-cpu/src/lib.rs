@@ -1,1 +1,221 @@
-//! placeholder
+//! sparsevar-cpu: the CPU [`Backend`] — ndarray/matrixmultiply for MatMul, rayon for the
+//! parallel loops, plain slices for everything else. `CpuBackend<f32>` ("cpu") is the fast
+//! default; `CpuBackend<f64>` ("cpu-f64") exists for gradient checks and reference runs.
+//!
+//! # Determinism
+//!
+//! Results are bit-identical for any rayon thread count, and a group (ensemble member) gives
+//! the same bits whether it is launched alone or with others. Three rules buy this:
+//!
+//! * only independent *output* items are split across threads, with partitions that are
+//!   constants or functions of the kernel's shape, never of the thread count (see `par`);
+//!   serial runs below the size threshold walk the same partition;
+//! * every reduction runs inside one output item in an order fixed by the kernel's shape:
+//!   left to right (SumTo, ScatterAdd, CrossEntropy's batch mean, matmul's k), or eight
+//!   interleaved partial sums combined in a fixed tree for row reductions (softmax sums,
+//!   layer-norm moments, sums of squares), which vectorises and is just as reproducible;
+//! * nothing reads how many groups there are: group `g` touches only its own slices.
+//!
+//! Arithmetic runs in `F` itself (f32 stays f32), like the GPU backends.
+
+mod elementwise;
+mod float;
+mod index;
+mod matmul;
+mod par;
+mod rows;
+mod strided;
+mod update;
+
+use std::marker::PhantomData;
+
+use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, Update};
+
+pub use float::Float;
+
+/// A backend computing in `F` (`f32` or `f64`) on the CPU. Buffers are plain `Vec<F>`s.
+#[derive(Debug, Default)]
+pub struct CpuBackend<F: Float = f32> {
+    buffers: Vec<Vec<F>>,
+    _f: PhantomData<F>,
+}
+
+impl<F: Float> CpuBackend<F> {
+    /// An empty backend: `CpuBackend::<f32>::new()` is "cpu", `CpuBackend::<f64>::new()` is
+    /// "cpu-f64".
+    pub fn new() -> Self {
+        CpuBackend { buffers: Vec::new(), _f: PhantomData }
+    }
+
+    /// Direct view of a buffer (tests and debugging; the executor goes through `read`).
+    pub fn buffer(&self, id: BufferId) -> Option<&[F]> {
+        self.buffers.get(id.0).map(|b| &b[..])
+    }
+
+    fn unknown(&self, id: BufferId) -> BackendError {
+        BackendError::UnknownBuffer(id, F::BACKEND_NAME.to_string())
+    }
+
+    fn device(&self, message: String) -> BackendError {
+        BackendError::Device { backend: F::BACKEND_NAME.to_string(), message }
+    }
+
+    /// Check that `id` exists and holds exactly `need` values.
+    fn check(&self, id: BufferId, need: usize, kernel: &str) -> Result<(), BackendError> {
+        let have = self.buffers.get(id.0).ok_or_else(|| self.unknown(id))?.len();
+        if have != need {
+            return Err(BackendError::BufferSize {
+                backend: F::BACKEND_NAME.to_string(),
+                kernel: kernel.to_string(),
+                buffer: id,
+                have,
+                need,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<F: Float> Backend for CpuBackend<F> {
+    fn name(&self) -> String {
+        F::BACKEND_NAME.to_string()
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<BufferId, BackendError> {
+        self.buffers.push(vec![F::ZERO; len]);
+        Ok(BufferId(self.buffers.len() - 1))
+    }
+
+    fn write(&mut self, buf: BufferId, data: &[f64]) -> Result<(), BackendError> {
+        self.check(buf, data.len(), "write")?;
+        for (o, &v) in self.buffers[buf.0].iter_mut().zip(data) {
+            *o = F::from_f64(v);
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, buf: BufferId, out: &mut Vec<f64>) -> Result<(), BackendError> {
+        let b = self.buffers.get(buf.0).ok_or_else(|| self.unknown(buf))?;
+        out.clear();
+        out.extend(b.iter().map(|v| v.to_f64()));
+        Ok(())
+    }
+
+    fn launch(&mut self, kernel: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<(), BackendError> {
+        let name = kernel.name();
+        if inputs.len() != kernel.arity() {
+            return Err(self.device(format!("{name} takes {} inputs, got {}", kernel.arity(), inputs.len())));
+        }
+        let (in_lens, out_len) = kernel.lengths();
+        for (&id, &need) in inputs.iter().zip(&in_lens) {
+            self.check(id, need, name)?;
+        }
+        self.check(output, out_len, name)?;
+        if inputs.contains(&output) {
+            return Err(self.device(format!("{name}: output {output:?} aliases an input")));
+        }
+        // Take the output out so the inputs can be borrowed while it is written.
+        let mut out = std::mem::take(&mut self.buffers[output.0]);
+        let mut ins: [&[F]; 3] = [&[]; 3];
+        for (slot, id) in ins.iter_mut().zip(inputs) {
+            *slot = &self.buffers[id.0];
+        }
+        let result = run_kernel(kernel, &ins, &mut out);
+        self.buffers[output.0] = out;
+        result.map_err(|m| self.device(m))
+    }
+
+    fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {
+        let name = match update {
+            Update::Zero { .. } => "zero",
+            Update::AccumulateSquares { .. } => "accumulate_squares",
+            Update::Adam { .. } => "adam",
+            Update::Sgd { .. } => "sgd",
+        };
+        let lens = update.lengths();
+        if buffers.len() != lens.len() {
+            return Err(self.device(format!("{name} takes {} buffers, got {}", lens.len(), buffers.len())));
+        }
+        for (&id, &need) in buffers.iter().zip(&lens) {
+            self.check(id, need, name)?;
+        }
+        for (i, id) in buffers.iter().enumerate() {
+            if buffers[..i].contains(id) {
+                return Err(self.device(format!("{name}: buffer {id:?} passed twice")));
+            }
+        }
+        // Take every buffer out (moves, not copies), run, put them all back.
+        let mut bufs: [Vec<F>; 5] = Default::default();
+        for (slot, id) in bufs.iter_mut().zip(buffers) {
+            *slot = std::mem::take(&mut self.buffers[id.0]);
+        }
+        run_update(update, &mut bufs);
+        for (slot, id) in bufs.iter_mut().zip(buffers) {
+            self.buffers[id.0] = std::mem::take(slot);
+        }
+        Ok(())
+    }
+}
+
+/// Dispatch one kernel; lengths are already checked. Errors are messages for `Device`.
+fn run_kernel<F: Float>(kernel: &Kernel, x: &[&[F]; 3], y: &mut [F]) -> Result<(), String> {
+    use Kernel as K;
+    match kernel {
+        K::MatMul { batch, m, k, n, trans_a, trans_b } => {
+            matmul::matmul(x[0], x[1], y, (*batch, *m, *k, *n), *trans_a, *trans_b);
+        }
+        K::Binary { op, shape, a_strides, b_strides } => {
+            elementwise::binary(*op, shape, a_strides, b_strides, x[0], x[1], y)?;
+        }
+        K::SumTo { from, to } => elementwise::sum_to(from, to, x[0], y)?,
+        K::Affine { scale, shift, .. } => elementwise::affine(*scale, *shift, x[0], y),
+        K::Fill { value, .. } => elementwise::fill(*value, y),
+        K::Unary { op, .. } => elementwise::unary(*op, x[0], y),
+        K::UnaryBackward { op, .. } => elementwise::unary_backward(*op, x[0], x[1], y),
+        K::Softmax { cols, .. } => rows::softmax(*cols, x[0], y),
+        K::SoftmaxBackward { cols, .. } => rows::softmax_backward(*cols, x[0], x[1], y),
+        K::LayerNorm { cols, eps, .. } => rows::layer_norm(*cols, *eps, x[0], y),
+        K::LayerNormBackward { cols, eps, .. } => rows::layer_norm_backward(*cols, *eps, x[0], x[1], y),
+        K::Gather { table_rows, rows, cols, .. } => index::gather((*table_rows, *rows, *cols), x[0], x[1], y)?,
+        K::ScatterAdd { table_rows, rows, cols, .. } => {
+            index::scatter_add((*table_rows, *rows, *cols), x[0], x[1], y)?;
+        }
+        K::Permute { shape, perm } => index::permute(shape, perm, x[0], y)?,
+        K::Narrow { axis, start, len, inner, .. } => index::narrow((*axis, *start, *len, *inner), x[0], y)?,
+        K::NarrowBackward { axis, start, len, inner, .. } => {
+            index::narrow_backward((*axis, *start, *len, *inner), x[0], y)?;
+        }
+        K::CrossEntropy { batch, classes, .. } => rows::cross_entropy((*batch, *classes), x[0], x[1], y)?,
+        K::CrossEntropyBackward { batch, classes, .. } => {
+            rows::cross_entropy_backward((*batch, *classes), x[0], x[1], x[2], y)?;
+        }
+    }
+    Ok(())
+}
+
+/// Dispatch one update on buffers taken out of the backend (in `Update::lengths` order).
+fn run_update<F: Float>(u: &Update, b: &mut [Vec<F>; 5]) {
+    let [b0, b1, b2, b3, b4] = b;
+    match u {
+        Update::Zero { .. } => update::zero(b0),
+        Update::AccumulateSquares { len, .. } => update::accumulate_squares(*len, b0, b1),
+        Update::Adam { len, lr, beta1, beta2, eps, weight_decay, bias1, bias2, clip, .. } => {
+            let h = update::AdamHyper {
+                lr: *lr,
+                beta1: *beta1,
+                beta2: *beta2,
+                eps: *eps,
+                weight_decay: *weight_decay,
+                bias1: *bias1,
+                bias2: *bias2,
+                clip: *clip,
+            };
+            let sq = clip.map(|_| &b4[..]);
+            update::adam(*len, &h, b0, b1, b2, b3, sq);
+        }
+        Update::Sgd { len, lr, momentum, weight_decay, clip, .. } => {
+            let sq = clip.map(|_| &b3[..]);
+            update::sgd(*len, (*lr, *momentum, *weight_decay, *clip), b0, b1, b2, sq);
+        }
+    }
+}

@@ -275,6 +275,31 @@ impl<'b> Trainer<'b> {
         Ok(())
     }
 
+    /// One step like [`Trainer::step`] with the forward + backward kernels timed one by one
+    /// into `profile` (kernel and shape → calls, seconds).
+    pub fn step_profiled(&mut self, profile: &mut std::collections::BTreeMap<String, (u64, f64)>) -> Result<(), TrainError> {
+        let b = self.spec.train.batch;
+        self.tokens.clear();
+        self.labels.clear();
+        self.encoded.clear();
+        for (src, task) in self.sources.iter_mut().zip(&self.tasks) {
+            let start = self.tokens.len();
+            src.next(task.as_ref(), b, &mut self.tokens, &mut self.labels);
+            self.model.encode(b, &self.tokens[start..], &mut self.encoded);
+        }
+        self.train_exec.write(self.backend, self.train_graph.inputs, &self.encoded)?;
+        self.train_exec.write(self.backend, self.train_graph.labels, &self.labels)?;
+        self.train_exec.run_profiled(self.backend, profile)?;
+        let start = std::time::Instant::now();
+        self.optimizer.step(self.backend)?;
+        self.backend.sync()?;
+        let e = profile.entry("optimizer (all parameters)".into()).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += start.elapsed().as_secs_f64();
+        self.step += 1;
+        Ok(())
+    }
+
     /// The last training batch's loss per member.
     pub fn train_loss(&mut self) -> Result<Vec<f64>, TrainError> {
         let mut out = Vec::new();

@@ -64,6 +64,9 @@ enum Command {
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
+        /// Also time every kernel of one step (after the timed repeats) and print a table.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -85,7 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train { config, out, overrides } => train(&config, out, &overrides),
-        Command::Bench { model, t, batch, runs, steps, repeats, threads, json } => bench(&model, t, batch, runs, steps, repeats, threads, json),
+        Command::Bench { model, t, batch, runs, steps, repeats, threads, json, profile } => bench(&model, t, batch, runs, steps, repeats, threads, json, profile),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -181,7 +184,7 @@ fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: Option<usize>, json: bool) -> Result<()> {
+fn bench(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: Option<usize>, json: bool, profile: bool) -> Result<()> {
     let threads = set_threads(threads)?;
     let model_spec = match model {
         "paper1l" => ModelSpec::Transformer(TransformerConfig::default()),
@@ -228,6 +231,19 @@ fn bench(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats
     } else {
         println!("{model} T={t} B={batch} R={runs} on cpu ({threads} threads), median of {repeats} x {steps} steps:");
         println!("  {median:.3} ms/step, {steps_per_s:.1} steps/s, {model_steps_per_s:.1} model-steps/s, {gflops:.2} GFLOP/s ({} launches/step)", trainer.step_launches());
+    }
+    if profile {
+        let mut table = std::collections::BTreeMap::new();
+        for _ in 0..steps {
+            trainer.step_profiled(&mut table)?;
+        }
+        let total: f64 = table.values().map(|v| v.1).sum();
+        let mut rows: Vec<_> = table.into_iter().collect();
+        rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+        eprintln!("per-step kernel profile over {steps} steps (synchronised launches, {:.3} ms/step in total):", total * 1e3 / steps as f64);
+        for (name, (calls, secs)) in rows {
+            eprintln!("  {:>8.1} us {:>5.1}%  x{:<3} {name}", secs * 1e6 / steps as f64, 100.0 * secs / total, calls / steps as u64);
+        }
     }
     Ok(())
 }

@@ -1,0 +1,74 @@
+//! Work partitioning and fixed-order reductions: the two places determinism is decided.
+//!
+//! Every parallel loop here splits its *output* into chunks whose size is a constant or a
+//! function of the kernel's shape only, never of the thread count, and each output element is
+//! computed entirely inside one chunk. Serial and parallel runs walk the very same chunks, so
+//! the threshold below changes speed, never bits.
+
+use rayon::prelude::*;
+
+use crate::Float;
+
+/// Below this much work (elements touched, or multiply-adds) a launch runs on the calling
+/// thread: waking the pool costs more than the work.
+pub(crate) const PAR_WORK: usize = 1 << 15;
+
+/// Output elements per task for elementwise kernels.
+pub(crate) const ELEM_CHUNK: usize = 1 << 14;
+
+/// Run `f(first_index, chunk)` over consecutive `chunk`-sized pieces of `out`, in parallel
+/// when `work >= PAR_WORK`. `chunk` must depend only on the kernel's shape.
+#[inline]
+pub(crate) fn for_chunks<F: Float>(out: &mut [F], chunk: usize, work: usize, f: impl Fn(usize, &mut [F]) + Sync + Send) {
+    if out.is_empty() {
+        return;
+    }
+    let chunk = chunk.max(1);
+    if work < PAR_WORK || out.len() <= chunk {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * chunk, c));
+    } else {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * chunk, c));
+    }
+}
+
+/// Chunk size, in elements, for kernels whose independent item is a whole row of `cols`:
+/// a whole number of rows, about `ELEM_CHUNK / 4` elements (row kernels do more per element).
+#[inline]
+pub(crate) fn row_chunk(cols: usize) -> usize {
+    let rows = ((ELEM_CHUNK / 4) / cols.max(1)).max(1);
+    rows * cols.max(1)
+}
+
+/// Σ term(a_i, b_i) in a fixed order: eight interleaved partial sums (lane l takes i ≡ l mod 8),
+/// combined pairwise, then the tail added last. The order depends only on the length, so the
+/// result is as reproducible as a plain left-to-right sum, and it vectorises.
+#[inline(always)]
+pub(crate) fn fold8<F: Float>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [F::ZERO; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += term(x[l], y[l]);
+        }
+    }
+    let mut tail = F::ZERO;
+    for (&x, &y) in ra.iter().zip(rb) {
+        tail += term(x, y);
+    }
+    (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) + tail
+}
+
+/// Σ x_i in the fixed order of [`fold8`].
+#[inline(always)]
+pub(crate) fn sum8<F: Float>(x: &[F]) -> F {
+    fold8(x, x, |a, _| a)
+}
+
+/// Largest element (NaN-propagating); order-independent, so no care needed.
+#[inline(always)]
+pub(crate) fn max_of<F: Float>(x: &[F]) -> F {
+    x.iter().fold(F::from_f64(f64::NEG_INFINITY), |m, &v| m.max_nan(v))
+}

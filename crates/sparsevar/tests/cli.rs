@@ -1,0 +1,118 @@
+//! The program end to end: a real (small) training run writes its results folder, bad input
+//! gets a one-line error naming the key or file with exit status 2, and finished results
+//! are never overwritten.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sparsevar(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsevar")).args(args).current_dir(dir).output().expect("run sparsevar")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sparsevar-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const SMALL: &str = "task: { kind: sparse_parity, T: 8, s: 2 }
+model: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { samples: 256, batch: 32, max_steps: 3000, lr: 0.003, eval_every: 50, test_samples: 256 }
+seeds: [0, 1]
+";
+
+#[test]
+fn train_writes_config_metrics_and_summary() {
+    let d = temp_dir("train");
+    std::fs::write(d.join("small.yaml"), SMALL).unwrap();
+    let out = sparsevar(&["train", "small.yaml", "--out", "res"], &d);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("res/summary.json")).unwrap()).unwrap();
+    let members = summary["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    for m in members {
+        assert_eq!(m["learned"], true, "{m}");
+        assert!(m["test_accuracy"].as_f64().unwrap() >= 0.99);
+        assert_eq!(m["attention_mass_on_S"].as_array().unwrap().len(), 2, "one mass per head");
+        assert!(m["step"].as_u64().unwrap() % 50 == 0);
+    }
+    assert_eq!(summary["provenance"]["backend"], "cpu");
+    assert_eq!(summary["provenance"]["seeds"], serde_json::json!([0, 1]));
+    // The resolved config has every default written out and parses back.
+    let resolved = std::fs::read_to_string(d.join("res/config.yaml")).unwrap();
+    assert!(resolved.contains("target_accuracy: 0.99") && resolved.contains("attention: softmax"), "{resolved}");
+    let metrics = std::fs::read_to_string(d.join("res/metrics.csv")).unwrap();
+    let rows: Vec<&str> = metrics.lines().collect();
+    assert_eq!(rows[0], "member,seed,step,train_loss,test_loss,test_accuracy,best_mass_on_s");
+    assert!(rows.len() > 2);
+
+    // Running again into the same folder must not overwrite it.
+    let again = sparsevar(&["train", "small.yaml", "--out", "res"], &d);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds results"));
+    assert_eq!(std::fs::read_to_string(d.join("res/metrics.csv")).unwrap(), metrics, "results were touched");
+
+    // Without --out, a fresh numbered folder under runs/.
+    let auto1 = sparsevar(&["train", "small.yaml", "train.max_steps=50"], &d);
+    let auto2 = sparsevar(&["train", "small.yaml", "train.max_steps=50"], &d);
+    assert!(auto1.status.success() && auto2.status.success());
+    assert!(d.join("runs/small/summary.json").exists() && d.join("runs/small-2/summary.json").exists());
+}
+
+/// Every bad input: exit status 2 and one line naming the key (or file) and the fix.
+#[test]
+fn bad_input_names_the_key_and_exits_2() {
+    let d = temp_dir("bad");
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("unknown key", "task: { kind: sparse_parity, T: 8, s: 2 }\ntrain: { lrr: 0.1 }\n", &["unknown field `lrr`", "expected one of", "`lr`"]),
+        ("unknown model key", "task: { kind: sparse_parity, T: 8, s: 2 }\nmodel: { kind: transformer, layerz: 2 }\n", &["model: unknown field `layerz`", "`layers`"]),
+        ("wrong type", "task: { kind: sparse_parity, T: 8, s: 2 }\ntrain: { batch: many }\n", &["train.batch", "invalid type"]),
+        ("s > T", "task: { kind: sparse_parity, T: 4, s: 5 }\n", &["task.s = 5 exceeds task.T = 4"]),
+        ("T = 0", "task: { kind: sparse_parity, T: 0, s: 1 }\n", &["task.T"]),
+        ("unknown attention", "task: { kind: sparse_parity, T: 8, s: 2 }\nmodel: { kind: transformer, attention: hard }\n", &["model.attention `hard`", "softmax"]),
+        ("unknown task", "task: { kind: parity, T: 8, s: 2 }\n", &["unknown task kind `parity`", "sparse_parity"]),
+        ("bad yaml", "task: [unclosed\n", &["bad_yaml.yaml"]),
+    ];
+    for (name, text, needles) in cases {
+        let file = format!("{}.yaml", name.replace([' ', '>', '='], "_"));
+        let file = file.replace("__", "_");
+        std::fs::write(d.join(&file), text).unwrap();
+        let out = sparsevar(&["train", &file, "--out", "never"], &d);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: one line, got {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{name}: `{n}` not in: {err}");
+        }
+        assert!(!d.join("never").exists(), "{name}: a results folder was created");
+    }
+    let out = sparsevar(&["train", "missing.yaml"], &d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read missing.yaml"));
+    std::fs::write(d.join("ok.yaml"), "task: { kind: sparse_parity, T: 8, s: 2 }\n").unwrap();
+    let out = sparsevar(&["train", "ok.yaml", "trainlr"], &d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected key=value"));
+    let out = sparsevar(&["train", "ok.yaml", "train.lr=-1"], &d);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("train.lr = -1"));
+}
+
+#[test]
+fn bench_prints_one_json_line_with_the_figures() {
+    let d = temp_dir("bench");
+    let out = sparsevar(&["bench", "--T", "16", "--runs", "2", "--steps", "5", "--repeats", "3", "--json"], &d);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    for key in ["model_steps_per_s", "ms_per_step", "gflops_per_s"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key} in {v}");
+    }
+    let ms = v["ms_per_step"].as_f64().unwrap();
+    assert!((v["model_steps_per_s"].as_f64().unwrap() - 2.0 * 1000.0 / ms).abs() < 1e-6);
+    let mlp = sparsevar(&["bench", "--model", "mlp", "--steps", "3", "--repeats", "1", "--json"], &d);
+    assert!(mlp.status.success());
+    let bad = sparsevar(&["bench", "--model", "gpt"], &d);
+    assert_eq!(bad.status.code(), Some(2));
+}
