@@ -13,3 +13,4 @@ pub mod attention;
 pub mod graph;
 pub mod model;
 pub mod optim;
+pub mod registry;

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
-use sparsevar_core::attention::BUILTIN_ATTENTION;
 use sparsevar_core::model::{ModelSpec, TransformerConfig};
 use sparsevar_core::optim::{OptimConfig, OptimizerKind, Schedule};
-use sparsevar_core::task::{build_task, TaskSpec};
+use sparsevar_core::registry::Registry;
+use sparsevar_core::task::TaskSpec;
 
 /// How an ensemble trains and when a member counts as having learned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ pub struct ExperimentConfig {
     /// One ensemble member per seed: its init, data, S (unless fixed) and batches.
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
-    /// Compute backend: "cpu".
+    /// Compute backend by registered name ("cpu", …).
     #[serde(default = "default_backend")]
     pub backend: String,
     /// Worker threads for the CPU backend (default: all cores). Results do not depend on it.
@@ -132,13 +132,13 @@ pub enum ConfigError {
 
 impl ExperimentConfig {
     /// Read a YAML file, apply `key=value` overrides, parse and validate.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&text, &path.display().to_string(), overrides)
+        Self::parse(&text, &path.display().to_string(), overrides, registry)
     }
 
     /// Parse YAML text (`origin` names it in errors), apply overrides, validate.
-    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str, origin: &str, overrides: &[String], registry: &Registry) -> Result<Self, ConfigError> {
         let parse_err = |e: serde_yaml::Error| ConfigError::Parse { path: origin.to_string(), message: e.to_string() };
         let mut value: Value = serde_yaml::from_str(text).map_err(parse_err)?;
         for o in overrides {
@@ -158,12 +158,12 @@ impl ExperimentConfig {
         } else {
             serde_yaml::from_value(value).map_err(parse_err)?
         };
-        cfg.validate()?;
+        cfg.validate(registry)?;
         Ok(cfg)
     }
 
     /// Check every value a parse cannot check; the message names the key and the fix.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self, registry: &Registry) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.seeds.is_empty() {
             return bad("seeds is empty: give at least one seed, e.g. seeds: [0]".into());
@@ -175,13 +175,11 @@ impl ExperimentConfig {
             return bad(format!("seeds {:?} repeat a seed: each member needs its own", self.seeds));
         }
         for &seed in &self.seeds {
-            build_task(&self.task, seed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            registry.task(&self.task, seed).map_err(ConfigError::Invalid)?;
         }
         match &self.model {
             ModelSpec::Transformer(m) => {
-                if !BUILTIN_ATTENTION.contains(&m.attention.as_str()) {
-                    return bad(format!("model.attention `{}` is unknown; known variants: {}", m.attention, BUILTIN_ATTENTION.join(", ")));
-                }
+                registry.attention(&m.attention).map_err(ConfigError::Invalid)?;
                 if m.layers == 0 || m.d_model == 0 || m.heads == 0 {
                     return bad("model.layers, model.d_model and model.heads must be at least 1".into());
                 }
@@ -225,8 +223,8 @@ impl ExperimentConfig {
         {
             return bad(format!("train.clip = {c} must be positive (or remove it)"));
         }
-        if self.backend != "cpu" {
-            return bad(format!("backend `{}` is not available; available backends: cpu", self.backend));
+        if !registry.backends.is_empty() && !registry.backends.contains_key(&self.backend) {
+            return bad(format!("backend `{}` is unknown; available backends: {}", self.backend, registry.backend_names().join(", ")));
         }
         if self.threads == Some(0) {
             return bad("threads must be at least 1 (or remove it to use every core)".into());

@@ -8,13 +8,13 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use sparsevar_core::attention::builtin_attention;
 use sparsevar_core::backend::{Backend, BackendError};
-use sparsevar_core::graph::{Executor, NodeId};
+use sparsevar_core::graph::Executor;
 use sparsevar_core::model::{DataShape, Model, ModelGraph, ModelSpec};
 use sparsevar_core::optim::Optimizer;
 use sparsevar_core::rng::{streams, Pcg32};
-use sparsevar_core::task::{build_task, Dataset, Task, TaskSpec};
+use sparsevar_core::registry::Registry;
+use sparsevar_core::task::{Dataset, Task, TaskSpec};
 
 use crate::config::TrainConfig;
 
@@ -25,6 +25,16 @@ pub struct RunSpec {
     pub model: ModelSpec,
     pub train: TrainConfig,
     pub seeds: Vec<u64>,
+    /// Per-member training-set sizes (a sweep trains many m in one ensemble); `None` gives
+    /// every member `train.samples`.
+    pub samples: Option<Vec<usize>>,
+}
+
+impl RunSpec {
+    /// Training-set size of member `m`.
+    pub fn samples_of(&self, m: usize) -> usize {
+        self.samples.as_ref().map_or(self.train.samples, |s| s[m])
+    }
 }
 
 /// Where the CLS attention of one member went, averaged over its test set.
@@ -135,8 +145,8 @@ impl BatchSource {
 }
 
 /// Build the task of each member (validated).
-pub fn member_tasks(spec: &TaskSpec, seeds: &[u64]) -> Result<Vec<Box<dyn Task>>, TrainError> {
-    seeds.iter().map(|&s| build_task(spec, s).map_err(|e| TrainError::Setup(e.to_string()))).collect()
+pub fn member_tasks(registry: &Registry, spec: &TaskSpec, seeds: &[u64]) -> Result<Vec<Box<dyn Task>>, TrainError> {
+    seeds.iter().map(|&s| registry.task(spec, s).map_err(TrainError::Setup)).collect()
 }
 
 /// An ensemble set up on a backend: model, parameters, planned graphs, optimizer and data.
@@ -145,6 +155,7 @@ pub struct Trainer<'b> {
     pub spec: RunSpec,
     pub tasks: Vec<Box<dyn Task>>,
     pub model: Model,
+    params: sparsevar_core::graph::ParamStore,
     train_graph: ModelGraph,
     train_exec: Executor,
     eval_graph: ModelGraph,
@@ -172,18 +183,21 @@ fn eval_chunk(members: usize, test: usize) -> usize {
 }
 
 impl<'b> Trainer<'b> {
-    pub fn new(backend: &'b mut dyn Backend, spec: RunSpec) -> Result<Self, TrainError> {
+    pub fn new(backend: &'b mut dyn Backend, spec: RunSpec, registry: &Registry) -> Result<Self, TrainError> {
         let r = spec.seeds.len();
         if r == 0 {
             return Err(TrainError::Setup("no seeds: an ensemble needs at least one member".into()));
         }
-        let tasks = member_tasks(&spec.task, &spec.seeds)?;
+        if let Some(s) = &spec.samples
+            && (s.len() != r || s.contains(&0))
+        {
+            return Err(TrainError::Setup(format!("{} per-member sample counts for {r} members (each at least 1)", s.len())));
+        }
+        let tasks = member_tasks(registry, &spec.task, &spec.seeds)?;
         let t0 = &tasks[0];
         let data = DataShape { seq_len: t0.seq_len(), alphabet: t0.alphabet(), classes: t0.num_classes() };
         let attention = match &spec.model {
-            ModelSpec::Transformer(c) => Some(
-                builtin_attention(&c.attention).ok_or_else(|| TrainError::Setup(format!("unknown attention variant `{}`", c.attention)))?,
-            ),
+            ModelSpec::Transformer(c) => Some(registry.attention(&c.attention).map_err(TrainError::Setup)?),
             ModelSpec::Mlp(_) => None,
         };
         let (model, mut params) = Model::new(&spec.model, data, r, attention);
@@ -212,8 +226,8 @@ impl<'b> Trainer<'b> {
 
         let mut sources = Vec::new();
         let mut tests = Vec::new();
-        for (task, &seed) in tasks.iter().zip(&spec.seeds) {
-            let train = (!tc.online).then(|| Dataset::draw(task.as_ref(), tc.samples, &mut Pcg32::new(seed, streams::TRAIN_DATA)));
+        for (m, (task, &seed)) in tasks.iter().zip(&spec.seeds).enumerate() {
+            let train = (!tc.online).then(|| Dataset::draw(task.as_ref(), spec.samples_of(m), &mut Pcg32::new(seed, streams::TRAIN_DATA)));
             let n = train.as_ref().map_or(0, |d| d.len());
             let stream = if tc.online { streams::ONLINE } else { streams::BATCH };
             let mut rng = Pcg32::new(seed, stream);
@@ -227,6 +241,7 @@ impl<'b> Trainer<'b> {
             spec,
             tasks,
             model,
+            params,
             train_graph,
             train_exec,
             eval_graph,
@@ -469,18 +484,23 @@ impl<'b> Trainer<'b> {
         Ok(EnsembleResult { members, curves, steps: self.step, seconds: started.elapsed().as_secs_f64() })
     }
 
-    /// Read every parameter back (for tests and inspection): one Vec per parameter, [R, ..].
+    /// Read every parameter back, in declaration order: one Vec per parameter, [R, ..].
     pub fn parameters(&mut self) -> Result<Vec<Vec<f64>>, TrainError> {
-        let bufs: Vec<_> = self.train_exec.graph().nodes().iter().enumerate().filter_map(|(i, n)| {
-            matches!(n.op, sparsevar_core::graph::Op::Param(_)).then(|| self.train_exec.buffer(NodeId(i))).flatten()
-        }).collect();
         let mut out = Vec::new();
-        for b in bufs {
+        for id in self.params.ids() {
             let mut v = Vec::new();
-            self.backend.read(b, &mut v)?;
+            self.backend.read(self.params.buffer(id), &mut v)?;
             out.push(v);
         }
         Ok(out)
+    }
+
+    /// Overwrite parameter `index` (declaration order) with `values` ([R, ..]), e.g. to
+    /// restore a checkpoint.
+    pub fn write_parameter(&mut self, index: usize, values: &[f64]) -> Result<(), TrainError> {
+        let id = self.params.ids().nth(index).ok_or_else(|| TrainError::Setup(format!("no parameter {index}")))?;
+        self.backend.write(self.params.buffer(id), values)?;
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! seed gives bit-identical results with 1 or 2 threads, and training really learns.
 
 use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
+use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::TrainConfig;
@@ -13,6 +14,7 @@ fn small_spec(seeds: Vec<u64>, model: ModelSpec) -> RunSpec {
         model,
         train: TrainConfig { samples: 200, batch: 16, max_steps: 60, eval_every: 20, test_samples: 100, ..TrainConfig::default() },
         seeds,
+        samples: None,
     }
 }
 
@@ -23,7 +25,7 @@ fn small_transformer() -> ModelSpec {
 /// Train and return the result and every parameter after training.
 fn train(spec: RunSpec) -> (EnsembleResult, Vec<Vec<f64>>) {
     let mut be = CpuBackend::<f32>::new();
-    let mut t = Trainer::new(&mut be, spec).unwrap();
+    let mut t = Trainer::new(&mut be, spec, &Registry::builtin()).unwrap();
     let r = t.run(&mut |_| true).unwrap();
     let p = t.parameters().unwrap();
     (r, p)
@@ -80,6 +82,7 @@ fn a_small_parity_is_learned_and_attention_finds_s() {
         model: small_transformer(),
         train: TrainConfig { samples: 512, batch: 32, max_steps: 3000, eval_every: 50, test_samples: 256, lr: 3e-3, ..TrainConfig::default() },
         seeds: vec![0, 1],
+        samples: None,
     };
     let (r, _) = train(spec);
     for m in &r.members {
@@ -97,7 +100,33 @@ fn a_diverging_member_is_marked_and_the_others_go_on() {
     let mut spec = small_spec(vec![0, 1], ModelSpec::Mlp(MlpConfig { depth: 2, width: 32 }));
     spec.train.optimizer = sparsevar_core::optim::OptimizerKind::Sgd;
     spec.train.lr = 1e6;
+    spec.train.clip = None;
     let (r, _) = train(spec);
     assert!(r.members.iter().all(|m| m.diverged && !m.learned), "{:?}", r.members);
     assert!(r.members.iter().all(|m| m.steps_trained == 20), "stopped at the first evaluation");
+}
+
+#[test]
+fn a_member_that_turns_nan_is_marked_diverged_and_the_others_learn() {
+    let spec = RunSpec {
+        task: TaskSpec::new("sparse_parity", 8, 2),
+        model: small_transformer(),
+        train: TrainConfig { samples: 512, batch: 32, max_steps: 3000, eval_every: 50, test_samples: 256, lr: 3e-3, ..TrainConfig::default() },
+        seeds: vec![0, 1],
+        samples: None,
+    };
+    let mut be = CpuBackend::<f32>::new();
+    let mut t = Trainer::new(&mut be, spec, &Registry::builtin()).unwrap();
+    for _ in 0..10 {
+        t.step().unwrap();
+    }
+    // Poison member 0's token embedding.
+    let mut p = t.parameters().unwrap();
+    let half = p[0].len() / 2;
+    p[0][..half].iter_mut().for_each(|x| *x = f64::NAN);
+    t.write_parameter(0, &p[0]).unwrap();
+    let r = t.run(&mut |_| true).unwrap();
+    assert!(r.members[0].diverged && !r.members[0].learned, "{:?}", r.members[0]);
+    assert_eq!(r.members[0].steps_trained, 50, "found at the first evaluation");
+    assert!(r.members[1].learned && !r.members[1].diverged, "{:?}", r.members[1]);
 }

@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sparsevar_core::backend::Backend;
 use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
+use sparsevar_core::registry::Registry;
+use std::sync::Arc;
 use sparsevar_core::task::TaskSpec;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
@@ -107,11 +109,18 @@ fn set_threads(threads: Option<usize>) -> Result<usize> {
     Ok(rayon::current_num_threads())
 }
 
-fn make_backend(name: &str) -> Result<Box<dyn Backend>> {
-    match name {
-        "cpu" => Ok(Box::new(CpuBackend::<f32>::new())),
-        other => bad(format!("backend `{other}` is not available; available backends: cpu")),
+/// Every task, attention variant and backend this program knows.
+fn registry() -> Registry {
+    let mut r = Registry::builtin();
+    r.register_backend("cpu", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f32>::new()) as Box<dyn Backend>))).expect("distinct");
+    r
+}
+
+fn make_backend(registry: &Registry, name: &str) -> Result<Box<dyn Backend>> {
+    if !registry.backends.contains_key(name) {
+        return bad(registry.backend(name).err().unwrap_or_default());
     }
+    registry.backend(name).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn progress_bar(len: u64) -> ProgressBar {
@@ -122,7 +131,8 @@ fn progress_bar(len: u64) -> ProgressBar {
 }
 
 fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()> {
-    let cfg = ExperimentConfig::load(config, overrides).map_err(|e| BadInput(e.to_string()))?;
+    let registry = registry();
+    let cfg = ExperimentConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
     let threads = set_threads(cfg.threads)?;
     let out = match out {
         Some(p) => p,
@@ -132,7 +142,7 @@ fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()
         }
     };
     let mut results = ResultsDir::create(&out, &cfg.to_yaml()).map_err(|e| BadInput(e.to_string()))?;
-    let mut backend = make_backend(&cfg.backend)?;
+    let mut backend = make_backend(&registry, &cfg.backend)?;
     let provenance = Provenance {
         program: "sparsevar".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -142,8 +152,8 @@ fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()
         command: std::env::args().collect(),
         started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     };
-    let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone() };
-    let mut trainer = Trainer::new(backend.as_mut(), spec).context("setting up training")?;
+    let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
+    let mut trainer = Trainer::new(backend.as_mut(), spec, &registry).context("setting up training")?;
     eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
     for (seed, task) in cfg.seeds.iter().zip(&trainer.tasks) {
         eprintln!("  seed {seed}: {}", task.describe());
@@ -174,7 +184,7 @@ fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()
         });
         let outcome = match (m.learned, m.diverged, m.step) {
             (true, _, Some(s)) => format!("learned at step {s}"),
-            (_, true, _) => format!("diverged by step {}", m.steps_trained),
+            (_, true, _) => format!("diverged by step {} (loss became NaN or infinite: lower train.lr or set train.clip)", m.steps_trained),
             _ => format!("not learned in {} steps", m.steps_trained),
         };
         println!("seed {}: {outcome}, test accuracy {:.4}{}", m.seed, m.test_accuracy, attn.unwrap_or_default());
@@ -199,9 +209,11 @@ fn bench(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats
         model: model_spec,
         train: TrainConfig { samples: 4096, batch, max_steps: usize::MAX, ..TrainConfig::default() },
         seeds: (0..runs as u64).collect(),
+        samples: None,
     };
-    let mut backend = make_backend("cpu")?;
-    let mut trainer = Trainer::new(backend.as_mut(), spec).context("setting up the benchmark")?;
+    let registry = registry();
+    let mut backend = make_backend(&registry, "cpu")?;
+    let mut trainer = Trainer::new(backend.as_mut(), spec, &registry).context("setting up the benchmark")?;
     for _ in 0..steps.min(20) {
         trainer.step()?; // warm-up: caches, page faults, thread pool
     }

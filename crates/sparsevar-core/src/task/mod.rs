@@ -64,6 +64,14 @@ pub enum TaskError {
         /// The kind that was asked for.
         kind: String,
     },
+    /// `task.params` holds a key the task does not take.
+    #[error("task.params.{key}: task kind `{kind}` takes no option `{key}`; remove it")]
+    UnknownParam {
+        /// The task kind.
+        kind: String,
+        /// The unexpected key.
+        key: String,
+    },
     /// `task.T` is 0.
     #[error("task.T must be at least 1 (got {t})")]
     EmptySequence {
@@ -174,6 +182,10 @@ pub struct TaskSpec {
     /// Seed for a junta's truth table; defaults to the member seed. Ignored by other kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_seed: Option<u64>,
+    /// Extra numeric options of tasks that plugins bring (e.g. `alphabet: 8`); built-in
+    /// tasks take none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, f64>,
 }
 
 impl TaskSpec {
@@ -189,6 +201,7 @@ impl TaskSpec {
             bias: default_bias(),
             noise: 0.0,
             table_seed: None,
+            params: Default::default(),
         }
     }
 }
@@ -213,6 +226,9 @@ pub fn build_task(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, Ta
         "junta" => BooleanKind::Junta { table_seed },
         other => return Err(TaskError::UnknownKind { kind: other.to_string() }),
     };
+    if let Some(key) = spec.params.keys().next() {
+        return Err(TaskError::UnknownParam { kind: spec.kind.clone(), key: key.clone() });
+    }
     let (t, s) = (spec.t, spec.s);
     let options = BooleanOptions { bias: spec.bias, noise: spec.noise };
     boolean::check_sizes(kind, t, s)?;
