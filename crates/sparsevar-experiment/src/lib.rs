@@ -5,6 +5,9 @@
 //! experiment is always an ensemble — a single run is R = 1 — so every protocol here hands
 //! whole grids of seeds to one graph.
 
+pub mod baselines;
 pub mod config;
+pub mod fits;
 pub mod results;
+pub mod sweep;
 pub mod train;

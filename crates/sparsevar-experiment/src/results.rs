@@ -19,6 +19,8 @@ use crate::train::{CurvePoint, EnsembleResult};
 pub struct Provenance {
     pub program: String,
     pub version: String,
+    /// The git commit the program was built from, when known.
+    pub git_revision: Option<String>,
     pub backend: String,
     pub threads: usize,
     pub seeds: Vec<u64>,

@@ -20,6 +20,7 @@ use sparsevar_core::task::TaskSpec;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
 use sparsevar_experiment::results::{fresh_dir, Provenance, ResultsDir};
+use sparsevar_experiment::sweep::{run_sweep, SweepConfig, SweepEvent};
 use sparsevar_experiment::train::{Progress, RunSpec, Trainer};
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,19 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Overrides, e.g. train.lr=0.003 seeds=[0,1] task.T=32.
+        overrides: Vec<String>,
+    },
+    /// Sample-complexity sweep: m*(T) per model, fits, baselines (see scripts/sweep_quick.yaml).
+    Sweep {
+        /// Sweep config (YAML).
+        config: PathBuf,
+        /// Results folder (default: runs/<config name>, numbered if taken).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the sweep in --out, skipping the members runs.csv already holds.
+        #[arg(long)]
+        resume: bool,
+        /// Overrides, e.g. sweep.T=[8,16] train.max_steps=2000.
         overrides: Vec<String>,
     },
     /// Measure training throughput (model-steps per second) on synthetic sparse parity.
@@ -90,6 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train { config, out, overrides } => train(&config, out, &overrides),
+        Command::Sweep { config, out, resume, overrides } => sweep(&config, out, resume, &overrides),
         Command::Bench { model, t, batch, runs, steps, repeats, threads, json, profile } => bench(&model, t, batch, runs, steps, repeats, threads, json, profile),
     };
     match result {
@@ -143,15 +158,7 @@ fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()
     };
     let mut results = ResultsDir::create(&out, &cfg.to_yaml()).map_err(|e| BadInput(e.to_string()))?;
     let mut backend = make_backend(&registry, &cfg.backend)?;
-    let provenance = Provenance {
-        program: "sparsevar".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        backend: backend.name(),
-        threads,
-        seeds: cfg.seeds.clone(),
-        command: std::env::args().collect(),
-        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-    };
+    let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
     let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
     let mut trainer = Trainer::new(backend.as_mut(), spec, &registry).context("setting up training")?;
     eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
@@ -190,6 +197,69 @@ fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()
         println!("seed {}: {outcome}, test accuracy {:.4}{}", m.seed, m.test_accuracy, attn.unwrap_or_default());
     }
     println!("{} of {} members learned in {:.1} s; results in {}", result.members.iter().filter(|m| m.learned).count(), result.members.len(), result.seconds, summary.display());
+    Ok(())
+}
+
+fn provenance(backend: String, threads: usize, seeds: Vec<u64>) -> Provenance {
+    Provenance {
+        program: "sparsevar".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        git_revision: option_env!("SPARSEVAR_GIT_REVISION").filter(|s| !s.is_empty()).map(str::to_string),
+        backend,
+        threads,
+        seeds,
+        command: std::env::args().collect(),
+        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    }
+}
+
+fn sweep(config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]) -> Result<()> {
+    let registry = registry();
+    let cfg = SweepConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
+    let threads = set_threads(cfg.threads)?;
+    let out = match out {
+        Some(p) => p,
+        None if resume => return bad("--resume needs --out DIR: the folder of the sweep to continue"),
+        None => fresh_dir(Path::new("runs"), config.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")),
+    };
+    let backend_name = make_backend(&registry, &cfg.backend)?.name();
+    let prov = provenance(backend_name.clone(), threads, cfg.sweep.seeds.clone());
+    eprintln!("sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}", cfg.sweep.t, cfg.models.len(), cfg.sweep.seeds.len(), out.display());
+    let pb = progress_bar(cfg.train.max_steps as u64);
+    let mut make = || registry.backend(&cfg.backend);
+    let summary = run_sweep(&cfg, &out, resume, &registry, &mut make, &prov, &mut |e| match e {
+        SweepEvent::Ensemble { model, t, members, done, total } => {
+            pb.set_position(0);
+            pb.set_message(format!("{model} T={t}: {members} members ({done}/{total} done)"));
+            if !pb.is_hidden() {
+                return;
+            }
+            eprintln!("  {model} T={t}: training {members} members ({done}/{total} done)");
+        }
+        SweepEvent::Step { step, .. } => pb.set_position(step as u64),
+        SweepEvent::Refine { model, t, m } => eprintln!("  {model} T={t}: refining at m={m}"),
+    });
+    pb.finish_and_clear();
+    let summary = summary.map_err(|e| {
+        if e.contains("already holds results") || e.contains("different config") { anyhow::Error::new(BadInput(e)) } else { anyhow::anyhow!(e) }
+    })?;
+    println!("{}", summary.success_rule);
+    for m in &summary.models {
+        let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
+        if cfg.train.online {
+            let steps: Vec<String> = m.points.iter().map(|p| format!("T={}: {:?}/{:?}", p.t, p.median_steps_to_learn, p.median_variable_step)).collect();
+            println!("{}: median steps to learn / to create the variable: {}", m.model, steps.join(", "));
+        } else {
+            println!("{}: m* {}", m.model, stars.join(", "));
+        }
+        if let Some(f) = &m.fit {
+            println!("  {}", f.verdict);
+        }
+    }
+    for b in &summary.baselines {
+        println!("baselines T={}: log2 C(T,s) = {:.1}, GF(2) m* = {:?}, subset search m* = {:?}{}", b.t, b.info_floor, b.gf2_m_star, b.subset_search_m_star, if b.subset_search_skipped { " (skipped: C(T,s) over the cap)" } else { "" });
+    }
+    println!("{:.1} s; results in {}", summary.seconds, out.display());
     Ok(())
 }
 

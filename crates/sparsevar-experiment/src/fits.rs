@@ -1,0 +1,135 @@
+//! Scaling laws for m*(T): a + b·ln T against c·T^α, by least squares, with the statistics a
+//! reader needs to judge them (R² in the same space for both, the end-to-end ratio, and a
+//! one-line verdict). Also the Wilson score interval for success rates.
+
+use serde::Serialize;
+
+/// One fitted law.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Fit {
+    /// "log": m = a + b ln T; "power": m = c T^alpha (a = c, b = alpha).
+    pub law: String,
+    pub a: f64,
+    pub b: f64,
+    /// Coefficient of determination of the fitted m against the measured m (linear space,
+    /// for both laws, so they compare).
+    pub r2: f64,
+}
+
+impl Fit {
+    pub fn predict(&self, t: f64) -> f64 {
+        if self.law == "log" { self.a + self.b * t.ln() } else { self.a * t.powf(self.b) }
+    }
+}
+
+/// Both fits and their comparison for one model.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ScalingFit {
+    pub log: Fit,
+    pub power: Fit,
+    /// m*(T_max) / m*(T_min).
+    pub ratio: f64,
+    pub verdict: String,
+}
+
+fn least_squares(x: &[f64], y: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (my - slope * mx, slope)
+}
+
+fn r_squared(y: &[f64], pred: &[f64]) -> f64 {
+    let my = y.iter().sum::<f64>() / y.len() as f64;
+    let ss_tot: f64 = y.iter().map(|v| (v - my).powi(2)).sum();
+    let ss_res: f64 = y.iter().zip(pred).map(|(a, b)| (a - b).powi(2)).sum();
+    if ss_tot == 0.0 { if ss_res == 0.0 { 1.0 } else { 0.0 } } else { 1.0 - ss_res / ss_tot }
+}
+
+/// Fit m*(T) for the points (T, m*) (at least two distinct T).
+pub fn fit_scaling(points: &[(usize, f64)]) -> Option<ScalingFit> {
+    if points.len() < 2 {
+        return None;
+    }
+    let t: Vec<f64> = points.iter().map(|p| p.0 as f64).collect();
+    let m: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let lnt: Vec<f64> = t.iter().map(|v| v.ln()).collect();
+    let (a, b) = least_squares(&lnt, &m);
+    let log_pred: Vec<f64> = lnt.iter().map(|x| a + b * x).collect();
+    let log = Fit { law: "log".into(), a, b, r2: r_squared(&m, &log_pred) };
+    // The power law is fitted in log-log space (where it is linear), judged in linear space.
+    let lnm: Vec<f64> = m.iter().map(|v| v.ln()).collect();
+    let (lc, alpha) = least_squares(&lnt, &lnm);
+    let c = lc.exp();
+    let pow_pred: Vec<f64> = t.iter().map(|x| c * x.powf(alpha)).collect();
+    let power = Fit { law: "power".into(), a: c, b: alpha, r2: r_squared(&m, &pow_pred) };
+    let (imin, imax) = (
+        (0..t.len()).min_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap(),
+        (0..t.len()).max_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap(),
+    );
+    let ratio = m[imax] / m[imin];
+    let verdict = if log.r2 >= power.r2 {
+        format!(
+            "logarithmic: m* ≈ {:.0} + {:.0}·ln T fits better (R² {:.3} vs {:.3} for the power law, α = {:.2}); m* grows ×{:.2} from T={} to T={}",
+            a, b, log.r2, power.r2, alpha, ratio, t[imin], t[imax]
+        )
+    } else {
+        format!(
+            "power law: m* ≈ {:.1}·T^{:.2} fits better (R² {:.3} vs {:.3} for a + b·ln T); m* grows ×{:.2} from T={} to T={}",
+            c, alpha, power.r2, log.r2, ratio, t[imin], t[imax]
+        )
+    };
+    Some(ScalingFit { log, power, ratio, verdict })
+}
+
+/// Wilson score interval (95%) for k successes out of n.
+pub fn wilson(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959963984540054;
+    let (k, n) = (k as f64, n as f64);
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_log_law_is_recovered_and_preferred() {
+        let pts: Vec<(usize, f64)> = [8usize, 16, 32, 64, 128].iter().map(|&t| (t, 100.0 + 50.0 * (t as f64).ln())).collect();
+        let f = fit_scaling(&pts).unwrap();
+        assert!((f.log.a - 100.0).abs() < 1e-9 && (f.log.b - 50.0).abs() < 1e-9);
+        assert!((f.log.r2 - 1.0).abs() < 1e-12);
+        assert!(f.log.r2 > f.power.r2);
+        assert!(f.verdict.starts_with("logarithmic"));
+    }
+
+    #[test]
+    fn exact_power_law_is_recovered_and_preferred() {
+        let pts: Vec<(usize, f64)> = [8usize, 16, 32, 64].iter().map(|&t| (t, 3.0 * (t as f64).powf(1.5))).collect();
+        let f = fit_scaling(&pts).unwrap();
+        assert!((f.power.a - 3.0).abs() < 1e-9 && (f.power.b - 1.5).abs() < 1e-9);
+        assert!(f.power.r2 > f.log.r2);
+        assert!(f.verdict.starts_with("power law"));
+        assert!((f.ratio - 8f64.powf(1.5)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn wilson_matches_known_values() {
+        // 8 of 10: the textbook interval is (0.490, 0.943).
+        let (lo, hi) = wilson(8, 10);
+        assert!((lo - 0.4902).abs() < 1e-3 && (hi - 0.9433).abs() < 1e-3, "{lo} {hi}");
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+        let (lo, _) = wilson(0, 5);
+        assert_eq!(lo, 0.0);
+    }
+}

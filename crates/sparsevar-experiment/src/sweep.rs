@@ -1,0 +1,687 @@
+//! Sample-complexity sweeps: for each T, find the smallest training-set size m*(T) that a
+//! model needs to learn the task, and fit how m* grows with T.
+//!
+//! All (m, seed) members of one T and one model train as one ensemble (chunked to
+//! `max_ensemble`), so a sweep costs about one training run per T and model. A seed uses
+//! the same initialisation, S and batch stream at every m, and its training sets are nested
+//! (the first m samples of one stream), so success is close to monotone in m.
+//! `runs.csv` is appended and flushed after each ensemble; `--resume` skips what it holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_yaml::Value;
+use sparsevar_core::backend::Backend;
+use sparsevar_core::model::ModelSpec;
+use sparsevar_core::registry::Registry;
+use sparsevar_core::rng::{streams, Pcg32};
+use sparsevar_core::task::{Dataset, TaskSpec};
+
+use crate::baselines::{gf2_parity, log2_binomial, subset_search_parity, SubsetSearch};
+use crate::config::{apply_override, ConfigError, TrainConfig};
+use crate::fits::{fit_scaling, wilson, ScalingFit};
+use crate::results::Provenance;
+use crate::train::{EnsembleResult, RunSpec, Trainer};
+
+/// The m grid: explicit values or a geometric progression.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MGrid {
+    List(Vec<usize>),
+    Geometric { from: usize, to: usize, factor: f64 },
+}
+
+impl MGrid {
+    pub fn values(&self) -> Vec<usize> {
+        match self {
+            MGrid::List(v) => {
+                let mut v = v.clone();
+                v.sort();
+                v.dedup();
+                v
+            }
+            MGrid::Geometric { from, to, factor } => {
+                let mut v = Vec::new();
+                let mut x = *from as f64;
+                while x.round() as usize <= *to {
+                    let m = x.round() as usize;
+                    if v.last() != Some(&m) {
+                        v.push(m);
+                    }
+                    x *= factor;
+                }
+                v
+            }
+        }
+    }
+}
+
+fn default_grid() -> MGrid {
+    MGrid::Geometric { from: 16, to: 4096, factor: 2.0 }
+}
+fn default_sweep_seeds() -> Vec<u64> {
+    vec![0, 1, 2]
+}
+fn default_max_ensemble() -> usize {
+    64
+}
+fn default_cap() -> f64 {
+    2e7
+}
+
+/// The `sweep:` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSection {
+    /// Input lengths.
+    #[serde(rename = "T")]
+    pub t: Vec<usize>,
+    /// Training-set sizes (ignored when train.online is true).
+    #[serde(default = "default_grid")]
+    pub m: MGrid,
+    #[serde(default = "default_sweep_seeds")]
+    pub seeds: Vec<u64>,
+    /// A cell succeeds when at least this fraction of its seeds learn (default: a strict
+    /// majority).
+    #[serde(default)]
+    pub success_fraction: Option<f64>,
+    /// Largest ensemble trained at once (memory bound).
+    #[serde(default = "default_max_ensemble")]
+    pub max_ensemble: usize,
+    /// Bisection steps between the last failing and the first successful m.
+    #[serde(default)]
+    pub refine: usize,
+    /// Non-neural baselines to run (sparse parity only): gf2, subset_search.
+    #[serde(default)]
+    pub baselines: Vec<String>,
+    /// Subset search is skipped where C(T, s) exceeds this.
+    #[serde(default = "default_cap")]
+    pub subset_search_cap: f64,
+}
+
+/// A sweep config: a task (its T comes from the sweep), named models, training, the grid.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SweepConfig {
+    pub task: TaskSpec,
+    /// Models by name, in the order given.
+    pub models: Vec<(String, ModelSpec)>,
+    pub train: TrainConfig,
+    pub sweep: SweepSection,
+    pub backend: String,
+    pub threads: Option<usize>,
+}
+
+/// The raw file shape (models as a YAML mapping, parsed in order afterwards).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    task: Value,
+    models: Value,
+    #[serde(default)]
+    train: TrainConfig,
+    sweep: SweepSection,
+    #[serde(default = "default_backend")]
+    backend: String,
+    #[serde(default)]
+    threads: Option<usize>,
+}
+
+fn default_backend() -> String {
+    "cpu".into()
+}
+
+impl SweepConfig {
+    pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string(), overrides, registry)
+    }
+
+    pub fn parse(text: &str, origin: &str, overrides: &[String], registry: &Registry) -> Result<Self, ConfigError> {
+        let perr = |section: &str, e: serde_yaml::Error| ConfigError::Parse { path: origin.to_string(), message: format!("{section}{e}") };
+        let mut value: Value = serde_yaml::from_str(text).map_err(|e| perr("", e))?;
+        if let Value::Mapping(m) = &mut value
+            && let Some(Value::Mapping(task)) = m.get_mut("task")
+        {
+            // T comes from sweep.T; a placeholder lets the task section parse on its own.
+            if !task.contains_key("T") {
+                task.insert(Value::String("T".into()), Value::Number(1.into()));
+            }
+        }
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let raw: RawSweep = if overrides.is_empty() { serde_yaml::from_str(text).map_err(|e| perr("", e))? } else { serde_yaml::from_value(value.clone()).map_err(|e| perr("", e))? };
+        let task_value = value.get("task").cloned().unwrap_or(raw.task);
+        let task: TaskSpec = serde_yaml::from_value(task_value).map_err(|e| perr("task: ", e))?;
+        let Value::Mapping(models) = raw.models else {
+            return Err(ConfigError::Invalid("models must be a mapping from a name to a model, e.g. models: { attention: { kind: transformer } }".into()));
+        };
+        let mut named = Vec::new();
+        for (k, v) in models {
+            let name = k.as_str().map(str::to_string).ok_or_else(|| ConfigError::Invalid("models: every name must be a string".into()))?;
+            let spec: ModelSpec = serde_yaml::from_value(v).map_err(|e| perr(&format!("models.{name}: "), e))?;
+            named.push((name, spec));
+        }
+        let cfg = SweepConfig { task, models: named, train: raw.train, sweep: raw.sweep, backend: raw.backend, threads: raw.threads };
+        cfg.validate(registry)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, registry: &Registry) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let s = &self.sweep;
+        if s.t.is_empty() {
+            return bad("sweep.T is empty: list the input lengths, e.g. T: [8, 16, 32]".into());
+        }
+        if s.seeds.is_empty() {
+            return bad("sweep.seeds is empty".into());
+        }
+        if self.models.is_empty() {
+            return bad("models is empty: name at least one model".into());
+        }
+        if !self.train.online && s.m.values().is_empty() {
+            return bad("sweep.m gives no training-set sizes".into());
+        }
+        if let Some(p) = s.success_fraction
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad(format!("sweep.success_fraction = {p} must be in (0, 1]"));
+        }
+        if s.max_ensemble == 0 {
+            return bad("sweep.max_ensemble must be at least 1".into());
+        }
+        for b in &s.baselines {
+            if b != "gf2" && b != "subset_search" {
+                return bad(format!("sweep.baselines: unknown baseline `{b}`; known: gf2, subset_search"));
+            }
+            if self.task.kind != "sparse_parity" {
+                return bad(format!("sweep.baselines: `{b}` learns sparse parities only, but task.kind is {}", self.task.kind));
+            }
+        }
+        // Each (T, model) must make a valid experiment.
+        for &t in &s.t {
+            for (name, model) in &self.models {
+                let exp = crate::config::ExperimentConfig {
+                    task: TaskSpec { t, ..self.task.clone() },
+                    model: model.clone(),
+                    train: self.train.clone(),
+                    seeds: s.seeds.clone(),
+                    backend: self.backend.clone(),
+                    threads: self.threads,
+                };
+                exp.validate(registry).map_err(|e| ConfigError::Invalid(format!("T = {t}, models.{name}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeds that must learn for a cell to count as a success.
+    pub fn needed(&self) -> usize {
+        let k = self.sweep.seeds.len();
+        match self.sweep.success_fraction {
+            Some(p) => ((p * k as f64) - 1e-9).ceil().max(1.0) as usize,
+            None => k / 2 + 1,
+        }
+    }
+
+    pub fn to_yaml(&self) -> String {
+        let mut map = serde_yaml::Mapping::new();
+        map.insert("task".into(), serde_yaml::to_value(&self.task).expect("yaml"));
+        let mut models = serde_yaml::Mapping::new();
+        for (n, m) in &self.models {
+            models.insert(n.clone().into(), serde_yaml::to_value(m).expect("yaml"));
+        }
+        map.insert("models".into(), Value::Mapping(models));
+        map.insert("train".into(), serde_yaml::to_value(&self.train).expect("yaml"));
+        map.insert("sweep".into(), serde_yaml::to_value(&self.sweep).expect("yaml"));
+        map.insert("backend".into(), self.backend.clone().into());
+        if let Some(t) = self.threads {
+            map.insert("threads".into(), (t as u64).into());
+        }
+        serde_yaml::to_string(&Value::Mapping(map)).expect("yaml")
+    }
+}
+
+/// One member's outcome: a row of runs.csv.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunRow {
+    pub model: String,
+    pub variant: String,
+    pub t: usize,
+    /// Training-set size (0 in online mode).
+    pub m: usize,
+    pub seed: u64,
+    pub learned: bool,
+    pub diverged: bool,
+    pub step: Option<usize>,
+    pub steps_trained: usize,
+    pub test_accuracy: f64,
+    pub mass_on_s: Option<f64>,
+    /// First evaluation at which the best head put more than half its CLS attention on S.
+    pub variable_step: Option<usize>,
+    /// Wall time of the ensemble this member trained in.
+    pub seconds: f64,
+}
+
+const HEADER: &str = "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds";
+
+impl RunRow {
+    fn key(&self) -> (String, usize, usize, u64) {
+        (self.model.clone(), self.t, self.m, self.seed)
+    }
+
+    fn to_csv(&self) -> String {
+        let opt = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_default();
+        format!(
+            "{},{},{},{},{},{},{},{},{},{:.6},{},{},{:.3}",
+            self.model,
+            self.variant,
+            self.t,
+            self.m,
+            self.seed,
+            self.learned,
+            self.diverged,
+            opt(self.step),
+            self.steps_trained,
+            self.test_accuracy,
+            self.mass_on_s.map(|x| format!("{x:.6}")).unwrap_or_default(),
+            opt(self.variable_step),
+            self.seconds
+        )
+    }
+
+    fn from_csv(line: &str) -> Option<RunRow> {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 13 {
+            return None;
+        }
+        let opt = |s: &str| if s.is_empty() { Ok(None) } else { s.parse().map(Some) };
+        Some(RunRow {
+            model: f[0].to_string(),
+            variant: f[1].to_string(),
+            t: f[2].parse().ok()?,
+            m: f[3].parse().ok()?,
+            seed: f[4].parse().ok()?,
+            learned: f[5].parse().ok()?,
+            diverged: f[6].parse().ok()?,
+            step: opt(f[7]).ok()?,
+            steps_trained: f[8].parse().ok()?,
+            test_accuracy: f[9].parse().ok()?,
+            mass_on_s: if f[10].is_empty() { None } else { Some(f[10].parse().ok()?) },
+            variable_step: opt(f[11]).ok()?,
+            seconds: f[12].parse().ok()?,
+        })
+    }
+}
+
+/// Success statistics of one (model, T, m) cell.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Cell {
+    pub m: usize,
+    pub learned: usize,
+    pub seeds: usize,
+    pub rate: f64,
+    pub wilson_low: f64,
+    pub wilson_high: f64,
+    pub success: bool,
+    /// Median step at which the learned seeds learned.
+    pub median_step: Option<f64>,
+}
+
+/// Everything found for one model at one T.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PointSummary {
+    pub t: usize,
+    pub cells: Vec<Cell>,
+    /// Smallest successful m (None if no m in the grid succeeded).
+    pub m_star: Option<usize>,
+    /// Largest failing m below m* (the bracket refinement works in).
+    pub m_below: Option<usize>,
+    /// Online mode: median steps to learn over the seeds that learned.
+    pub median_steps_to_learn: Option<f64>,
+    /// Online mode: median first step at which a variable was created (attention mass on S
+    /// above 0.5), over seeds where it happened.
+    pub median_variable_step: Option<f64>,
+}
+
+/// Per-T results of the non-neural baselines.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BaselinePoint {
+    pub t: usize,
+    /// log2 C(T, s): the information-theoretic floor.
+    pub info_floor: f64,
+    pub gf2_m_star: Option<usize>,
+    pub subset_search_m_star: Option<usize>,
+    pub subset_search_skipped: bool,
+}
+
+/// A model's whole scaling curve.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ModelSummary {
+    pub model: String,
+    pub points: Vec<PointSummary>,
+    pub fit: Option<ScalingFit>,
+}
+
+/// The sweep's summary.json content.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepSummary {
+    pub s: usize,
+    pub task: String,
+    pub success_rule: String,
+    pub max_steps: usize,
+    pub models: Vec<ModelSummary>,
+    pub baselines: Vec<BaselinePoint>,
+    pub seconds: f64,
+}
+
+/// Open (or resume) a sweep's results folder; returns the rows already there.
+fn open_runs(dir: &Path, config_yaml: &str, resume: bool) -> Result<(BufWriter<File>, Vec<RunRow>), String> {
+    let cfg_path = dir.join("config.yaml");
+    let runs_path = dir.join("runs.csv");
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let mut rows = Vec::new();
+    if dir.exists() && std::fs::read_dir(dir).map_err(|e| io(dir, e))?.next().is_some() {
+        if !resume {
+            return Err(format!("{} already holds results; pass --resume to continue that sweep, or choose another --out", dir.display()));
+        }
+        let old = std::fs::read_to_string(&cfg_path).map_err(|e| io(&cfg_path, e))?;
+        if old != config_yaml {
+            return Err(format!("{} was made by a different config (compare its config.yaml); --resume needs the same config", dir.display()));
+        }
+        if runs_path.exists() {
+            let f = File::open(&runs_path).map_err(|e| io(&runs_path, e))?;
+            for (i, line) in BufReader::new(f).lines().enumerate() {
+                let line = line.map_err(|e| io(&runs_path, e))?;
+                if i == 0 || line.trim().is_empty() {
+                    continue;
+                }
+                // A line cut by an interruption is dropped (and retrained).
+                if let Some(r) = RunRow::from_csv(&line) {
+                    rows.push(r);
+                }
+            }
+        }
+        // Rewrite the file with only whole rows so appends start on a clean line.
+        let mut w = BufWriter::new(File::create(&runs_path).map_err(|e| io(&runs_path, e))?);
+        writeln!(w, "{HEADER}").map_err(|e| io(&runs_path, e))?;
+        for r in &rows {
+            writeln!(w, "{}", r.to_csv()).map_err(|e| io(&runs_path, e))?;
+        }
+        w.flush().map_err(|e| io(&runs_path, e))?;
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        std::fs::write(&cfg_path, config_yaml).map_err(|e| io(&cfg_path, e))?;
+        std::fs::write(&runs_path, format!("{HEADER}\n")).map_err(|e| io(&runs_path, e))?;
+    }
+    let f = OpenOptions::new().append(true).open(&runs_path).map_err(|e| io(&runs_path, e))?;
+    Ok((BufWriter::new(f), rows))
+}
+
+/// What the sweep reports as it goes.
+#[derive(Clone, Debug)]
+pub enum SweepEvent<'a> {
+    /// An ensemble is about to train.
+    Ensemble { model: &'a str, t: usize, members: usize, done: usize, total: usize },
+    /// A training step count inside the current ensemble (after each evaluation).
+    Step { step: usize, max_steps: usize, finished: usize, members: usize },
+    /// A bisection point.
+    Refine { model: &'a str, t: usize, m: usize },
+}
+
+/// Run a sweep into `dir`. `make_backend` gives a fresh backend per ensemble.
+pub fn run_sweep(
+    cfg: &SweepConfig,
+    dir: &Path,
+    resume: bool,
+    registry: &Registry,
+    make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
+    provenance: &Provenance,
+    events: &mut dyn FnMut(SweepEvent),
+) -> Result<SweepSummary, String> {
+    let started = Instant::now();
+    let (mut out, mut rows) = open_runs(dir, &cfg.to_yaml(), resume)?;
+    let runs_path = dir.join("runs.csv");
+    let have: BTreeSet<_> = rows.iter().map(|r| r.key()).collect();
+    let grid: Vec<usize> = if cfg.train.online { vec![0] } else { cfg.sweep.m.values() };
+    let total = cfg.sweep.t.len() * cfg.models.len() * grid.len() * cfg.sweep.seeds.len();
+    let mut done = have.len();
+    for &t in &cfg.sweep.t {
+        for (name, model) in &cfg.models {
+            let todo: Vec<(usize, u64)> =
+                grid.iter().flat_map(|&m| cfg.sweep.seeds.iter().map(move |&s| (m, s))).filter(|&(m, s)| !have.contains(&(name.clone(), t, m, s))).collect();
+            for chunk in todo.chunks(cfg.sweep.max_ensemble) {
+                events(SweepEvent::Ensemble { model: name, t, members: chunk.len(), done, total });
+                let new = train_cells(cfg, name, model, t, chunk, registry, make_backend, events)?;
+                for r in &new {
+                    writeln!(out, "{}", r.to_csv()).map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                }
+                out.flush().map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                done += new.len();
+                rows.extend(new);
+            }
+        }
+    }
+    // Bisection between the last failing and the first successful grid point.
+    if !cfg.train.online {
+        for _ in 0..cfg.sweep.refine {
+            for &t in &cfg.sweep.t {
+                for (name, model) in &cfg.models {
+                    let p = summarize_point(cfg, &rows, name, t);
+                    let (Some(hi), Some(lo)) = (p.m_star, p.m_below) else { continue };
+                    let mid = ((hi as f64 * lo as f64).sqrt().round() as usize).clamp(lo + 1, hi);
+                    if mid >= hi || rows.iter().any(|r| r.model == *name && r.t == t && r.m == mid) {
+                        continue;
+                    }
+                    events(SweepEvent::Refine { model: name, t, m: mid });
+                    let chunk: Vec<(usize, u64)> = cfg.sweep.seeds.iter().map(|&s| (mid, s)).collect();
+                    let new = train_cells(cfg, name, model, t, &chunk, registry, make_backend, events)?;
+                    for r in &new {
+                        writeln!(out, "{}", r.to_csv()).map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                    }
+                    out.flush().map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                    rows.extend(new);
+                }
+            }
+        }
+    }
+    let summary = summarize(cfg, &rows, started.elapsed().as_secs_f64(), registry);
+    let doc = json!({ "summary": summary, "provenance": provenance });
+    let p = dir.join("summary.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&doc).expect("json") + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_cells(
+    cfg: &SweepConfig,
+    name: &str,
+    model: &ModelSpec,
+    t: usize,
+    members: &[(usize, u64)],
+    registry: &Registry,
+    make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
+    events: &mut dyn FnMut(SweepEvent),
+) -> Result<Vec<RunRow>, String> {
+    let spec = RunSpec {
+        task: TaskSpec { t, ..cfg.task.clone() },
+        model: model.clone(),
+        train: cfg.train.clone(),
+        seeds: members.iter().map(|x| x.1).collect(),
+        samples: (!cfg.train.online).then(|| members.iter().map(|x| x.0).collect()),
+    };
+    let mut backend = make_backend()?;
+    let mut trainer = Trainer::new(backend.as_mut(), spec, registry).map_err(|e| format!("T = {t}, model {name}: {e}"))?;
+    let result = trainer
+        .run(&mut |p| {
+            let crate::train::Progress::Evaluated { step, max_steps, finished, members, .. } = p;
+            events(SweepEvent::Step { step, max_steps, finished, members });
+            true
+        })
+        .map_err(|e| format!("T = {t}, model {name}: {e}"))?;
+    let variant = match model {
+        ModelSpec::Transformer(c) => c.attention.clone(),
+        ModelSpec::Mlp(_) => "mlp".into(),
+    };
+    Ok(rows_of(&result, name, &variant, t, members))
+}
+
+fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, members: &[(usize, u64)]) -> Vec<RunRow> {
+    result
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let variable_step = result.curves.iter().filter(|c| c.member == i).find(|c| c.best_mass_on_s.is_some_and(|x| x > 0.5)).map(|c| c.step);
+            RunRow {
+                model: model.to_string(),
+                variant: variant.to_string(),
+                t,
+                m: members[i].0,
+                seed: r.seed,
+                learned: r.learned,
+                diverged: r.diverged,
+                step: r.step,
+                steps_trained: r.steps_trained,
+                test_accuracy: r.test_accuracy,
+                mass_on_s: r.attention.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
+                variable_step,
+                seconds: result.seconds,
+            }
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
+}
+
+/// Cells, m* and the bracket below it for one model at one T.
+pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) -> PointSummary {
+    let needed = cfg.needed();
+    let mut by_m: BTreeMap<usize, Vec<&RunRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.model == model && r.t == t) {
+        by_m.entry(r.m).or_default().push(r);
+    }
+    let cells: Vec<Cell> = by_m
+        .iter()
+        .map(|(&m, rs)| {
+            let learned = rs.iter().filter(|r| r.learned).count();
+            let (lo, hi) = wilson(learned, rs.len());
+            Cell {
+                m,
+                learned,
+                seeds: rs.len(),
+                rate: learned as f64 / rs.len() as f64,
+                wilson_low: lo,
+                wilson_high: hi,
+                success: learned >= needed,
+                median_step: median(rs.iter().filter_map(|r| r.step.map(|s| s as f64)).collect()),
+            }
+        })
+        .collect();
+    let m_star = cells.iter().find(|c| c.success).map(|c| c.m);
+    let m_below = m_star.and_then(|ms| cells.iter().filter(|c| c.m < ms && !c.success).map(|c| c.m).max());
+    let all: Vec<&RunRow> = by_m.values().flatten().copied().collect();
+    PointSummary {
+        t,
+        m_star,
+        m_below,
+        median_steps_to_learn: cfg.train.online.then(|| median(all.iter().filter_map(|r| r.step.map(|s| s as f64)).collect())).flatten(),
+        median_variable_step: cfg.train.online.then(|| median(all.iter().filter_map(|r| r.variable_step.map(|s| s as f64)).collect())).flatten(),
+        cells,
+    }
+}
+
+/// Baseline m* per T on the same training sets the models saw.
+pub fn baseline_points(cfg: &SweepConfig, registry: &Registry) -> Vec<BaselinePoint> {
+    let grid = cfg.sweep.m.values();
+    let needed = cfg.needed();
+    let s = cfg.task.s;
+    cfg.sweep
+        .t
+        .iter()
+        .map(|&t| {
+            let spec = TaskSpec { t, ..cfg.task.clone() };
+            let run = |learner: &dyn Fn(&Dataset, &[usize]) -> Option<bool>| -> (Option<usize>, bool) {
+                for &m in &grid {
+                    let mut ok = 0;
+                    for &seed in &cfg.sweep.seeds {
+                        let Ok(task) = registry.task(&spec, seed) else { return (None, false) };
+                        let data = Dataset::draw(task.as_ref(), m, &mut Pcg32::new(seed, streams::TRAIN_DATA));
+                        match learner(&data, task.relevant()) {
+                            Some(true) => ok += 1,
+                            Some(false) => {}
+                            None => return (None, true),
+                        }
+                    }
+                    if ok >= needed {
+                        return (Some(m), false);
+                    }
+                }
+                (None, false)
+            };
+            let gf2 = cfg.sweep.baselines.iter().any(|b| b == "gf2").then(|| run(&|d, rel| Some(gf2_parity(d).as_deref() == Some(rel))).0).flatten();
+            let cap = cfg.sweep.subset_search_cap;
+            let (ss, skipped) = if cfg.sweep.baselines.iter().any(|b| b == "subset_search") {
+                run(&|d, rel| match subset_search_parity(d, s, cap) {
+                    SubsetSearch::Unique(found) => Some(found == rel),
+                    SubsetSearch::TooLarge => None,
+                    _ => Some(false),
+                })
+            } else {
+                (None, false)
+            };
+            BaselinePoint { t, info_floor: log2_binomial(t, s), gf2_m_star: gf2, subset_search_m_star: ss, subset_search_skipped: skipped }
+        })
+        .collect()
+}
+
+/// The summary of every model, with fits and baselines.
+pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Registry) -> SweepSummary {
+    let models = cfg
+        .models
+        .iter()
+        .map(|(name, _)| {
+            let points: Vec<PointSummary> = cfg.sweep.t.iter().map(|&t| summarize_point(cfg, rows, name, t)).collect();
+            let pts: Vec<(usize, f64)> = if cfg.train.online {
+                points.iter().filter_map(|p| p.median_steps_to_learn.map(|m| (p.t, m))).collect()
+            } else {
+                points.iter().filter_map(|p| p.m_star.map(|m| (p.t, m as f64))).collect()
+            };
+            ModelSummary { model: name.clone(), fit: fit_scaling(&pts), points }
+        })
+        .collect();
+    let needed = cfg.needed();
+    SweepSummary {
+        s: cfg.task.s,
+        task: cfg.task.kind.clone(),
+        success_rule: format!(
+            "a cell (T, m) succeeds when at least {needed} of {} seeds reach test accuracy {} within {} steps",
+            cfg.sweep.seeds.len(),
+            cfg.train.target_accuracy,
+            cfg.train.max_steps
+        ),
+        max_steps: cfg.train.max_steps,
+        models,
+        baselines: if cfg.sweep.baselines.is_empty() { Vec::new() } else { baseline_points(cfg, registry) },
+        seconds,
+    }
+}
+
+/// Read a sweep folder's runs.csv (for scripts and plots).
+pub fn read_runs(dir: &Path) -> Result<Vec<RunRow>, String> {
+    let p: PathBuf = dir.join("runs.csv");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(text.lines().skip(1).filter_map(RunRow::from_csv).collect())
+}
