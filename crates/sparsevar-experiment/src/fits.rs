@@ -96,7 +96,9 @@ pub fn wilson(k: usize, n: usize) -> (f64, f64) {
     let denom = 1.0 + z * z / n;
     let centre = (p + z * z / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // Clean the rounding residue at the ends (k = 0 or k = n gives exactly 0 or 1).
+    let clean = |x: f64| if x.abs() < 1e-12 { 0.0 } else if (1.0 - x).abs() < 1e-12 { 1.0 } else { x };
+    (clean((centre - half).max(0.0)), clean((centre + half).min(1.0)))
 }
 
 #[cfg(test)]
