@@ -229,6 +229,15 @@ impl Graph {
         self.kernel(k, vec![table, idx], vec![st[0], si[1], st[2]])
     }
 
+    /// The adjoint of [`Graph::gather`]: idx [G, M], src [G, M, cols] → [G, table_rows, cols]
+    /// with src rows added into the rows idx names.
+    pub fn scatter_add(&mut self, idx: NodeId, src: NodeId, table_rows: usize) -> NodeId {
+        let (si, ss) = (self.shape(idx).to_vec(), self.shape(src).to_vec());
+        assert!(si.len() == 2 && ss.len() == 3 && ss[..2] == si[..], "scatter_add idx {si:?} src {ss:?}");
+        let k = Kernel::ScatterAdd { groups: si[0], table_rows, rows: si[1], cols: ss[2] };
+        self.kernel(k, vec![idx, src], vec![si[0], table_rows, ss[2]])
+    }
+
     pub fn permute(&mut self, x: NodeId, perm: &[usize]) -> NodeId {
         let shape = self.shape(x).to_vec();
         assert_eq!(perm.len(), shape.len(), "permute {shape:?} by {perm:?}");
@@ -358,6 +367,11 @@ impl Graph {
                         let s = self.shape(ins[0]).to_vec();
                         let k = Kernel::ScatterAdd { groups, table_rows, rows, cols };
                         out.push((ins[0], self.kernel(k, vec![ins[1], dy], s)));
+                    }
+                }
+                Kernel::ScatterAdd { .. } => {
+                    if wants(1) {
+                        out.push((ins[1], self.gather(dy, ins[0])));
                     }
                 }
                 Kernel::Permute { perm, .. } => {

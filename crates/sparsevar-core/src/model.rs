@@ -417,21 +417,35 @@ impl Model {
             let k = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.k));
             let v = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.v));
             let q = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.q));
-            let (k, v) = (full(g, k), full(g, v));
-            let (q, resid) = if cls_queries { (cls_only(g, q), cls_only(g, x)) } else { (full(g, q), full(g, x)) };
-            // [R, B·Nq, d] → [R, B, H, Nq, dh]
-            let heads = |g: &mut Graph, z: NodeId, rows: usize| {
-                let z5 = g.reshape(z, &[r, batch, rows, h, dh]);
-                g.permute(z5, &[0, 1, 3, 2, 4])
+            let o = match (cls_queries, k, v) {
+                (true, Rows::Table(kt), Rows::Table(vt)) => {
+                    // Keys and values are functions of (token, position): score the CLS query
+                    // against the table once and gather per sample, instead of gathering and
+                    // permuting B × N key and value rows.
+                    let q = cls_only(g, q);
+                    let (w, o) = table_attention(g, attention.as_ref(), q, kt, vt, idx, [r, batch, n, h, dh]);
+                    attn_nodes.push(w);
+                    o
+                }
+                (_, k, v) => {
+                    let (k, v) = (full(g, k), full(g, v));
+                    let q = if cls_queries { cls_only(g, q) } else { full(g, q) };
+                    // [R, B·Nq, d] → [R, B, H, Nq, dh]
+                    let heads = |g: &mut Graph, z: NodeId, rows: usize| {
+                        let z5 = g.reshape(z, &[r, batch, rows, h, dh]);
+                        g.permute(z5, &[0, 1, 3, 2, 4])
+                    };
+                    let (qh, kh, vh) = (heads(g, q, nq), heads(g, k, n), heads(g, v, n));
+                    let scores = g.matmul(qh, kh, false, true); // [R, B, H, Nq, N]
+                    let w = attention.weights(g, scores, dh);
+                    let cls_w = if nq == 1 { w } else { g.narrow(w, 3, 0, 1) };
+                    attn_nodes.push(g.reshape(cls_w, &[r, batch, h, n]));
+                    let o = g.matmul(w, vh, false, false); // [R, B, H, Nq, dh]
+                    let o = g.permute(o, &[0, 1, 3, 2, 4]);
+                    g.reshape(o, &[r, batch * nq, d])
+                }
             };
-            let (qh, kh, vh) = (heads(g, q, nq), heads(g, k, n), heads(g, v, n));
-            let scores = g.matmul(qh, kh, false, true); // [R, B, H, Nq, N]
-            let w = attention.weights(g, scores, dh);
-            let cls_w = if nq == 1 { w } else { g.narrow(w, 3, 0, 1) };
-            attn_nodes.push(g.reshape(cls_w, &[r, batch, h, n]));
-            let o = g.matmul(w, vh, false, false); // [R, B, H, Nq, dh]
-            let o = g.permute(o, &[0, 1, 3, 2, 4]);
-            let o = g.reshape(o, &[r, batch * nq, d]);
+            let resid = if cls_queries { cls_only(g, x) } else { full(g, x) };
             let o = linear(g, params, o, &blk.o);
             let resid = g.reshape(resid, &[r, batch * nq, d]);
             let mut y = g.add(resid, o);
@@ -473,6 +487,39 @@ impl Model {
         let logits = linear(g, params, pooled, head);
         (idx, logits, attn_nodes)
     }
+}
+
+/// CLS-query attention over keys and values given as (token, position) tables.
+/// q: [R, B, d]; kt, vt: [R, Vt, d]; idx: [R, B·N] (each sample's table rows).
+/// Returns the weights [R, B, H, N] and the attention output [R, B, d].
+fn table_attention(g: &mut Graph, attention: &dyn Attention, q: NodeId, kt: NodeId, vt: NodeId, idx: NodeId, dims: [usize; 5]) -> (NodeId, NodeId) {
+    let [r, batch, n, h, dh] = dims;
+    let d = h * dh;
+    let vt_rows = g.shape(kt)[1];
+    let per_head = |g: &mut Graph, z: NodeId, rows: usize| {
+        let z4 = g.reshape(z, &[r, rows, h, dh]);
+        g.permute(z4, &[0, 2, 1, 3]) // [R, H, rows, dh]
+    };
+    let (qh, kh, vh) = (per_head(g, q, batch), per_head(g, kt, vt_rows), per_head(g, vt, vt_rows));
+    let table_scores = g.matmul(qh, kh, false, true); // [R, H, B, Vt]
+    let ts = g.permute(table_scores, &[0, 2, 3, 1]); // [R, B, Vt, H]
+    let ts = g.reshape(ts, &[r * batch, vt_rows, h]);
+    let rows = g.reshape(idx, &[r * batch, n]);
+    let scores = g.gather(ts, rows); // [R·B, N, H]
+    let scores = g.reshape(scores, &[r, batch, n, h]);
+    let scores = g.permute(scores, &[0, 1, 3, 2]); // [R, B, H, N]
+    let scores = g.reshape(scores, &[r, batch, h, 1, n]);
+    let w = attention.weights(g, scores, dh);
+    let w = g.reshape(w, &[r, batch, h, n]);
+    // Σ_t w_t V[idx_t] = Σ_j (Σ_{t: idx_t = j} w_t) V_j: pool the weights per table row first.
+    let wt = g.permute(w, &[0, 1, 3, 2]); // [R, B, N, H]
+    let wt = g.reshape(wt, &[r * batch, n, h]);
+    let pooled = g.scatter_add(rows, wt, vt_rows); // [R·B, Vt, H]
+    let pooled = g.reshape(pooled, &[r, batch, vt_rows, h]);
+    let pooled = g.permute(pooled, &[0, 3, 1, 2]); // [R, H, B, Vt]
+    let o = g.matmul(pooled, vh, false, false); // [R, H, B, dh]
+    let o = g.permute(o, &[0, 2, 1, 3]); // [R, B, H, dh]
+    (w, g.reshape(o, &[r, batch, d]))
 }
 
 /// x [R, .., fan_in] · W [R, fan_in, fan_out] + b.

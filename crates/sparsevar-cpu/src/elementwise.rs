@@ -27,7 +27,7 @@ pub(crate) fn binary<F: Float>(
             b_strides.len()
         ));
     }
-    let layout = Layout::new(shape, [a_strides, b_strides]);
+    let layout = Layout::new(shape, [a_strides, b_strides]).ok_or("binary: rank checked above")?;
     match op {
         BinaryOp::Add => binary_with(|x, y| x + y, &layout, a, b, y),
         BinaryOp::Sub => binary_with(|x, y| x - y, &layout, a, b, y),
@@ -132,8 +132,9 @@ pub(crate) fn sum_to<F: Float>(from: &[usize], to: &[usize], x: &[F], y: &mut [F
         // reduced multi-index running in lexicographic order. Leading-axes reduction (bias
         // gradient) is this path with a single output row.
         let outer = &kept[..kept.len() - 1];
-        let chunk = last.min(256);
-        for_chunks(y, chunk_in_row(last, chunk), work, |start, yc| {
+        // Tasks: one output row, or 256-column pieces of it when that divides it evenly.
+        let chunk = if last > 256 && last.is_multiple_of(256) { 256 } else { last };
+        for_chunks(y, chunk, work, |start, yc| {
             let mut done = 0;
             while done < yc.len() {
                 let e = start + done;
@@ -168,12 +169,6 @@ pub(crate) fn sum_to<F: Float>(from: &[usize], to: &[usize], x: &[F], y: &mut [F
         });
     }
     Ok(())
-}
-
-/// A chunk length for rows of `row` elements: `seg` when it divides the row, else whole rows,
-/// so chunk boundaries never depend on anything but the shape.
-fn chunk_in_row(row: usize, seg: usize) -> usize {
-    if row.is_multiple_of(seg) { seg } else { row * (seg / row).max(1) }
 }
 
 /// Calls `f(base + Σ i_d · strides_d)` for every multi-index of `dims`, lexicographically.

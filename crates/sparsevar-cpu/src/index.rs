@@ -3,9 +3,9 @@
 use rayon::prelude::*;
 
 use crate::Float;
-use crate::par::{ELEM_CHUNK, PAR_WORK, for_chunks, row_chunk};
+use crate::par::{ELEM_CHUNK, for_chunks, go_parallel, row_chunk};
 use crate::rows::index_of;
-use crate::strided::{Layout, MAX_RANK};
+use crate::strided::Layout;
 
 /// y[g, i, :] = table[g, idx[g, i], :].
 pub(crate) fn gather<F: Float>(
@@ -58,7 +58,7 @@ pub(crate) fn scatter_add<F: Float>(
         }
     };
     let per = table_rows * cols;
-    if dy.len() + y.len() < PAR_WORK {
+    if !go_parallel(dy.len() + y.len()) {
         y.chunks_mut(per).enumerate().for_each(|(g, yg)| group(g, yg));
     } else {
         y.par_chunks_mut(per).enumerate().for_each(|(g, yg)| group(g, yg));
@@ -66,22 +66,26 @@ pub(crate) fn scatter_add<F: Float>(
     Ok(())
 }
 
-/// y.shape[i] = shape[perm[i]]: walk y in order, reading x through permuted strides.
+/// y.shape[i] = shape[perm[i]]: walk y in order, reading x through permuted strides. Any
+/// rank: shapes with more than `MAX_RANK` axes left after merging take a plain serial loop.
 pub(crate) fn permute<F: Float>(shape: &[usize], perm: &[usize], x: &[F], y: &mut [F]) -> Result<(), String> {
     let rank = shape.len();
-    let mut seen = [false; MAX_RANK];
-    if rank > MAX_RANK || perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
-        return Err(format!("permute: {perm:?} is not a permutation of the axes of {shape:?} (rank ≤ {MAX_RANK})"));
+    let mut seen = vec![false; rank];
+    if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+        return Err(format!("permute: {perm:?} is not a permutation of the axes of {shape:?}"));
     }
-    let mut xs = [0usize; MAX_RANK];
+    let mut xs = vec![0usize; rank];
     let mut s = 1;
     for d in (0..rank).rev() {
         xs[d] = s;
         s *= shape[d];
     }
-    let ydims: [usize; MAX_RANK] = std::array::from_fn(|i| if i < rank { shape[perm[i]] } else { 1 });
-    let ystr: [usize; MAX_RANK] = std::array::from_fn(|i| if i < rank { xs[perm[i]] } else { 0 });
-    let layout = Layout::new(&ydims[..rank], [&ystr[..rank]]);
+    let ydims: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let ystr: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
+    let Some(layout) = Layout::new(&ydims, [&ystr]) else {
+        permute_any_rank(&ydims, &ystr, x, y);
+        return Ok(());
+    };
     let [si] = layout.inner_strides();
     for_chunks(y, ELEM_CHUNK, x.len(), |start, yc| {
         layout.for_each_run(start, yc.len(), |pos, run, [o]| {
@@ -96,6 +100,24 @@ pub(crate) fn permute<F: Float>(shape: &[usize], perm: &[usize], x: &[F], y: &mu
         });
     });
     Ok(())
+}
+
+/// Odometer over y's axes (x strides `ystr`), one element at a time.
+fn permute_any_rank<F: Float>(ydims: &[usize], ystr: &[usize], x: &[F], y: &mut [F]) {
+    let mut idx = vec![0usize; ydims.len()];
+    let mut off = 0;
+    for o in y.iter_mut() {
+        *o = x[off];
+        for d in (0..ydims.len()).rev() {
+            idx[d] += 1;
+            off += ystr[d];
+            if idx[d] < ydims[d] {
+                break;
+            }
+            off -= ydims[d] * ystr[d];
+            idx[d] = 0;
+        }
+    }
 }
 
 /// y = x[:, start..start+len, :].

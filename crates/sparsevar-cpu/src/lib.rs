@@ -11,12 +11,25 @@
 //!   constants or functions of the kernel's shape, never of the thread count (see `par`);
 //!   serial runs below the size threshold walk the same partition;
 //! * every reduction runs inside one output item in an order fixed by the kernel's shape:
-//!   left to right (SumTo, ScatterAdd, CrossEntropy's batch mean, matmul's k), or eight
-//!   interleaved partial sums combined in a fixed tree for row reductions (softmax sums,
-//!   layer-norm moments, sums of squares), which vectorises and is just as reproducible;
+//!   left to right (SumTo, ScatterAdd, CrossEntropy's batch mean, the plain-loop matmul),
+//!   matrixmultiply's microkernel order over the full k, or eight interleaved partial sums
+//!   combined in a fixed tree (softmax sums, layer-norm moments, sums of squares, dot
+//!   products), which vectorises and is just as reproducible;
 //! * nothing reads how many groups there are: group `g` touches only its own slices.
 //!
+//! matrixmultiply picks its microkernel from the CPU's features (FMA or not), so f32/f64
+//! bits are reproducible on one kind of CPU, not promised across different ones.
+//!
 //! Arithmetic runs in `F` itself (f32 stays f32), like the GPU backends.
+//!
+//! # Speed
+//!
+//! Launches below a size threshold run on the calling thread. The threshold is higher when
+//! the caller is outside every rayon pool, because each parallel launch from outside costs
+//! two thread hand-offs (about 10 µs); a training loop run inside `ThreadPool::install`
+//! parallelises much smaller launches. MatMul uses matrixmultiply, except for tiny rows,
+//! columns or k (attention's single query row) where a plain loop avoids its packing. f32
+//! `exp` is our own vectorisable polynomial (softmax, GELU and sigmoid are exp-bound).
 
 mod elementwise;
 mod float;

@@ -9,22 +9,35 @@ use rayon::prelude::*;
 
 use crate::Float;
 
-/// Below this much work (elements touched, or multiply-adds) a launch runs on the calling
-/// thread: waking the pool costs more than the work.
+/// Below this much work (output or input elements; matmul counts multiply-adds scaled down to
+/// that unit) a launch called from inside a rayon pool runs on the calling thread.
 pub(crate) const PAR_WORK: usize = 1 << 15;
+
+/// The same threshold for a caller outside any rayon pool (e.g. a training loop on the main
+/// thread): each parallel launch then injects a job into the global pool and sleeps until a
+/// worker finishes it, two thread hand-offs of several µs each, so it pays off only for larger
+/// work. Run the loop inside `ThreadPool::install` to get the lower threshold.
+pub(crate) const PAR_WORK_COLD: usize = 1 << 18;
+
+/// Whether `work` is worth splitting across the pool. Only speed depends on this: serial
+/// runs walk the same partition.
+#[inline]
+pub(crate) fn go_parallel(work: usize) -> bool {
+    if rayon::current_thread_index().is_some() { work >= PAR_WORK } else { work >= PAR_WORK_COLD }
+}
 
 /// Output elements per task for elementwise kernels.
 pub(crate) const ELEM_CHUNK: usize = 1 << 14;
 
 /// Run `f(first_index, chunk)` over consecutive `chunk`-sized pieces of `out`, in parallel
-/// when `work >= PAR_WORK`. `chunk` must depend only on the kernel's shape.
+/// when [`go_parallel`] says so. `chunk` must depend only on the kernel's shape.
 #[inline]
 pub(crate) fn for_chunks<F: Float>(out: &mut [F], chunk: usize, work: usize, f: impl Fn(usize, &mut [F]) + Sync + Send) {
     if out.is_empty() {
         return;
     }
     let chunk = chunk.max(1);
-    if work < PAR_WORK || out.len() <= chunk {
+    if !go_parallel(work) || out.len() <= chunk {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * chunk, c));
     } else {
         out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * chunk, c));

@@ -110,7 +110,7 @@ pub(crate) fn cross_entropy<F: Float>(
         return Ok(());
     }
     let per = batch * classes;
-    let inv = F::from_usize(batch);
+    let nb = F::from_usize(batch);
     for_chunks(y, 1, y.len() * per, |g, yg| {
         let mut total = F::ZERO;
         for b in 0..batch {
@@ -120,7 +120,7 @@ pub(crate) fn cross_entropy<F: Float>(
             let lse = max + fold8(row, row, |v, _| (v - max).exp()).ln();
             total += lse - row[label];
         }
-        yg[0] = total / inv;
+        yg[0] = total / nb;
     });
     Ok(())
 }
@@ -134,10 +134,10 @@ pub(crate) fn cross_entropy_backward<F: Float>(
     dx: &mut [F],
 ) -> Result<(), String> {
     check_labels(labels, classes, "cross_entropy_backward")?;
-    let inv = F::from_usize(batch);
+    let nb = F::from_usize(batch);
     for_rows(dx, classes, |r, dr| {
         let g = r / batch;
-        let scale = dloss[g] / inv;
+        let scale = dloss[g] / nb;
         softmax_row(&logits[r * classes..(r + 1) * classes], dr);
         dr[labels[r].to_f64() as usize] -= F::ONE;
         for o in dr.iter_mut() {

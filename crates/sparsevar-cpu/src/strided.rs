@@ -1,7 +1,8 @@
 //! Strided iteration shared by Binary and Permute: an output walked in row-major order while
 //! each operand is read through its own strides.
 
-/// Highest rank Binary accepts (the contract's limit); Permute shapes get the same bound.
+/// Highest rank Binary accepts (the contract's limit) and the most axes a [`Layout`] holds
+/// after merging.
 pub(crate) const MAX_RANK: usize = 6;
 
 /// A shape with per-operand strides, after dropping size-1 axes and merging neighbouring
@@ -15,8 +16,9 @@ pub(crate) struct Layout<const N: usize> {
 }
 
 impl<const N: usize> Layout<N> {
-    /// `shape` and each `strides[k]` have the same length, at most `MAX_RANK`.
-    pub(crate) fn new(shape: &[usize], strides: [&[usize]; N]) -> Self {
+    /// `shape` and each `strides[k]` have the same length; `None` if more than `MAX_RANK`
+    /// axes remain after merging.
+    pub(crate) fn new(shape: &[usize], strides: [&[usize]; N]) -> Option<Self> {
         let mut l = Layout { rank: 0, dims: [0; MAX_RANK], strides: [[0; MAX_RANK]; N] };
         for (d, &size) in shape.iter().enumerate() {
             if size == 1 {
@@ -32,6 +34,9 @@ impl<const N: usize> Layout<N> {
                     continue;
                 }
             }
+            if l.rank == MAX_RANK {
+                return None;
+            }
             l.dims[l.rank] = size;
             for k in 0..N {
                 l.strides[k][l.rank] = strides[k][d];
@@ -42,7 +47,7 @@ impl<const N: usize> Layout<N> {
             l.dims[0] = 1;
             l.rank = 1;
         }
-        l
+        Some(l)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -67,15 +72,22 @@ impl<const N: usize> Layout<N> {
             idx[d] = rem % self.dims[d];
             rem /= self.dims[d];
         }
+        let mut offs: [usize; N] = std::array::from_fn(|k| (0..r).map(|d| idx[d] * self.strides[k][d]).sum());
         let mut pos = 0;
         while pos < len {
-            let offs = std::array::from_fn(|k| (0..r).map(|d| idx[d] * self.strides[k][d]).sum());
             let run = (inner - idx[r - 1]).min(len - pos);
             f(pos, run, offs);
             pos += run;
+            // Step the odometer, keeping the offsets in step instead of recomputing them.
             idx[r - 1] += run;
+            for k in 0..N {
+                offs[k] += run * self.strides[k][r - 1];
+            }
             let mut d = r - 1;
             while d > 0 && idx[d] == self.dims[d] {
+                for k in 0..N {
+                    offs[k] = offs[k] - self.dims[d] * self.strides[k][d] + self.strides[k][d - 1];
+                }
                 idx[d] = 0;
                 d -= 1;
                 idx[d] += 1;

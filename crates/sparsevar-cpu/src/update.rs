@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::Float;
-use crate::par::{ELEM_CHUNK, PAR_WORK, fold8};
+use crate::par::{ELEM_CHUNK, fold8, go_parallel};
 
 pub(crate) fn zero<F: Float>(buf: &mut [F]) {
     buf.fill(F::ZERO);
@@ -16,7 +16,7 @@ pub(crate) fn accumulate_squares<F: Float>(len: usize, x: &[F], acc: &mut [F]) {
         return;
     }
     let one = |(a, xg): (&mut F, &[F])| *a += fold8(xg, xg, |v, _| v * v);
-    if x.len() < PAR_WORK {
+    if !go_parallel(x.len()) {
         acc.iter_mut().zip(x.chunks(len)).for_each(one);
     } else {
         acc.par_iter_mut().zip(x.par_chunks(len)).for_each(one);
@@ -49,7 +49,7 @@ fn for_pieces<F: Float>(
         return;
     }
     let has2 = !s2.is_empty();
-    if p.len() < PAR_WORK {
+    if !go_parallel(p.len()) {
         for (gi, ((pg, gg), s1g)) in p.chunks_mut(len).zip(g.chunks(len)).zip(s1.chunks_mut(len)).enumerate() {
             let s2g: &mut [F] = if has2 { &mut s2[gi * len..(gi + 1) * len] } else { &mut [] };
             f(gi, pg, gg, s1g, s2g);

@@ -22,12 +22,25 @@ where
     })
 }
 
+/// The same from the test's own thread, outside any pool (the global pool, with the higher
+/// threshold for going parallel).
+fn bits_outside_pool<F>(k: &Kernel, inputs: &[Vec<f64>]) -> Vec<u64>
+where
+    F: sparsevar_cpu::Float,
+    CpuBackend<F>: Backend,
+{
+    let be = &mut CpuBackend::<F>::new();
+    let refs: Vec<&[f64]> = inputs.iter().map(|v| &v[..]).collect();
+    run(be, k, &refs).iter().map(|v| v.to_bits()).collect()
+}
+
 #[track_caller]
 fn same_for_1_2_3_threads(k: &Kernel, inputs: &[Vec<f64>]) {
     let one = bits_with_threads::<f32>(1, k, inputs);
     for t in [2, 3] {
         assert!(one == bits_with_threads::<f32>(t, k, inputs), "f32 {} differs with {t} threads", k.name());
     }
+    assert!(one == bits_outside_pool::<f32>(k, inputs), "f32 {} differs outside the pool", k.name());
     let one = bits_with_threads::<f64>(1, k, inputs);
     assert!(one == bits_with_threads::<f64>(2, k, inputs), "f64 {} differs with 2 threads", k.name());
 }
@@ -40,7 +53,7 @@ fn random_inputs(k: &Kernel, rng: &mut Rng) -> Vec<Vec<f64>> {
 fn matmul_is_thread_count_independent() {
     let mut rng = Rng::new(31);
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        for (batch, m, k, n) in [(1, 2000, 64, 128), (32, 17, 33, 9), (3, 300, 70, 50)] {
+        for (batch, m, k, n) in [(1, 2000, 64, 128), (32, 17, 33, 9), (3, 300, 70, 50), (128, 1, 16, 65), (128, 65, 16, 1)] {
             let kern = Kernel::MatMul { batch, m, k, n, trans_a: ta, trans_b: tb };
             let inputs = random_inputs(&kern, &mut rng);
             same_for_1_2_3_threads(&kern, &inputs);
@@ -79,8 +92,9 @@ fn scatter_add_and_reductions_are_thread_count_independent() {
 #[test]
 fn batched_matmul_equals_per_group_launches() {
     let mut rng = Rng::new(34);
-    // Small groups (serial path) and large ones (parallel groups and row blocks).
-    for (m, k, n) in [(7, 5, 11), (300, 70, 50)] {
+    // Small groups (serial path), large ones (parallel groups and row blocks), and shapes
+    // for the plain loop (one row; two columns).
+    for (m, k, n) in [(7, 5, 11), (300, 70, 50), (1, 40, 30), (3000, 17, 2)] {
         for (ta, tb) in [(false, false), (true, true), (true, false)] {
             let batch = 5;
             let kern = Kernel::MatMul { batch, m, k, n, trans_a: ta, trans_b: tb };

@@ -27,8 +27,9 @@ fn matmul_ref(a: &[f64], b: &[f64], (batch, m, k, n): (usize, usize, usize, usiz
 #[test]
 fn matmul_matches_naive() {
     let mut rng = Rng::new(1);
-    // Odd sizes; the second crosses row blocks (64) and matrixmultiply's k block (256).
-    for &(batch, m, k, n) in &[(3, 7, 5, 11), (2, 130, 300, 9), (1, 1, 1, 1), (4, 3, 0, 2)] {
+    // Odd sizes; the second crosses row blocks (64) and matrixmultiply's k block (256);
+    // (3, 2, 5, 11), (2, 6, 7, 1) and (1, 1, 1, 1) take the plain loop for tiny rows/columns.
+    for &(batch, m, k, n) in &[(3, 7, 5, 11), (2, 130, 300, 9), (3, 2, 5, 11), (2, 6, 7, 1), (2, 3, 300, 4), (1, 1, 1, 1), (4, 3, 0, 2)] {
         let a = rng.vec(batch * m * k);
         let b = rng.vec(batch * k * n);
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -149,6 +150,14 @@ fn affine_fill_unary_match_formulas() {
         let sig: Vec<f64> = x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
         assert_close(&run(be, &Kernel::Unary { op: UnaryOp::Sigmoid, len }, &[&x]), &sig, tol, "sigmoid");
     });
+    // GELU and its derivative stay finite far out (exp(−2u) overflows to inf there).
+    each_backend(|be, _| {
+        let x = [-1000.0, -20.0, 20.0, 1000.0];
+        let y = run(be, &Kernel::Unary { op: UnaryOp::Gelu, len: 4 }, &[&x]);
+        assert_close(&y, &[0.0, 0.0, 20.0, 1000.0], 1e-6, "gelu extremes");
+        let d = run(be, &Kernel::UnaryBackward { op: UnaryOp::Gelu, len: 4 }, &[&x, &[1.0; 4]]);
+        assert_close(&d, &[0.0, 0.0, 1.0, 1.0], 1e-6, "gelu' extremes");
+    });
     // Sigmoid must not overflow at the extremes.
     each_backend(|be, _| {
         let y = run(be, &Kernel::Unary { op: UnaryOp::Sigmoid, len: 4 }, &[&[-1000.0, -100.0, 100.0, 1000.0]]);
@@ -226,6 +235,10 @@ fn permute_matches_naive() {
         (vec![7], vec![0]),
         (vec![2, 1, 3, 2, 1, 3], vec![5, 3, 0, 4, 2, 1]),
         (vec![3, 40, 30, 8], vec![0, 2, 1, 3]),
+        // rank 8 with nothing to merge: the any-rank loop
+        (vec![2, 3, 2, 3, 2, 3, 2, 2], vec![7, 5, 3, 1, 6, 4, 2, 0]),
+        // rank 8 that merges down to rank 2
+        (vec![2, 3, 2, 3, 2, 3, 2, 2], vec![4, 5, 6, 7, 0, 1, 2, 3]),
     ];
     for (shape, perm) in cases {
         let x = rng.vec(shape.iter().product());

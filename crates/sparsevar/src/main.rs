@@ -117,11 +117,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn set_threads(threads: Option<usize>) -> Result<usize> {
+/// Run `f` inside a rayon pool of `threads` workers (default: one per core). Launching from
+/// inside the pool costs far less per kernel than handing work in from outside.
+fn in_pool<T: Send>(threads: Option<usize>, f: impl FnOnce(usize) -> Result<T> + Send) -> Result<T> {
+    let mut b = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up worker threads")?;
+        b = b.num_threads(n);
     }
-    Ok(rayon::current_num_threads())
+    let pool = b.build().context("setting up worker threads")?;
+    let n = pool.current_num_threads();
+    pool.install(|| f(n))
 }
 
 /// Every task, attention variant and backend this program knows.
@@ -148,7 +153,10 @@ fn progress_bar(len: u64) -> ProgressBar {
 fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()> {
     let registry = registry();
     let cfg = ExperimentConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
-    let threads = set_threads(cfg.threads)?;
+    in_pool(cfg.threads, |threads| train_in_pool(config, out, &registry, &cfg, threads))
+}
+
+fn train_in_pool(config: &Path, out: Option<PathBuf>, registry: &Registry, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
     let out = match out {
         Some(p) => p,
         None => {
@@ -157,10 +165,10 @@ fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()
         }
     };
     let mut results = ResultsDir::create(&out, &cfg.to_yaml()).map_err(|e| BadInput(e.to_string()))?;
-    let mut backend = make_backend(&registry, &cfg.backend)?;
+    let mut backend = make_backend(registry, &cfg.backend)?;
     let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
     let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
-    let mut trainer = Trainer::new(backend.as_mut(), spec, &registry).context("setting up training")?;
+    let mut trainer = Trainer::new(backend.as_mut(), spec, registry).context("setting up training")?;
     eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
     for (seed, task) in cfg.seeds.iter().zip(&trainer.tasks) {
         eprintln!("  seed {seed}: {}", task.describe());
@@ -216,18 +224,21 @@ fn provenance(backend: String, threads: usize, seeds: Vec<u64>) -> Provenance {
 fn sweep(config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]) -> Result<()> {
     let registry = registry();
     let cfg = SweepConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
-    let threads = set_threads(cfg.threads)?;
+    in_pool(cfg.threads, |threads| sweep_in_pool(config, out, resume, &registry, &cfg, threads))
+}
+
+fn sweep_in_pool(config: &Path, out: Option<PathBuf>, resume: bool, registry: &Registry, cfg: &SweepConfig, threads: usize) -> Result<()> {
     let out = match out {
         Some(p) => p,
         None if resume => return bad("--resume needs --out DIR: the folder of the sweep to continue"),
         None => fresh_dir(Path::new("runs"), config.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")),
     };
-    let backend_name = make_backend(&registry, &cfg.backend)?.name();
+    let backend_name = make_backend(registry, &cfg.backend)?.name();
     let prov = provenance(backend_name.clone(), threads, cfg.sweep.seeds.clone());
     eprintln!("sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}", cfg.sweep.t, cfg.models.len(), cfg.sweep.seeds.len(), out.display());
     let pb = progress_bar(cfg.train.max_steps as u64);
     let mut make = || registry.backend(&cfg.backend);
-    let summary = run_sweep(&cfg, &out, resume, &registry, &mut make, &prov, &mut |e| match e {
+    let summary = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut |e| match e {
         SweepEvent::Ensemble { model, t, members, done, total } => {
             pb.set_position(0);
             pb.set_message(format!("{model} T={t}: {members} members ({done}/{total} done)"));
@@ -265,7 +276,11 @@ fn sweep(config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]
 
 #[allow(clippy::too_many_arguments)]
 fn bench(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: Option<usize>, json: bool, profile: bool) -> Result<()> {
-    let threads = set_threads(threads)?;
+    in_pool(threads, |threads| bench_in_pool(model, t, batch, runs, steps, repeats, threads, json, profile))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_in_pool(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: usize, json: bool, profile: bool) -> Result<()> {
     let model_spec = match model {
         "paper1l" => ModelSpec::Transformer(TransformerConfig::default()),
         "mlp" => ModelSpec::Mlp(MlpConfig::default()),
