@@ -177,10 +177,9 @@ impl std::fmt::Debug for Trainer<'_> {
     }
 }
 
-/// Evaluation chunk per member: bounded so R × chunk rows fit comfortably in memory.
-fn eval_chunk(members: usize, test: usize) -> usize {
-    (8192 / members.max(1)).clamp(32, 1024).min(test)
-}
+/// Samples per member per evaluation launch. Fixed (not derived from R), so a member's
+/// evaluation is computed identically alone or in any ensemble.
+const EVAL_CHUNK: usize = 256;
 
 impl<'b> Trainer<'b> {
     pub fn new(backend: &'b mut dyn Backend, spec: RunSpec, registry: &Registry) -> Result<Self, TrainError> {
@@ -215,7 +214,7 @@ impl<'b> Trainer<'b> {
         let grads: Vec<_> = train_graph.grads.iter().map(|(p, g)| (*p, train_exec.buffer(*g).expect("planned"))).collect();
         let optimizer = Optimizer::new(backend, tc.optim(), &params, &grads)?;
 
-        let chunk = eval_chunk(r, tc.test_samples);
+        let chunk = EVAL_CHUNK.min(tc.test_samples);
         let eval_graph = model.build(&params, chunk, false);
         let mut outputs = vec![eval_graph.logits];
         outputs.extend(&eval_graph.attention);
