@@ -120,3 +120,33 @@ fn geometric_grids() {
     assert_eq!(MGrid::Geometric { from: 10, to: 40, factor: 1.5 }.values(), vec![10, 15, 23, 34]);
     assert_eq!(MGrid::List(vec![64, 8, 8]).values(), vec![8, 64]);
 }
+
+#[test]
+fn online_sweep_reports_steps_to_learn_and_the_variable_creation_step() {
+    let reg = Registry::builtin();
+    let text = "
+task: { kind: sparse_parity, s: 2 }
+models:
+  attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { online: true, batch: 32, max_steps: 3000, lr: 0.003, eval_every: 25, test_samples: 256 }
+sweep:
+  T: [6, 12]
+  seeds: [0, 1, 2]
+";
+    let cfg = SweepConfig::parse(text, "online.yaml", &[], &reg).unwrap();
+    let d = dir("online");
+    let summary = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut |_| {}).unwrap();
+    let rows = read_runs(&d).unwrap();
+    assert_eq!(rows.len(), 2 * 3);
+    assert!(rows.iter().all(|r| r.m == 0), "online rows carry m = 0");
+    for p in &summary.models[0].points {
+        let steps = p.median_steps_to_learn.unwrap_or_else(|| panic!("T = {} learned by none: {rows:?}", p.t));
+        assert!(steps >= 25.0, "{steps}");
+        // A variable is created (attention mass on S above 1/2) no later than the
+        // accuracy jump, in every member that learned.
+        for r in rows.iter().filter(|r| r.t == p.t && r.learned) {
+            let v = r.variable_step.expect("learned members created the variable");
+            assert!(v <= r.step.unwrap(), "{r:?}");
+        }
+    }
+}
