@@ -12,20 +12,25 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sparsevar_core::backend::Backend;
 use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
 use sparsevar_core::registry::Registry;
 use std::sync::Arc;
 use sparsevar_core::task::TaskSpec;
-use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
 use sparsevar_experiment::results::{fresh_dir, Provenance, ResultsDir};
 use sparsevar_experiment::sweep::{run_sweep, SweepConfig, SweepEvent};
 use sparsevar_experiment::train::{Progress, RunSpec, Trainer};
 
+mod host;
+use host::Host;
+
 #[derive(Parser, Debug)]
 #[command(name = "sparsevar", version, about = "Sparse variable creation in self-attention: train transformer ensembles on sparse Boolean tasks")]
 struct Cli {
+    /// Directory of plugin libraries to load (also: SPARSEVAR_PLUGIN_PATH; the build output
+    /// next to this program is always searched).
+    #[arg(long, global = true)]
+    plugins: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +45,9 @@ enum Command {
         /// folder that holds results is never overwritten.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Compute backend: cpu, cpu-f64, wgpu, auto or a plugin's (overrides `backend:`).
+        #[arg(long)]
+        backend: Option<String>,
         /// Overrides, e.g. train.lr=0.003 seeds=[0,1] task.T=32.
         overrides: Vec<String>,
     },
@@ -53,6 +61,9 @@ enum Command {
         /// Continue the sweep in --out, skipping the members runs.csv already holds.
         #[arg(long)]
         resume: bool,
+        /// Compute backend: cpu, cpu-f64, wgpu, auto or a plugin's (overrides `backend:`).
+        #[arg(long)]
+        backend: Option<String>,
         /// Overrides, e.g. sweep.T=[8,16] train.max_steps=2000.
         overrides: Vec<String>,
     },
@@ -77,6 +88,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Compute backend: cpu, cpu-f64, wgpu, auto or a plugin's.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
@@ -84,6 +98,11 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+    /// List the backends, every GPU adapter wgpu sees, tasks and attention variants.
+    Info,
+    /// List every plugin file on the search path: name, version, what it registers, or why
+    /// it did not load.
+    Plugins,
 }
 
 /// An error caused by the user's input (exit status 2).
@@ -102,10 +121,23 @@ fn bad<T>(msg: impl Into<String>) -> Result<T> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let host = Host::new(cli.plugins.as_deref());
+    if !matches!(cli.command, Command::Plugins) {
+        host.warn_load_errors();
+    }
+    // --backend is an override of the config's `backend:` key.
+    let with_backend = |mut o: Vec<String>, b: Option<String>| {
+        o.extend(b.map(|b| format!("backend={b}")));
+        o
+    };
     let result = match cli.command {
-        Command::Train { config, out, overrides } => train(&config, out, &overrides),
-        Command::Sweep { config, out, resume, overrides } => sweep(&config, out, resume, &overrides),
-        Command::Bench { model, t, batch, runs, steps, repeats, threads, json, profile } => bench(&model, t, batch, runs, steps, repeats, threads, json, profile),
+        Command::Train { config, out, backend, overrides } => train(&host, &config, out, &with_backend(overrides, backend)),
+        Command::Sweep { config, out, resume, backend, overrides } => sweep(&host, &config, out, resume, &with_backend(overrides, backend)),
+        Command::Bench { model, t, batch, runs, steps, repeats, threads, backend, json, profile } => {
+            bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
+        }
+        Command::Info => info(&host),
+        Command::Plugins => list_plugins(&host),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,20 +161,6 @@ fn in_pool<T: Send>(threads: Option<usize>, f: impl FnOnce(usize) -> Result<T> +
     pool.install(|| f(n))
 }
 
-/// Every task, attention variant and backend this program knows.
-fn registry() -> Registry {
-    let mut r = Registry::builtin();
-    r.register_backend("cpu", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f32>::new()) as Box<dyn Backend>))).expect("distinct");
-    r
-}
-
-fn make_backend(registry: &Registry, name: &str) -> Result<Box<dyn Backend>> {
-    if !registry.backends.contains_key(name) {
-        return bad(registry.backend(name).err().unwrap_or_default());
-    }
-    registry.backend(name).map_err(|e| anyhow::anyhow!(e))
-}
-
 fn progress_bar(len: u64) -> ProgressBar {
     let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
     let pb = ProgressBar::with_draw_target(Some(len), target);
@@ -150,13 +168,22 @@ fn progress_bar(len: u64) -> ProgressBar {
     pb
 }
 
-fn train(config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()> {
-    let registry = registry();
-    let cfg = ExperimentConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
-    in_pool(cfg.threads, |threads| train_in_pool(config, out, &registry, &cfg, threads))
+fn train(host: &Host, config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()> {
+    let registry = registry_with_auto(host);
+    let mut cfg = ExperimentConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
+    cfg.backend = host.resolve(&cfg.backend);
+    in_pool(cfg.threads, |threads| train_in_pool(host, config, out, &cfg, threads))
 }
 
-fn train_in_pool(config: &Path, out: Option<PathBuf>, registry: &Registry, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
+/// The registry for validating configs: every backend plus the `auto` choice.
+fn registry_with_auto(host: &Host) -> Registry {
+    let mut r = host.registry.clone();
+    r.register_backend("auto", "built-in", Arc::new(|| Err("auto is resolved before use".into()))).ok();
+    r
+}
+
+fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
+    let registry = &host.registry;
     let out = match out {
         Some(p) => p,
         None => {
@@ -164,8 +191,8 @@ fn train_in_pool(config: &Path, out: Option<PathBuf>, registry: &Registry, cfg: 
             fresh_dir(Path::new("runs"), stem)
         }
     };
+    let mut backend = host.backend(&cfg.backend)?;
     let mut results = ResultsDir::create(&out, &cfg.to_yaml()).map_err(|e| BadInput(e.to_string()))?;
-    let mut backend = make_backend(registry, &cfg.backend)?;
     let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
     let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
     let mut trainer = Trainer::new(backend.as_mut(), spec, registry).context("setting up training")?;
@@ -184,12 +211,14 @@ fn train_in_pool(config: &Path, out: Option<PathBuf>, registry: &Registry, cfg: 
             write_error = Some(e);
             return false;
         }
-        true
+        // A plugin that panicked stops training here; what was written stays.
+        host.plugins.check_faults().is_ok()
     });
     pb.finish_and_clear();
     if let Some(e) = write_error {
         return Err(e).context("writing metrics");
     }
+    host.plugins.check_faults().with_context(|| format!("training stopped; the curves so far are in {}", out.display()))?;
     let result = result.context("training")?;
     let summary = results.write_summary(&result, &provenance)?;
     for m in &result.members {
@@ -221,19 +250,21 @@ fn provenance(backend: String, threads: usize, seeds: Vec<u64>) -> Provenance {
     }
 }
 
-fn sweep(config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]) -> Result<()> {
-    let registry = registry();
-    let cfg = SweepConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
-    in_pool(cfg.threads, |threads| sweep_in_pool(config, out, resume, &registry, &cfg, threads))
+fn sweep(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]) -> Result<()> {
+    let registry = registry_with_auto(host);
+    let mut cfg = SweepConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
+    cfg.backend = host.resolve(&cfg.backend);
+    in_pool(cfg.threads, |threads| sweep_in_pool(host, config, out, resume, &cfg, threads))
 }
 
-fn sweep_in_pool(config: &Path, out: Option<PathBuf>, resume: bool, registry: &Registry, cfg: &SweepConfig, threads: usize) -> Result<()> {
+fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, cfg: &SweepConfig, threads: usize) -> Result<()> {
+    let registry = &host.registry;
     let out = match out {
         Some(p) => p,
         None if resume => return bad("--resume needs --out DIR: the folder of the sweep to continue"),
         None => fresh_dir(Path::new("runs"), config.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")),
     };
-    let backend_name = make_backend(registry, &cfg.backend)?.name();
+    let backend_name = host.backend(&cfg.backend)?.name();
     let prov = provenance(backend_name.clone(), threads, cfg.sweep.seeds.clone());
     eprintln!("sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}", cfg.sweep.t, cfg.models.len(), cfg.sweep.seeds.len(), out.display());
     let pb = progress_bar(cfg.train.max_steps as u64);
@@ -275,12 +306,12 @@ fn sweep_in_pool(config: &Path, out: Option<PathBuf>, resume: bool, registry: &R
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: Option<usize>, json: bool, profile: bool) -> Result<()> {
-    in_pool(threads, |threads| bench_in_pool(model, t, batch, runs, steps, repeats, threads, json, profile))
+fn bench(host: &Host, model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: Option<usize>, backend: &str, json: bool, profile: bool) -> Result<()> {
+    in_pool(threads, |threads| bench_in_pool(host, model, t, batch, runs, steps, repeats, threads, backend, json, profile))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench_in_pool(model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: usize, json: bool, profile: bool) -> Result<()> {
+fn bench_in_pool(host: &Host, model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: usize, backend: &str, json: bool, profile: bool) -> Result<()> {
     let model_spec = match model {
         "paper1l" => ModelSpec::Transformer(TransformerConfig::default()),
         "mlp" => ModelSpec::Mlp(MlpConfig::default()),
@@ -296,9 +327,9 @@ fn bench_in_pool(model: &str, t: usize, batch: usize, runs: usize, steps: usize,
         seeds: (0..runs as u64).collect(),
         samples: None,
     };
-    let registry = registry();
-    let mut backend = make_backend(&registry, "cpu")?;
-    let mut trainer = Trainer::new(backend.as_mut(), spec, &registry).context("setting up the benchmark")?;
+    let mut backend = host.backend(backend)?;
+    let backend_name = backend.name();
+    let mut trainer = Trainer::new(backend.as_mut(), spec, &host.registry).context("setting up the benchmark")?;
     for _ in 0..steps.min(20) {
         trainer.step()?; // warm-up: caches, page faults, thread pool
     }
@@ -319,14 +350,14 @@ fn bench_in_pool(model: &str, t: usize, batch: usize, runs: usize, steps: usize,
     let gflops = flops / (median * 1e-3) / 1e9;
     if json {
         let line = serde_json::json!({
-            "model": model, "T": t, "batch": batch, "runs": runs, "backend": "cpu", "threads": threads,
+            "model": model, "T": t, "batch": batch, "runs": runs, "backend": backend_name, "device": device_name(&backend_name), "threads": threads,
             "steps": steps, "repeats": repeats, "ms_per_step": median, "ms_per_step_repeats": ms,
             "steps_per_s": steps_per_s, "model_steps_per_s": model_steps_per_s, "gflops_per_s": gflops,
             "flops_per_step": flops, "launches_per_step": trainer.step_launches(),
         });
         println!("{line}");
     } else {
-        println!("{model} T={t} B={batch} R={runs} on cpu ({threads} threads), median of {repeats} x {steps} steps:");
+        println!("{model} T={t} B={batch} R={runs} on {backend_name} [{}] ({threads} threads), median of {repeats} x {steps} steps:", device_name(&backend_name));
         println!("  {median:.3} ms/step, {steps_per_s:.1} steps/s, {model_steps_per_s:.1} model-steps/s, {gflops:.2} GFLOP/s ({} launches/step)", trainer.step_launches());
     }
     if profile {
@@ -341,6 +372,70 @@ fn bench_in_pool(model: &str, t: usize, batch: usize, runs: usize, steps: usize,
         for (name, (calls, secs)) in rows {
             eprintln!("  {:>8.1} us {:>5.1}%  x{:<3} {name}", secs * 1e6 / steps as f64, 100.0 * secs / total, calls / steps as u64);
         }
+    }
+    Ok(())
+}
+
+/// What a backend runs on, for benchmark reports.
+fn device_name(backend: &str) -> String {
+    if backend == "wgpu" {
+        let a = sparsevar_wgpu::adapters();
+        let best = a.iter().min_by_key(|a| match a.device_type.as_str() {
+            "discrete" => 0,
+            "integrated" => 1,
+            "virtual" => 2,
+            "cpu" => 3,
+            _ => 4,
+        });
+        return best.map_or("no adapter".into(), |a| format!("{} ({}, driver {} {})", a.name, a.backend, a.driver, a.driver_info));
+    }
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "cpu".into())
+}
+
+fn info(host: &Host) -> Result<()> {
+    println!("sparsevar {}", env!("CARGO_PKG_VERSION"));
+    println!("backends:");
+    for (name, e) in &host.registry.backends {
+        println!("  {name:<10} {}", e.origin);
+    }
+    println!("  {:<10} wgpu on a discrete or integrated GPU, else cpu (here: {})", "auto", host.resolve("auto"));
+    let adapters = sparsevar_wgpu::adapters();
+    if adapters.is_empty() {
+        println!("wgpu adapters: none. Install a Vulkan driver; on a machine without a GPU, Mesa's software driver: apt-get install mesa-vulkan-drivers libvulkan1");
+    } else {
+        println!("wgpu adapters:");
+        for a in &adapters {
+            println!("  [{}] {} — {} {}, driver {} {}", a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info);
+            println!(
+                "      max storage buffer binding {} MiB, max workgroups/dim {}, max invocations/workgroup {}",
+                a.max_storage_buffer_binding_size >> 20,
+                a.max_compute_workgroups_per_dimension,
+                a.max_compute_invocations_per_workgroup
+            );
+        }
+    }
+    println!("tasks: {}", host.registry.task_names().join(", "));
+    println!("attention variants: {}", host.registry.attention_names().join(", "));
+    println!("threads: {}", rayon::current_num_threads());
+    Ok(())
+}
+
+fn list_plugins(host: &Host) -> Result<()> {
+    println!("plugin search path:");
+    for d in &host.search_path {
+        println!("  {}", d.display());
+    }
+    if host.plugins.plugins().is_empty() && host.load_errors.is_empty() {
+        println!("no plugin files found (build them with `cargo build --release --workspace`, or pass --plugins DIR)");
+    }
+    for p in host.plugins.plugins() {
+        println!("{}", p.describe());
+    }
+    for e in &host.load_errors {
+        println!("not loaded: {e}");
     }
     Ok(())
 }

@@ -1,0 +1,157 @@
+// ScatterAdd without float atomics: dtable[g, t, :] = sum of dy[g, i, :] over the rows i with
+// idx[g, i] = t, added in increasing i (the CPU order, so the bits agree).
+// Two passes over a launch site's own u32 scratch:
+//   scatter_index(_shared): per group, a stable counting sort of the rows by table row;
+//   scatter_sum:            per output element, a gather-style loop over its rows.
+// Words: 0 = groups, 1 = table_rows T, 2 = rows, 3 = cols, 4 = groups T cols.
+// Scratch: per group g, T + 2 words at g (T + 2) (row ends, then a bad-index flag), and the
+// sorted rows at groups (T + 2) + g rows.
+
+// Up to SHARED_ROWS table rows: one workgroup per group sorts in workgroup memory, counting
+// with workgroup atomics (the counts do not depend on their order) and placing 64 rows at a
+// time, each at its start plus the number of equal indices before it in the chunk.
+const SHARED_ROWS: u32 = 2048u;
+var<workgroup> cursor: array<atomic<u32>, 2048>;
+var<workgroup> chunk: array<u32, 64>;
+var<workgroup> bad: atomic<u32>;
+
+@compute @workgroup_size(64)
+fn scatter_index_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = workgroup_index(wid, nwg);
+    let groups = pu(0u);
+    // Whole workgroups past the end leave together (uniform control flow for the barriers).
+    if (g >= groups) { return; }
+    let t_rows = pu(1u);
+    let rows = pu(2u);
+    let h = g * (t_rows + 2u);
+    let o = groups * (t_rows + 2u) + g * rows;
+    let l = lid.x;
+    for (var t = l; t < t_rows; t += 64u) {
+        atomicStore(&cursor[t], 0u);
+    }
+    if (l == 0u) {
+        atomicStore(&bad, 0u);
+    }
+    workgroupBarrier();
+    for (var i = l; i < rows; i += 64u) {
+        let t = index_of(x0[g * rows + i], t_rows);
+        if (t == BAD_INDEX) {
+            atomicStore(&bad, 1u);
+        } else {
+            atomicAdd(&cursor[t], 1u);
+        }
+    }
+    workgroupBarrier();
+    if (l == 0u) {
+        // Exclusive prefix sum: each table row's start.
+        var run = 0u;
+        for (var t = 0u; t < t_rows; t++) {
+            let c = atomicLoad(&cursor[t]);
+            atomicStore(&cursor[t], run);
+            run += c;
+        }
+    }
+    workgroupBarrier();
+    for (var c0 = 0u; c0 < rows; c0 += 64u) {
+        let i = c0 + l;
+        var t = BAD_INDEX;
+        if (i < rows) {
+            t = index_of(x0[g * rows + i], t_rows);
+        }
+        chunk[l] = t;
+        workgroupBarrier();
+        var before = 0u;
+        var last = true;
+        if (t != BAD_INDEX) {
+            for (var j = 0u; j < 64u; j++) {
+                if (chunk[j] == t) {
+                    if (j < l) {
+                        before += 1u;
+                    } else if (j > l) {
+                        last = false;
+                    }
+                }
+            }
+            scratch[o + atomicLoad(&cursor[t]) + before] = i;
+        }
+        // Everyone has read the cursors; the last row of each table row moves its cursor.
+        workgroupBarrier();
+        if (t != BAD_INDEX && last) {
+            atomicAdd(&cursor[t], before + 1u);
+        }
+        workgroupBarrier();
+    }
+    // Each cursor now holds its row's end (= the next row's start), as scatter_sum expects.
+    for (var t = l; t < t_rows; t += 64u) {
+        scratch[h + t] = atomicLoad(&cursor[t]);
+    }
+    if (l == 0u) {
+        scratch[h + t_rows + 1u] = atomicLoad(&bad);
+    }
+}
+
+// More table rows than fit in workgroup memory: one invocation per group, serially, in the
+// scratch itself.
+@compute @workgroup_size(64)
+fn scatter_index(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = workgroup_index(wid, nwg) * 64u + lid.x;
+    let groups = pu(0u);
+    if (g >= groups) { return; }
+    let t_rows = pu(1u);
+    let rows = pu(2u);
+    let h = g * (t_rows + 2u);
+    let o = groups * (t_rows + 2u) + g * rows;
+    for (var t = 0u; t < t_rows + 2u; t++) {
+        scratch[h + t] = 0u;
+    }
+    // Counts land one slot up, so the prefix sum leaves each row's start at its own slot.
+    for (var i = 0u; i < rows; i++) {
+        let t = index_of(x0[g * rows + i], t_rows);
+        if (t == BAD_INDEX) {
+            scratch[h + t_rows + 1u] = 1u;
+        } else {
+            scratch[h + t + 1u] += 1u;
+        }
+    }
+    for (var t = 0u; t < t_rows; t++) {
+        scratch[h + t + 1u] += scratch[h + t];
+    }
+    // Place rows in increasing i; each slot ends as its row's end (= the next row's start).
+    for (var i = 0u; i < rows; i++) {
+        let t = index_of(x0[g * rows + i], t_rows);
+        if (t != BAD_INDEX) {
+            scratch[o + scratch[h + t]] = i;
+            scratch[h + t] += 1u;
+        }
+    }
+}
+
+// Inputs [idx, dy] (idx was consumed by scatter_index); `order` is the scratch, read-only.
+// An index outside 0..T poisons its group with NaN (an error on the CPU).
+@compute @workgroup_size(256)
+fn scatter_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = workgroup_index(wid, nwg) * 256u + lid.x;
+    if (e >= pu(4u)) { return; }
+    let groups = pu(0u);
+    let t_rows = pu(1u);
+    let rows = pu(2u);
+    let cols = pu(3u);
+    let r = udiv(e, cols);
+    let c = e - r * cols;
+    let g = udiv(r, t_rows);
+    let t = r - g * t_rows;
+    let h = g * (t_rows + 2u);
+    if (order[h + t_rows + 1u] != 0u) {
+        y[e] = nan();
+        return;
+    }
+    var start = 0u;
+    if (t > 0u) { start = order[h + t - 1u]; }
+    let end = order[h + t];
+    let o = groups * (t_rows + 2u) + g * rows;
+    var acc = 0.0;
+    for (var p = start; p < end; p++) {
+        acc += x1[(g * rows + order[o + p]) * cols + c];
+    }
+    y[e] = acc;
+}

@@ -1,0 +1,68 @@
+// In-place updates. `y` is the buffer written (parameter or accumulator), x0 the gradient,
+// x1 the per-member squared gradient norm (when clipping), s0/s1 optimizer state.
+
+// acc[g] += sum_i x[g, i]^2. One workgroup per group: invocation l sums i = l, l + 256, ...
+// in order, then a fixed tree combines the 256 partial sums: deterministic.
+// Words: 0 = groups, 1 = len.
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn accumulate_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = workgroup_index(wid, nwg);
+    if (g >= pu(0u)) { return; }
+    let len = pu(1u);
+    let base = g * len;
+    var sum = 0.0;
+    for (var i = lid.x; i < len; i += 256u) {
+        let v = x0[base + i];
+        sum += v * v;
+    }
+    partial[lid.x] = sum;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid.x < s) {
+            partial[lid.x] += partial[lid.x + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        y[g] += partial[0];
+    }
+}
+
+// Per-group clip factor min(1, clip / (sqrt(sq[g]) + 1e-6)), or 1 when clipping is off.
+fn clip_scale(on: u32, clip: f32, g: u32) -> f32 {
+    if (on == 0u) { return 1.0; }
+    return min(1.0, clip / (sqrt(x1[g]) + 1e-6));
+}
+
+// AdamW: g' = scale g; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2;
+// p -= lr (m / bias1 / (sqrt(v / bias2) + eps) + wd p).
+// Words: 0 = n, 1 = len, 2 = lr, 3 = b1, 4 = 1 - b1, 5 = b2, 6 = 1 - b2, 7 = eps, 8 = wd,
+// 9 = bias1, 10 = bias2, 11 = clip on, 12 = clip. s0 = m, s1 = v.
+@compute @workgroup_size(256)
+fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = workgroup_index(wid, nwg) * 256u + lid.x;
+    if (i >= pu(0u)) { return; }
+    let g = x0[i] * clip_scale(pu(11u), pf(12u), udiv(i, pu(1u)));
+    let m = pf(3u) * s0[i] + pf(4u) * g;
+    let v = pf(5u) * s1[i] + pf(6u) * g * g;
+    s0[i] = m;
+    s1[i] = v;
+    let p = y[i];
+    y[i] = p - pf(2u) * (m / pf(9u) / (sqrt(v / pf(10u)) + pf(7u)) + pf(8u) * p);
+}
+
+// SGD with momentum (PyTorch convention): g' = scale g + wd p; vel = momentum vel + g';
+// p -= lr vel. Words: 0 = n, 1 = len, 2 = lr, 3 = momentum, 4 = wd, 5 = clip on, 6 = clip.
+// s0 = velocity.
+@compute @workgroup_size(256)
+fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = workgroup_index(wid, nwg) * 256u + lid.x;
+    if (i >= pu(0u)) { return; }
+    let p = y[i];
+    let g = x0[i] * clip_scale(pu(5u), pf(6u), udiv(i, pu(1u))) + pf(4u) * p;
+    let vel = pf(3u) * s0[i] + g;
+    s0[i] = vel;
+    y[i] = p - pf(2u) * vel;
+}

@@ -1,0 +1,580 @@
+//! sparsevar-wgpu: the GPU [`Backend`] — every [`Kernel`] and [`Update`] of
+//! `sparsevar_core::backend` as a WGSL compute shader on wgpu (Vulkan, Metal, DX12; Mesa's
+//! lavapipe on a machine without a GPU). Numbers are f32 on the device; the trait's f64
+//! host values are converted at `write` and `read`.
+//!
+//! # One submission per training step
+//!
+//! The executor launches the same ~100 kernels on the same buffers every step, so the design
+//! is about doing nothing per launch but record it:
+//!
+//! * pipelines are compiled once per kernel kind (`pipelines.rs`); every launch *site* (kernel
+//!   parameters + buffer ids) gets its uniform buffer and bind group on first use and keeps
+//!   them, so after the first step nothing is created per step;
+//! * launches are recorded into one open compute pass and submitted lazily: `write` submits
+//!   first (a queued buffer write would otherwise overtake recorded but unsubmitted work),
+//!   `read` and `sync` submit and wait. A step — write the batch, run forward, backward and
+//!   the optimizer — is one `queue.submit`.
+//!
+//! # Determinism
+//!
+//! Every reduction runs inside one invocation in a fixed order (or, for sums of squares, one
+//! workgroup with a fixed tree), and ScatterAdd sorts each group's rows by table row (a
+//! stable counting sort) and then gathers each output's rows in increasing order instead of
+//! using float atomics. So results repeat bit for bit, and a member of an ensemble gets the
+//! same numbers as when trained alone (tested). SumTo and ScatterAdd even add in the CPU's
+//! order and agree with CPU f32 to the bit; the rest match it to f32 rounding (other
+//! summation orders, `exp`, fused multiply-adds).
+//!
+//! Workgroup counts beyond the adapter's per-dimension limit fold into a 2D grid, and
+//! integer division in index arithmetic goes through an exact f32-based `udiv` (CPU drivers
+//! such as lavapipe have no vector integer divide).
+//!
+//! # Errors
+//!
+//! Shader, pipeline, buffer and bind-group creation run in error scopes and come back as
+//! `Result`s; errors that surface later (at submission) are recorded by an uncaptured-error
+//! handler, instead of wgpu's default panic, and returned by the next call as
+//! [`BackendError::Device`]. An index out of range (Gather, ScatterAdd, CrossEntropy labels)
+//! cannot be reported without a read-back, so it turns the affected outputs into NaN where
+//! the CPU backend returns an error.
+
+mod device;
+mod kernels;
+mod pipelines;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, Update};
+
+pub use device::{AdapterSummary, WgpuError, adapters};
+use kernels::{Plan, WORDS};
+use pipelines::{Binding, Pipe, Pipelines, SLOTS, scoped};
+
+const NAME: &str = "wgpu";
+
+/// Live counts that a caller can watch while a trainer holds the backend (a cheap clone of
+/// a shared handle): how often work was submitted and how many device objects exist.
+#[derive(Clone, Debug, Default)]
+pub struct Counters(Arc<CounterCells>);
+
+#[derive(Debug, Default)]
+struct CounterCells {
+    submissions: AtomicU64,
+    launch_sites: AtomicU64,
+    device_objects: AtomicU64,
+}
+
+impl Counters {
+    /// Queue submissions so far (a training step should add exactly one).
+    pub fn submissions(&self) -> u64 {
+        self.0.submissions.load(Ordering::Relaxed)
+    }
+
+    /// Launch sites (kernel parameters + buffers) seen so far; each owns its uniform buffer
+    /// and bind groups.
+    pub fn launch_sites(&self) -> u64 {
+        self.0.launch_sites.load(Ordering::Relaxed)
+    }
+
+    /// Buffers, uniform buffers and bind groups created so far (after the first training
+    /// step this stops growing).
+    pub fn device_objects(&self) -> u64 {
+        self.0.device_objects.load(Ordering::Relaxed)
+    }
+
+    fn add(cell: &AtomicU64, n: u64) {
+        cell.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A device buffer of `len` f32 values (at least 4 bytes: wgpu cannot bind empty buffers).
+struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    len: usize,
+}
+
+/// What identifies a launch site: the first pipeline, the parameter words that do not change
+/// between steps, and the buffers in each binding slot.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SiteKey {
+    pipe: Pipe,
+    words: [u32; WORDS],
+    slots: [u32; SLOTS],
+}
+
+/// A launch site's resources, created on its first launch and reused ever after.
+struct Site {
+    uniform: wgpu::Buffer,
+    /// What the uniform holds now.
+    words: [u32; WORDS],
+    /// Pipeline, bind group and workgroup grid per dispatch.
+    dispatches: Vec<(Pipe, wgpu::BindGroup, (u32, u32))>,
+    /// Submission the site was last recorded into (see `WgpuBackend::batch`).
+    last_batch: u64,
+    /// ScatterAdd's u32 scratch; kept alive by the bind groups too.
+    _scratch: Option<wgpu::Buffer>,
+}
+
+/// Recorded, unsubmitted work.
+struct Pending {
+    /// The open compute pass; detached from the encoder's borrow with `forget_lifetime`,
+    /// so it must end before the encoder is used again (declared first: dropped first).
+    pass: Option<wgpu::ComputePass<'static>>,
+    encoder: wgpu::CommandEncoder,
+}
+
+/// The wgpu backend ("wgpu"): f32 buffers on one device, WGSL kernels, one submission per
+/// training step.
+pub struct WgpuBackend {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    limits: wgpu::Limits,
+    buffers: Vec<GpuBuffer>,
+    pipelines: Pipelines,
+    sites: HashMap<SiteKey, Site>,
+    pending: Option<Pending>,
+    /// Number of submissions so far: a site whose `last_batch` equals it is recorded in the
+    /// pending work, so rewriting its uniform must wait for a submission.
+    batch: u64,
+    staging: Option<wgpu::Buffer>,
+    host: Vec<f32>,
+    /// Errors caught by the uncaptured-error handler, returned by the next call.
+    errors: Arc<Mutex<Vec<String>>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for WgpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgpuBackend").field("adapter", &self.adapter).field("buffers", &self.buffers.len()).finish()
+    }
+}
+
+impl WgpuBackend {
+    /// Open the best adapter: a discrete GPU, then an integrated one, then a software one.
+    pub fn new() -> Result<Self, WgpuError> {
+        let adapters = device::enumerate();
+        let index = device::best(&adapters).ok_or(WgpuError::NoAdapter)?;
+        Self::open(index, &adapters[index])
+    }
+
+    /// Open adapter `index` of [`adapters`].
+    pub fn with_adapter(index: usize) -> Result<Self, WgpuError> {
+        let adapters = device::enumerate();
+        match adapters.get(index) {
+            Some(a) => Self::open(index, a),
+            None if adapters.is_empty() => Err(WgpuError::NoAdapter),
+            None => Err(WgpuError::AdapterIndex { index, count: adapters.len() }),
+        }
+    }
+
+    fn open(index: usize, adapter: &wgpu::Adapter) -> Result<Self, WgpuError> {
+        let (device, queue) = device::open(adapter)?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        // wgpu's default handler panics; record the error and fail the next call instead.
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+        }));
+        let lost = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            lost.lock().unwrap_or_else(|p| p.into_inner()).push(format!("device lost ({reason:?}): {message}"));
+        });
+        let limits = device.limits();
+        Ok(WgpuBackend {
+            device,
+            queue,
+            adapter: device::summary(index, adapter),
+            limits,
+            buffers: Vec::new(),
+            pipelines: Pipelines::new(),
+            sites: HashMap::new(),
+            pending: None,
+            batch: 0,
+            staging: None,
+            host: Vec::new(),
+            errors,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The adapter this backend runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.adapter
+    }
+
+    /// A handle on this backend's live counts (submissions, launch sites, device objects).
+    pub fn counters(&self) -> Counters {
+        self.counters.clone()
+    }
+
+    fn err(&self, message: impl Into<String>) -> BackendError {
+        device_error(message.into())
+    }
+
+    /// Return (and clear) errors the uncaptured-error handler recorded.
+    fn check_errors(&self) -> Result<(), BackendError> {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let message = errors.drain(..).collect::<Vec<_>>().join("; ");
+        Err(self.err(message))
+    }
+
+    fn buffer(&self, id: BufferId) -> Result<&GpuBuffer, BackendError> {
+        self.buffers.get(id.0).ok_or_else(|| BackendError::UnknownBuffer(id, NAME.to_string()))
+    }
+
+    /// Check that `id` exists and holds exactly `need` values.
+    fn check(&self, id: BufferId, need: usize, kernel: &str) -> Result<(), BackendError> {
+        let have = self.buffer(id)?.len;
+        if have != need {
+            return Err(BackendError::BufferSize {
+                backend: NAME.to_string(),
+                kernel: kernel.to_string(),
+                buffer: id,
+                have,
+                need,
+            });
+        }
+        Ok(())
+    }
+
+    /// Submit recorded work, if any.
+    fn flush(&mut self) -> Result<(), BackendError> {
+        let Some(p) = self.pending.take() else { return Ok(()) };
+        self.submit(p)
+    }
+
+    fn submit(&mut self, p: Pending) -> Result<(), BackendError> {
+        let Pending { encoder, pass } = p;
+        drop(pass);
+        self.batch += 1;
+        Counters::add(&self.counters.0.submissions, 1);
+        let queue = &self.queue;
+        scoped(&self.device, || {
+            queue.submit([encoder.finish()]);
+        })
+        .map_err(|e| self.err(format!("submission failed: {e}")))
+    }
+
+    /// Workgroup grid for `n` workgroups: x up to the per-dimension limit, the rest in y.
+    fn grid(&self, n: u64) -> Result<(u32, u32), BackendError> {
+        let max = u64::from(self.limits.max_compute_workgroups_per_dimension.max(1));
+        let x = n.min(max);
+        let y = n.div_ceil(x.max(1));
+        if y > max {
+            return Err(self.err(format!("{n} workgroups exceed the device's {max} × {max} grid")));
+        }
+        Ok((x as u32, y as u32))
+    }
+
+    /// Record `plan` on the buffers in `slots` (Y, X0, X1, X2, S0, S1).
+    fn record(&mut self, plan: &Plan, slots: [Option<BufferId>; SLOTS]) -> Result<(), BackendError> {
+        let Some(first) = plan.steps[0] else { return Ok(()) };
+        let mut key_words = plan.words;
+        for (i, w) in key_words.iter_mut().enumerate() {
+            if plan.dynamic & (1 << i) != 0 {
+                *w = 0;
+            }
+        }
+        let key = SiteKey { pipe: first.pipe, words: key_words, slots: slots.map(|s| s.map_or(u32::MAX, |b| b.0 as u32)) };
+        if !self.sites.contains_key(&key) {
+            let site = self.create_site(plan, &slots)?;
+            let objects = 1 + site.dispatches.len() + site._scratch.is_some() as usize;
+            Counters::add(&self.counters.0.device_objects, objects as u64);
+            Counters::add(&self.counters.0.launch_sites, 1);
+            self.sites.insert(key.clone(), site);
+        }
+        let (stale, recorded) = {
+            let site = &self.sites[&key];
+            (site.words != plan.words, site.last_batch == self.batch)
+        };
+        if stale {
+            // Only hyper-parameters change here; a queued write would overtake the recorded
+            // use of the old values, so submit those first.
+            if recorded && self.pending.is_some() {
+                self.flush()?;
+            }
+            self.queue.write_buffer(&self.sites[&key].uniform, 0, bytemuck::cast_slice(&plan.words));
+        }
+        let batch = self.batch;
+        let pass = {
+            let device = &self.device;
+            let p = self.pending.get_or_insert_with(|| Pending {
+                encoder: device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sparsevar step") }),
+                pass: None,
+            });
+            p.pass.get_or_insert_with(|| {
+                p.encoder
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kernels"), timestamp_writes: None })
+                    .forget_lifetime()
+            })
+        };
+        let site = self.sites.get_mut(&key).expect("inserted above");
+        site.words = plan.words;
+        site.last_batch = batch;
+        for (pipe, bind_group, (x, y)) in &site.dispatches {
+            let compiled = self.pipelines.get(&self.device, *pipe).map_err(device_error)?;
+            pass.set_pipeline(&compiled.pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(*x, *y, 1);
+        }
+        Ok(())
+    }
+
+    /// Uniform buffer, scratch and bind groups of a new launch site.
+    fn create_site(&mut self, plan: &Plan, slots: &[Option<BufferId>; SLOTS]) -> Result<Site, BackendError> {
+        let mut grids = Vec::new();
+        for step in plan.steps.iter().flatten() {
+            grids.push((step.pipe, self.grid(step.workgroups)?));
+            // Compile now, outside the pass, so a shader error is reported here.
+            self.pipelines.get(&self.device, step.pipe).map_err(device_error)?;
+        }
+        let device = &self.device;
+        let buffers = &self.buffers;
+        let pipelines = &mut self.pipelines;
+        let result = scoped(device, || {
+            use wgpu::util::DeviceExt;
+            let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("launch parameters"),
+                contents: bytemuck::cast_slice(&plan.words),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            });
+            let scratch = (plan.scratch_words > 0).then(|| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("scatter scratch"),
+                    size: (plan.scratch_words * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            });
+            let mut dispatches = Vec::new();
+            for (pipe, grid) in &grids {
+                let (_, _, bindings) = pipe.info();
+                let compiled = pipelines.get(device, *pipe).expect("compiled above");
+                let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+                for &b in bindings {
+                    let buffer = match b.slot() {
+                        Some(s) => &buffers[slots[s].expect("plan binds only filled slots").0].buffer,
+                        None => scratch.as_ref().expect("scatter plans have scratch"),
+                    };
+                    entries.push(wgpu::BindGroupEntry { binding: b as u32, resource: buffer.as_entire_binding() });
+                }
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(pipe.info().1),
+                    layout: &compiled.layout,
+                    entries: &entries,
+                });
+                dispatches.push((*pipe, bind_group, *grid));
+            }
+            Site { uniform, words: plan.words, dispatches, last_batch: u64::MAX, _scratch: scratch }
+        });
+        result.map_err(|e| self.err(format!("cannot set up a launch: {e}")))
+    }
+
+    /// Make sure a staging buffer of at least `bytes` exists.
+    fn staging(&mut self, bytes: u64) -> Result<wgpu::Buffer, BackendError> {
+        if let Some(s) = &self.staging
+            && s.size() >= bytes
+        {
+            return Ok(s.clone());
+        }
+        let size = bytes.next_power_of_two().max(256);
+        let device = &self.device;
+        let s = scoped(device, || {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read-back staging"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+        .map_err(|e| self.err(format!("cannot allocate a {size}-byte read-back buffer: {e}")))?;
+        self.staging = Some(s.clone());
+        Counters::add(&self.counters.0.device_objects, 1);
+        Ok(s)
+    }
+
+    fn wait(&self) -> Result<(), BackendError> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| self.err(format!("waiting for the device: {e}")))?;
+        Ok(())
+    }
+}
+
+fn device_error(message: String) -> BackendError {
+    BackendError::Device { backend: NAME.to_string(), message }
+}
+
+/// Buffer slots of an update's buffers (in `Update::lengths` order). A missing norm buffer
+/// is bound as the gradient again: the binding must exist, the shader never reads it.
+fn update_slots(update: &Update, b: &[BufferId]) -> [Option<BufferId>; SLOTS] {
+    const Y: usize = Binding::Y as usize - 1;
+    const X0: usize = Binding::X0 as usize - 1;
+    const X1: usize = Binding::X1 as usize - 1;
+    const S0: usize = Binding::S0 as usize - 1;
+    const S1: usize = Binding::S1 as usize - 1;
+    let mut s = [None; SLOTS];
+    match update {
+        Update::Zero { .. } => s[Y] = Some(b[0]),
+        Update::AccumulateSquares { .. } => {
+            s[X0] = Some(b[0]);
+            s[Y] = Some(b[1]);
+        }
+        Update::Adam { .. } => {
+            s[Y] = Some(b[0]);
+            s[X0] = Some(b[1]);
+            s[S0] = Some(b[2]);
+            s[S1] = Some(b[3]);
+            s[X1] = Some(*b.get(4).unwrap_or(&b[1]));
+        }
+        Update::Sgd { .. } => {
+            s[Y] = Some(b[0]);
+            s[X0] = Some(b[1]);
+            s[S0] = Some(b[2]);
+            s[X1] = Some(*b.get(3).unwrap_or(&b[1]));
+        }
+    }
+    s
+}
+
+impl Backend for WgpuBackend {
+    fn name(&self) -> String {
+        NAME.to_string()
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<BufferId, BackendError> {
+        self.check_errors()?;
+        let bytes = (len.max(1) as u64).saturating_mul(4);
+        let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        if bytes > max {
+            return Err(self.err(format!(
+                "a buffer of {len} values ({} MiB) exceeds the adapter's {} MiB storage binding limit",
+                bytes >> 20,
+                max >> 20
+            )));
+        }
+        let device = &self.device;
+        // New buffers are zeroed by wgpu, as the trait requires.
+        let buffer = scoped(device, || {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+        .map_err(|e| self.err(format!("cannot allocate {len} values: {e}")))?;
+        self.buffers.push(GpuBuffer { buffer, len });
+        Counters::add(&self.counters.0.device_objects, 1);
+        Ok(BufferId(self.buffers.len() - 1))
+    }
+
+    fn write(&mut self, buf: BufferId, data: &[f64]) -> Result<(), BackendError> {
+        self.check_errors()?;
+        self.check(buf, data.len(), "write")?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // queue.write_buffer runs before everything in the next submission, so work recorded
+        // so far must go first.
+        self.flush()?;
+        self.host.clear();
+        self.host.extend(data.iter().map(|&v| v as f32));
+        self.queue.write_buffer(&self.buffers[buf.0].buffer, 0, bytemuck::cast_slice(&self.host));
+        Ok(())
+    }
+
+    fn read(&mut self, buf: BufferId, out: &mut Vec<f64>) -> Result<(), BackendError> {
+        self.check_errors()?;
+        let len = self.buffer(buf)?.len;
+        out.clear();
+        if len == 0 {
+            return self.flush();
+        }
+        let bytes = (len * 4) as u64;
+        let staging = self.staging(bytes)?;
+        let mut p = self.pending.take().unwrap_or_else(|| Pending {
+            encoder: self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") }),
+            pass: None,
+        });
+        drop(p.pass.take());
+        p.encoder.copy_buffer_to_buffer(&self.buffers[buf.0].buffer, 0, &staging, 0, bytes);
+        self.submit(p)?;
+        let slice = staging.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.err(format!("read-back of {buf:?} failed: {e}"))),
+            Err(_) => return Err(self.err(format!("read-back of {buf:?} did not complete"))),
+        }
+        {
+            let view = slice.get_mapped_range().map_err(|e| self.err(format!("read-back of {buf:?}: {e}")))?;
+            out.extend(bytemuck::cast_slice::<u8, f32>(&view).iter().map(|&v| f64::from(v)));
+        }
+        staging.unmap();
+        self.check_errors()
+    }
+
+    fn launch(&mut self, kernel: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<(), BackendError> {
+        self.check_errors()?;
+        let name = kernel.name();
+        if inputs.len() != kernel.arity() {
+            return Err(self.err(format!("{name} takes {} inputs, got {}", kernel.arity(), inputs.len())));
+        }
+        let (in_lens, out_len) = kernel.lengths();
+        for (&id, &need) in inputs.iter().zip(&in_lens) {
+            self.check(id, need, name)?;
+        }
+        self.check(output, out_len, name)?;
+        if inputs.contains(&output) {
+            return Err(self.err(format!("{name}: output {output:?} aliases an input")));
+        }
+        let plan = kernels::plan_kernel(kernel).map_err(|m| self.err(m))?;
+        let mut slots = [None; SLOTS];
+        slots[Binding::Y as usize - 1] = Some(output);
+        for (i, &id) in inputs.iter().enumerate() {
+            slots[Binding::X0 as usize - 1 + i] = Some(id);
+        }
+        self.record(&plan, slots)
+    }
+
+    fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {
+        self.check_errors()?;
+        let name = match update {
+            Update::Zero { .. } => "zero",
+            Update::AccumulateSquares { .. } => "accumulate_squares",
+            Update::Adam { .. } => "adam",
+            Update::Sgd { .. } => "sgd",
+        };
+        let lens = update.lengths();
+        if buffers.len() != lens.len() {
+            return Err(self.err(format!("{name} takes {} buffers, got {}", lens.len(), buffers.len())));
+        }
+        for (&id, &need) in buffers.iter().zip(&lens) {
+            self.check(id, need, name)?;
+        }
+        for (i, id) in buffers.iter().enumerate() {
+            if buffers[..i].contains(id) {
+                return Err(self.err(format!("{name}: buffer {id:?} passed twice")));
+            }
+        }
+        let plan = kernels::plan_update(update).map_err(|m| self.err(m))?;
+        self.record(&plan, update_slots(update, buffers))
+    }
+
+    fn sync(&mut self) -> Result<(), BackendError> {
+        self.check_errors()?;
+        self.flush()?;
+        self.wait()?;
+        self.check_errors()
+    }
+}

@@ -1,0 +1,228 @@
+//! Compute pipelines, created on first use and cached by kernel kind, each with an explicit
+//! bind-group layout listing only the bindings its entry point touches. Shader modules and
+//! pipelines are created inside error scopes so a bad shader is an `Err`, not a panic.
+
+use std::num::NonZeroU64;
+
+use crate::kernels::WORDS;
+
+/// The WGSL modules: the shared prelude followed by one file.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Module {
+    Elementwise,
+    Rows,
+    MatMul,
+    Scatter,
+    Update,
+}
+
+const MODULES: usize = 5;
+const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
+
+impl Module {
+    fn file(self) -> (&'static str, &'static str) {
+        match self {
+            Module::Elementwise => ("elementwise.wgsl", include_str!("kernels/elementwise.wgsl")),
+            Module::Rows => ("rows.wgsl", include_str!("kernels/rows.wgsl")),
+            Module::MatMul => ("matmul.wgsl", include_str!("kernels/matmul.wgsl")),
+            Module::Scatter => ("scatter.wgsl", include_str!("kernels/scatter.wgsl")),
+            Module::Update => ("update.wgsl", include_str!("kernels/update.wgsl")),
+        }
+    }
+}
+
+/// The storage bindings of prelude.wgsl, by binding number (0 is the uniform).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Binding {
+    /// Output of a kernel; the buffer an update writes.
+    Y = 1,
+    X0 = 2,
+    X1 = 3,
+    X2 = 4,
+    S0 = 5,
+    S1 = 6,
+    /// The launch site's u32 scratch, written.
+    Scratch = 7,
+    /// The same scratch, read.
+    Order = 8,
+}
+
+impl Binding {
+    fn read_only(self) -> bool {
+        matches!(self, Binding::X0 | Binding::X1 | Binding::X2 | Binding::Order)
+    }
+
+    /// Index into a launch's buffer slots (`None` for the site's own scratch).
+    pub(crate) fn slot(self) -> Option<usize> {
+        let n = self as usize - 1;
+        (n < SLOTS).then_some(n)
+    }
+}
+
+/// Buffer slots a launch fills: Y, X0, X1, X2, S0, S1.
+pub(crate) const SLOTS: usize = 6;
+
+/// One compute entry point.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Pipe {
+    Fill,
+    Affine,
+    Unary,
+    UnaryBackward,
+    Binary,
+    SumTo,
+    Permute,
+    Narrow,
+    NarrowBackward,
+    Gather,
+    Zero,
+    Softmax,
+    SoftmaxBackward,
+    LayerNorm,
+    LayerNormBackward,
+    CrossEntropy,
+    CrossEntropyBackward,
+    MatMulSmall,
+    MatMulTiled,
+    ScatterIndex,
+    ScatterIndexShared,
+    ScatterSum,
+    AccumulateSquares,
+    Adam,
+    Sgd,
+}
+
+const PIPES: usize = 25;
+
+impl Pipe {
+    /// Module, entry point, and the bindings it uses.
+    pub(crate) fn info(self) -> (Module, &'static str, &'static [Binding]) {
+        use Binding::*;
+        use Module as M;
+        match self {
+            Pipe::Fill => (M::Elementwise, "fill", &[Y]),
+            Pipe::Affine => (M::Elementwise, "affine", &[Y, X0]),
+            Pipe::Unary => (M::Elementwise, "unary", &[Y, X0]),
+            Pipe::UnaryBackward => (M::Elementwise, "unary_backward", &[Y, X0, X1]),
+            Pipe::Binary => (M::Elementwise, "binary", &[Y, X0, X1]),
+            Pipe::SumTo => (M::Elementwise, "sum_to", &[Y, X0]),
+            Pipe::Permute => (M::Elementwise, "permute", &[Y, X0]),
+            Pipe::Narrow => (M::Elementwise, "narrow", &[Y, X0]),
+            Pipe::NarrowBackward => (M::Elementwise, "narrow_backward", &[Y, X0]),
+            Pipe::Gather => (M::Elementwise, "gather", &[Y, X0, X1]),
+            Pipe::Zero => (M::Elementwise, "zero", &[Y]),
+            Pipe::Softmax => (M::Rows, "softmax", &[Y, X0]),
+            Pipe::SoftmaxBackward => (M::Rows, "softmax_backward", &[Y, X0, X1]),
+            Pipe::LayerNorm => (M::Rows, "layer_norm", &[Y, X0]),
+            Pipe::LayerNormBackward => (M::Rows, "layer_norm_backward", &[Y, X0, X1]),
+            Pipe::CrossEntropy => (M::Rows, "cross_entropy", &[Y, X0, X1]),
+            Pipe::CrossEntropyBackward => (M::Rows, "cross_entropy_backward", &[Y, X0, X1, X2]),
+            Pipe::MatMulSmall => (M::MatMul, "matmul_small", &[Y, X0, X1]),
+            Pipe::MatMulTiled => (M::MatMul, "matmul_tiled", &[Y, X0, X1]),
+            Pipe::ScatterIndex => (M::Scatter, "scatter_index", &[X0, Scratch]),
+            Pipe::ScatterIndexShared => (M::Scatter, "scatter_index_shared", &[X0, Scratch]),
+            Pipe::ScatterSum => (M::Scatter, "scatter_sum", &[Y, X1, Order]),
+            Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0]),
+            Pipe::Adam => (M::Update, "adam", &[Y, X0, X1, S0, S1]),
+            Pipe::Sgd => (M::Update, "sgd", &[Y, X0, X1, S0]),
+        }
+    }
+}
+
+/// A ready pipeline and the layout its bind groups must follow.
+pub(crate) struct Compiled {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// The cache: at most one module per file and one pipeline per entry point, ever.
+pub(crate) struct Pipelines {
+    modules: [Option<wgpu::ShaderModule>; MODULES],
+    pipes: [Option<Compiled>; PIPES],
+}
+
+impl Pipelines {
+    pub(crate) fn new() -> Self {
+        Pipelines { modules: Default::default(), pipes: Default::default() }
+    }
+
+    /// The pipeline for `pipe`, compiled on first use. Errors are messages for
+    /// `BackendError::Device`.
+    pub(crate) fn get(&mut self, device: &wgpu::Device, pipe: Pipe) -> Result<&Compiled, String> {
+        if self.pipes[pipe as usize].is_none() {
+            let (module, entry, bindings) = pipe.info();
+            if self.modules[module as usize].is_none() {
+                let (name, source) = module.file();
+                let code = format!("{PRELUDE}\n{source}");
+                let sm = scoped(device, || {
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(name),
+                        source: wgpu::ShaderSource::Wgsl(code.into()),
+                    })
+                })
+                .map_err(|e| format!("shader {name}: {e}"))?;
+                self.modules[module as usize] = Some(sm);
+            }
+            let sm = self.modules[module as usize].as_ref().expect("just created");
+            let compiled = scoped(device, || {
+                let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: NonZeroU64::new((WORDS * 4) as u64),
+                    },
+                    count: None,
+                }];
+                entries.extend(bindings.iter().map(|&b| wgpu::BindGroupLayoutEntry {
+                    binding: b as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: b.read_only() },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }));
+                let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(entry),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pl),
+                    module: sm,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                Compiled { pipeline, layout }
+            })
+            .map_err(|e| format!("pipeline {entry}: {e}"))?;
+            self.pipes[pipe as usize] = Some(compiled);
+        }
+        Ok(self.pipes[pipe as usize].as_ref().expect("just created"))
+    }
+}
+
+/// Run `f` inside validation, out-of-memory and internal error scopes; the first error
+/// caught, or `f`'s value.
+pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Result<T, wgpu::Error> {
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    // Scopes pop innermost first.
+    let errors = [
+        pollster::block_on(validation.pop()),
+        pollster::block_on(oom.pop()),
+        pollster::block_on(internal.pop()),
+    ];
+    match errors.into_iter().flatten().next() {
+        Some(e) => Err(e),
+        None => Ok(value),
+    }
+}
