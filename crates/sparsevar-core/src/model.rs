@@ -18,46 +18,62 @@ use crate::attention::Attention;
 use crate::graph::{Graph, Init, NodeId, ParamId, ParamStore};
 
 /// Positional embedding.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Positions {
+    /// A trained embedding per position, N(0, init_std²) at init.
     Learned,
+    /// The fixed sin/cos table of Vaswani et al.
     Sinusoidal,
+    /// No position information (the model sees a bag of tokens).
     None,
 }
 
 /// Where LayerNorm sits in each block.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Norm {
+    /// LayerNorm before attention and MLP, plus a final LayerNorm (GPT-2 style).
     Pre,
+    /// LayerNorm after each residual addition (original Transformer).
     Post,
+    /// No LayerNorm.
     None,
 }
 
 /// How the sequence becomes class logits.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Readout {
+    /// The final state of the [CLS] token at position 0.
     Cls,
+    /// The mean of every position's final state.
     Mean,
 }
 
 /// Transformer encoder options. Defaults are the paper's one-layer model ("paper1l").
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransformerConfig {
+    /// Number of attention blocks.
     pub layers: usize,
+    /// Width of the residual stream.
     pub d_model: usize,
+    /// Attention heads per block (must divide d_model).
     pub heads: usize,
     /// MLP width as a multiple of d_model; 0 turns the MLP off.
     pub mlp: usize,
+    /// Attention variant by name: softmax, relu, sigmoid, linear, uniform, or a plugin's.
     pub attention: String,
+    /// Positional embedding: learned, sinusoidal or none.
     pub positions: Positions,
+    /// LayerNorm placement: pre, post or none.
     pub norm: Norm,
+    /// Readout: cls or mean.
     pub readout: Readout,
     /// Standard deviation of the token and position embeddings at init.
     pub init_std: f64,
+    /// LayerNorm epsilon (inside the square root).
     pub ln_eps: f64,
     /// Compute only the CLS row in the last layer (exact; off only for testing).
     pub cls_shortcut: bool,
@@ -85,11 +101,12 @@ impl Default for TransformerConfig {
 }
 
 /// Fully connected baseline on the ±1-coded bits (one-hot for larger alphabets).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MlpConfig {
     /// Hidden layers.
     pub depth: usize,
+    /// Units per hidden layer (ReLU).
     pub width: usize,
 }
 
@@ -100,10 +117,12 @@ impl Default for MlpConfig {
 }
 
 /// Which model, with its options.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelSpec {
+    /// `kind: transformer`: a transformer encoder with a [CLS] token.
     Transformer(TransformerConfig),
+    /// `kind: mlp`: a fully connected ReLU network on the bits.
     Mlp(MlpConfig),
 }
 

@@ -7,7 +7,7 @@ use crate::backend::{Backend, BackendError, BufferId, Update};
 use crate::graph::{ParamId, ParamStore};
 
 /// Which update rule.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
     /// Adam without weight decay.
@@ -19,10 +19,10 @@ pub enum OptimizerKind {
 }
 
 /// Learning-rate schedule.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
-    /// Constant after an optional linear warmup.
+    /// Constant after the optional linear warmup.
     Constant,
     /// Linear warmup, then cosine decay to 0 at the last step.
     Cosine,

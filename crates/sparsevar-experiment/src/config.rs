@@ -13,27 +13,38 @@ use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
 
 /// How an ensemble trains and when a member counts as having learned.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// Training-set size m per member (ignored when `online`).
     pub samples: usize,
     /// Fresh samples every step instead of a fixed training set.
     pub online: bool,
+    /// Minibatch size per member.
     pub batch: usize,
+    /// Step budget: a member that has not learned by then counts as not learned.
     pub max_steps: usize,
+    /// adam, adamw (decoupled weight decay) or sgd (with momentum).
     pub optimizer: OptimizerKind,
+    /// Peak learning rate.
     pub lr: f64,
+    /// Adam's first-moment decay.
     pub beta1: f64,
+    /// Adam's second-moment decay.
     pub beta2: f64,
+    /// Adam's epsilon.
     pub eps: f64,
+    /// adamw: decoupled decay per step (× lr); sgd: L2 added to the gradient; adam: must be 0.
     pub weight_decay: f64,
+    /// SGD momentum.
     pub momentum: f64,
     /// Clip each member's global gradient norm to this (`null` turns clipping off). The
     /// default 1.0 matters: without it Adam at lr 1e-3 stalls 2 of the 4 seeds of
     /// scripts/parity_t16.yaml with a head saturated off S.
     pub clip: Option<f64>,
+    /// Learning-rate schedule: constant or cosine (to 0 at max_steps).
     pub schedule: Schedule,
+    /// Linear warmup from 0 over this many steps.
     pub warmup_steps: usize,
     /// Evaluate on the test set every this many steps.
     pub eval_every: usize,
@@ -98,12 +109,15 @@ fn default_backend() -> String {
 }
 
 /// One training experiment: a task, a model, how to train, and the seeds of the ensemble.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
+    /// The distribution of inputs and labels.
     pub task: TaskSpec,
+    /// The model (default: the one-layer transformer "paper1l").
     #[serde(default = "default_model")]
     pub model: ModelSpec,
+    /// How to train and when a member has learned.
     #[serde(default)]
     pub train: TrainConfig,
     /// One ensemble member per seed: its init, data, S (unless fixed) and batches.

@@ -8,6 +8,7 @@
 pub mod baselines;
 pub mod config;
 pub mod fits;
+pub mod reference;
 pub mod results;
 pub mod sweep;
 pub mod train;

@@ -29,7 +29,7 @@ use crate::results::Provenance;
 use crate::train::{EnsembleResult, RunSpec, Trainer};
 
 /// The m grid: explicit values or a geometric progression.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum MGrid {
     List(Vec<usize>),
@@ -75,7 +75,7 @@ fn default_cap() -> f64 {
 }
 
 /// The `sweep:` section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSection {
     /// Input lengths.
@@ -84,6 +84,7 @@ pub struct SweepSection {
     /// Training-set sizes (ignored when train.online is true).
     #[serde(default = "default_grid")]
     pub m: MGrid,
+    /// Seeds per cell; seed k uses the same S, init and batch stream at every m.
     #[serde(default = "default_sweep_seeds")]
     pub seeds: Vec<u64>,
     /// A cell succeeds when at least this fraction of its seeds learn (default: a strict

@@ -100,6 +100,12 @@ enum Command {
     },
     /// List the backends, every GPU adapter wgpu sees, tasks and attention variants.
     Info,
+    /// Print a generated reference in Markdown: `config` (every YAML key, its default and
+    /// meaning).
+    Reference {
+        /// config
+        what: String,
+    },
     /// List every plugin file on the search path: name, version, what it registers, or why
     /// it did not load.
     Plugins,
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
             bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
         }
         Command::Info => info(&host),
+        Command::Reference { what } => reference(&what),
         Command::Plugins => list_plugins(&host),
     };
     match result {
@@ -436,6 +443,14 @@ fn list_plugins(host: &Host) -> Result<()> {
     }
     for e in &host.load_errors {
         println!("not loaded: {e}");
+    }
+    Ok(())
+}
+
+fn reference(what: &str) -> Result<()> {
+    match what {
+        "config" => print!("{}", sparsevar_experiment::reference::config_reference()),
+        other => return bad(format!("no reference `{other}`; available: config")),
     }
     Ok(())
 }

@@ -156,10 +156,11 @@ fn default_bias() -> f64 {
 /// In serialized form the sequence length is the field `T` (`t` is accepted as an alias);
 /// `bias` defaults to 0.5, `noise` to 0, and the `Option` fields to absent. Unknown fields are
 /// rejected so that typos do not pass silently.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    /// The task kind, one of [`BUILTIN_TASKS`].
+    /// The task kind: sparse_parity, sparse_majority (odd s), sparse_and, sparse_or, junta
+    /// (a random s-junta), or a plugin's.
     pub kind: String,
     /// The sequence length `T`.
     #[serde(rename = "T", alias = "t")]
