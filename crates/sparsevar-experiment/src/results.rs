@@ -89,14 +89,15 @@ impl ResultsDir {
             .members
             .iter()
             .map(|m| {
-                let (mass, by_layer, top, best) = match &m.attention {
+                let (mass, by_layer, top, best, weights) = match &m.attention {
                     Some(a) => (
                         json!(a.mass_on_s.last().cloned().unwrap_or_default()),
                         json!(a.mass_on_s),
                         json!(a.top_s_equals_s),
                         json!([a.best_head.0, a.best_head.1]),
+                        json!(a.weights),
                     ),
-                    None => (json!(null), json!(null), json!(null), json!(null)),
+                    None => (json!(null), json!(null), json!(null), json!(null), json!(null)),
                 };
                 json!({
                     "seed": m.seed,
@@ -112,6 +113,9 @@ impl ResultsDir {
                     "attention_mass_on_S_by_layer": by_layer,
                     "best_head": best,
                     "top_s_equals_S": top,
+                    // [layer][head][position]: mean CLS attention over the test set
+                    // (position 0 is CLS, input bit i is position i + 1).
+                    "attention_weights": weights,
                 })
             })
             .collect();

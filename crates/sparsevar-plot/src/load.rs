@@ -3,8 +3,9 @@
 //!
 //! The experiment types are `Serialize` only, so this module mirrors the JSON they write
 //! (private `Deserialize` types, converted field by field). A field the writer sets to null
-//! (a non-finite float) comes back as NaN. `summary.json` of a training run does not store
-//! attention weights, so members loaded here have `AttentionSummary::weights` empty.
+//! (a non-finite float) comes back as NaN. `summary.json` of a training run stores each
+//! member's mean CLS attention weights (`attention_weights`), so heat maps can be drawn from a
+//! finished run; folders from before that field load with empty weights.
 
 use std::path::{Path, PathBuf};
 
@@ -195,6 +196,9 @@ struct MemberJ {
     best_head: Option<(usize, usize)>,
     #[serde(default, rename = "top_s_equals_S")]
     top_s_equals_s: Option<bool>,
+    /// [layer][head][position]; absent in folders written before it was recorded.
+    #[serde(default)]
+    attention_weights: Option<Vec<Vec<Vec<f64>>>>,
 }
 
 #[derive(Deserialize)]
@@ -203,8 +207,8 @@ struct TrainJ {
 }
 
 /// Members of a training run from its summary.json (`path` a folder or the file). Their
-/// attention summaries hold mass on S, best head and top-s, but no weights: summary.json
-/// does not store them.
+/// attention summaries hold mass on S, best head, top-s and the weights (empty for folders
+/// written before summary.json recorded them).
 pub fn members(path: impl AsRef<Path>) -> Result<Vec<MemberResult>, PlotError> {
     let p = summary_file(path.as_ref());
     let text = read(&p)?;
@@ -214,7 +218,7 @@ pub fn members(path: impl AsRef<Path>) -> Result<Vec<MemberResult>, PlotError> {
         .into_iter()
         .map(|m| {
             let attention = match (m.by_layer, m.best_head) {
-                (Some(mass_on_s), Some(best_head)) => Some(AttentionSummary { weights: vec![], mass_on_s, best_head, top_s_equals_s: m.top_s_equals_s.unwrap_or(false) }),
+                (Some(mass_on_s), Some(best_head)) => Some(AttentionSummary { weights: m.attention_weights.clone().unwrap_or_default(), mass_on_s, best_head, top_s_equals_s: m.top_s_equals_s.unwrap_or(false) }),
                 _ => None,
             };
             MemberResult {

@@ -21,6 +21,7 @@ use sparsevar_experiment::results::{fresh_dir, Provenance, ResultsDir};
 use sparsevar_experiment::sweep::{run_sweep, SweepConfig, SweepEvent};
 use sparsevar_experiment::train::{Progress, RunSpec, Trainer};
 
+mod figures;
 mod host;
 use host::Host;
 
@@ -100,6 +101,11 @@ enum Command {
     },
     /// List the backends, every GPU adapter wgpu sees, tasks and attention variants.
     Info,
+    /// Redraw the figures of a results folder (training or sweep) into DIR/figures.
+    Plot {
+        /// A folder written by `sparsevar train` or `sparsevar sweep`.
+        dir: PathBuf,
+    },
     /// Print a generated reference in Markdown: `config` (every YAML key, its default and
     /// meaning).
     Reference {
@@ -143,6 +149,13 @@ fn main() -> ExitCode {
             bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
         }
         Command::Info => info(&host),
+        Command::Plot { dir } => match figures::redraw(&dir) {
+            Ok(files) => {
+                files.iter().for_each(|f| println!("{}", f.display()));
+                Ok(())
+            }
+            Err(e) => bad(e),
+        },
         Command::Reference { what } => reference(&what),
         Command::Plugins => list_plugins(&host),
     };
@@ -228,6 +241,8 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
     host.plugins.check_faults().with_context(|| format!("training stopped; the curves so far are in {}", out.display()))?;
     let result = result.context("training")?;
     let summary = results.write_summary(&result, &provenance)?;
+    let title = format!("{} T={} s={}, {} members", cfg.task.kind, cfg.task.t, cfg.task.s, cfg.seeds.len());
+    let drawn = figures::train_figures(&out, &result.curves, &result.members, &title);
     for m in &result.members {
         let attn = m.attention.as_ref().map(|a| {
             let best = a.mass_on_s[a.best_head.0][a.best_head.1];
@@ -241,6 +256,9 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
         println!("seed {}: {outcome}, test accuracy {:.4}{}", m.seed, m.test_accuracy, attn.unwrap_or_default());
     }
     println!("{} of {} members learned in {:.1} s; results in {}", result.members.iter().filter(|m| m.learned).count(), result.members.len(), result.seconds, summary.display());
+    if !drawn.is_empty() {
+        println!("figures: {}", out.join("figures").display());
+    }
     Ok(())
 }
 
@@ -307,6 +325,10 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
     }
     for b in &summary.baselines {
         println!("baselines T={}: log2 C(T,s) = {:.1}, GF(2) m* = {:?}, subset search m* = {:?}{}", b.t, b.info_floor, b.gf2_m_star, b.subset_search_m_star, if b.subset_search_skipped { " (skipped: C(T,s) over the cap)" } else { "" });
+    }
+    let runs = sparsevar_experiment::sweep::read_runs(&out).map_err(anyhow::Error::msg)?;
+    if !figures::sweep_figures(&out, &summary, &runs).is_empty() {
+        println!("figures: {}", out.join("figures").display());
     }
     println!("{:.1} s; results in {}", summary.seconds, out.display());
     Ok(())
