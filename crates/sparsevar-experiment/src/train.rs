@@ -270,8 +270,8 @@ impl<'b> Trainer<'b> {
         self.step
     }
 
-    /// One optimizer step for every member.
-    pub fn step(&mut self) -> Result<(), TrainError> {
+    /// Draw each member's next minibatch and write it to the training graph's inputs.
+    fn load_batch(&mut self) -> Result<(), TrainError> {
         let b = self.spec.train.batch;
         self.tokens.clear();
         self.labels.clear();
@@ -283,6 +283,12 @@ impl<'b> Trainer<'b> {
         }
         self.train_exec.write(self.backend, self.train_graph.inputs, &self.encoded)?;
         self.train_exec.write(self.backend, self.train_graph.labels, &self.labels)?;
+        Ok(())
+    }
+
+    /// One optimizer step for every member.
+    pub fn step(&mut self) -> Result<(), TrainError> {
+        self.load_batch()?;
         self.train_exec.run(self.backend)?;
         self.optimizer.step(self.backend)?;
         self.step += 1;
@@ -292,17 +298,7 @@ impl<'b> Trainer<'b> {
     /// One step like [`Trainer::step`] with the forward + backward kernels timed one by one
     /// into `profile` (kernel and shape → calls, seconds).
     pub fn step_profiled(&mut self, profile: &mut std::collections::BTreeMap<String, (u64, f64)>) -> Result<(), TrainError> {
-        let b = self.spec.train.batch;
-        self.tokens.clear();
-        self.labels.clear();
-        self.encoded.clear();
-        for (src, task) in self.sources.iter_mut().zip(&self.tasks) {
-            let start = self.tokens.len();
-            src.next(task.as_ref(), b, &mut self.tokens, &mut self.labels);
-            self.model.encode(b, &self.tokens[start..], &mut self.encoded);
-        }
-        self.train_exec.write(self.backend, self.train_graph.inputs, &self.encoded)?;
-        self.train_exec.write(self.backend, self.train_graph.labels, &self.labels)?;
+        self.load_batch()?;
         self.train_exec.run_profiled(self.backend, profile)?;
         let start = std::time::Instant::now();
         self.optimizer.step(self.backend)?;
