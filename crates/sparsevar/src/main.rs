@@ -101,6 +101,29 @@ enum Command {
     },
     /// List the backends, every GPU adapter wgpu sees, tasks and attention variants.
     Info,
+    /// Run a Rhai experiment script (see scripts/*.rhai).
+    Run {
+        /// The script, e.g. scripts/01_quickstart.rhai.
+        script: PathBuf,
+        /// Results folder (default: runs/<script name>, numbered if taken).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Compute backend: cpu, cpu-f64, wgpu, auto or a plugin's.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Tell the script to shrink its work (`quick()` returns true).
+        #[arg(long)]
+        quick: bool,
+        /// Parameters for the script's `param("key", default)`, e.g. --set T_max=64.
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Operation limit of the script engine.
+        #[arg(long)]
+        max_operations: Option<u64>,
+    },
     /// Redraw the figures of a results folder (training or sweep) into DIR/figures.
     Plot {
         /// A folder written by `sparsevar train` or `sparsevar sweep`.
@@ -149,6 +172,7 @@ fn main() -> ExitCode {
             bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
         }
         Command::Info => info(&host),
+        Command::Run { script, out, backend, quick, set, threads, max_operations } => run_script(host, &script, out, &backend, quick, &set, threads, max_operations),
         Command::Plot { dir } => match figures::redraw(&dir) {
             Ok(files) => {
                 files.iter().for_each(|f| println!("{}", f.display()));
@@ -475,4 +499,32 @@ fn reference(what: &str) -> Result<()> {
         other => return bad(format!("no reference `{other}`; available: config")),
     }
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_script(host: Host, script: &Path, out: Option<PathBuf>, backend: &str, quick: bool, set: &[String], threads: Option<usize>, max_operations: Option<u64>) -> Result<()> {
+    let backend = host.resolve(backend);
+    if !host.registry.backends.contains_key(&backend) {
+        return bad(host.registry.backend(&backend).err().unwrap_or_default());
+    }
+    let out = out.unwrap_or_else(|| fresh_dir(Path::new("runs"), script.file_stem().and_then(|s| s.to_str()).unwrap_or("script")));
+    let mut ctx = sparsevar_script::ScriptContext::new(script, &out, Arc::new(host.registry.clone()));
+    ctx.backend = backend;
+    ctx.quick = quick;
+    ctx.threads = threads;
+    ctx.git_revision = option_env!("SPARSEVAR_GIT_REVISION").filter(|s| !s.is_empty()).map(str::to_string);
+    if let Some(n) = max_operations {
+        ctx.limits.max_operations = n;
+    }
+    for kv in set {
+        let Some((k, v)) = kv.split_once('=') else { return bad(format!("--set `{kv}`: expected key=value")) };
+        ctx.params.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    match sparsevar_script::run_script(ctx) {
+        Ok(o) => {
+            eprintln!("{} finished in {:.1} s; results in {}", script.display(), o.seconds, out.display());
+            Ok(())
+        }
+        Err(e) => bad(e.to_string()),
+    }
 }

@@ -1,0 +1,162 @@
+//! Every script in scripts/ runs in quick mode and writes its figures; the data behind them
+//! is checked against the results folders the runs wrote.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sparsevar_core::task::TaskSpec;
+use sparsevar_script::{run_script, ScriptOutcome};
+
+/// The scripts this file checks one by one.
+const SCRIPTS: [&str; 5] = ["01_quickstart", "02_paper_scaling", "03_attention_variants", "04_mlp_vs_attention", "05_phase_transition"];
+
+/// Run `scripts/{name}.rhai` in quick mode into a fresh folder; check that every figure it
+/// wrote is a valid PNG or SVG of the figure size and that `figures` are among them.
+fn run(name: &str, figures: &[&str]) -> (ScriptOutcome, PathBuf) {
+    let out = common::fresh(&format!("script-{name}")).join("out");
+    let script = common::root().join(format!("scripts/{name}.rhai"));
+    let outcome = run_script(common::context(&script, &out)).unwrap_or_else(|e| panic!("{e}"));
+    for f in figures {
+        assert!(outcome.files.contains(&out.join(f)), "{name} did not write {f}: {:?}", outcome.files);
+    }
+    for f in outcome.files.iter().filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("png" | "svg"))) {
+        assert_eq!(common::figure_size(f), (sparsevar_plot::WIDTH, sparsevar_plot::HEIGHT), "{}", f.display());
+    }
+    assert!(outcome.unused_params.is_empty());
+    (outcome, out)
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// A CSV without quoted fields as maps from column to text.
+fn csv(p: &Path) -> Vec<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines.map(|l| header.iter().zip(l.split(',')).map(|(h, v)| (h.to_string(), v.to_string())).collect()).collect()
+}
+
+/// m* recomputed from a sweep's runs.csv: the smallest m at which a strict majority of the
+/// seeds learned (the sweep's default rule), as the CSV writes it ("" for none).
+fn m_star(runs: &Path, model: &str, t: usize) -> String {
+    let mut by_m: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for r in csv(runs).iter().filter(|r| r["model"] == model && r["T"] == t.to_string()) {
+        let e = by_m.entry(r["m"].parse().unwrap()).or_default();
+        e.0 += (r["learned"] == "true") as usize;
+        e.1 += 1;
+    }
+    assert!(!by_m.is_empty(), "no runs of {model} at T={t} in {}", runs.display());
+    by_m.iter().find(|(_, (k, n))| *k > n / 2).map_or(String::new(), |(m, _)| m.to_string())
+}
+
+#[test]
+fn every_script_is_checked_here() {
+    let mut found: Vec<String> = std::fs::read_dir(common::root().join("scripts"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "rhai").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, SCRIPTS, "scripts/ changed: give each script a test in this file");
+}
+
+#[test]
+fn quickstart_learns_and_attends_to_s() {
+    let (_, out) = run("01_quickstart", &["attention.png", "curves.png", "members.json"]);
+    let members = json(&out.join("members.json"));
+    let summary = json(&out.join("quickstart/summary.json"));
+    let registry = common::registry();
+    let members = members.as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    for (i, m) in members.iter().enumerate() {
+        let seed = m["seed"].as_u64().unwrap();
+        let s = registry.task(&TaskSpec::new("sparse_parity", 8, 2), seed).unwrap().relevant().to_vec();
+        assert_eq!(m["S"], serde_json::json!(s), "member {i}");
+        assert_eq!(m["S"], summary["members"][i]["S"]);
+        assert_eq!(m["learned"], summary["members"][i]["learned"]);
+        if m["learned"] == true {
+            assert!(m["best_mass_on_S"].as_f64().unwrap() > 0.5, "a learned member attends to S: {m}");
+            assert_eq!(m["top_s_equals_S"], true, "{m}");
+        }
+    }
+    assert!(members.iter().any(|m| m["learned"] == true), "no member learned the quick task");
+}
+
+#[test]
+fn paper_scaling_writes_m_star_matching_its_runs() {
+    let (_, out) = run("02_paper_scaling", &["scaling.png", "success_transformer.svg", "success_mlp.svg", "comparison.png", "m_star.csv"]);
+    let rows = csv(&out.join("m_star.csv"));
+    let summary = json(&out.join("paper_scaling/summary.json"));
+    assert_eq!(rows.len(), 3 * 2, "T = 4, 8, 16 × two models");
+    for r in &rows {
+        let t: usize = r["T"].parse().unwrap();
+        assert_eq!(r["m_star"], m_star(&out.join("paper_scaling/runs.csv"), &r["model"], t), "{r:?}");
+        let b = summary["summary"]["baselines"].as_array().unwrap().iter().find(|b| b["t"] == t).unwrap();
+        assert_eq!(r["gf2_m_star"], b["gf2_m_star"].as_u64().map_or(String::new(), |m| m.to_string()));
+        let floor: f64 = r["info_floor"].parse().unwrap();
+        assert!((floor - ((t * (t - 1) / 2) as f64).log2()).abs() < 1e-9, "log2 C({t}, 2) = {floor}");
+    }
+    // The transformer learns the quick task at every T.
+    assert!(rows.iter().filter(|r| r["model"] == "transformer").all(|r| !r["m_star"].is_empty()), "{rows:?}");
+}
+
+#[test]
+fn attention_variants_compare_five_sweeps() {
+    let (outcome, out) = run("03_attention_variants", &["comparison.png", "variants.csv"]);
+    let rows = csv(&out.join("variants.csv"));
+    let variants = ["softmax", "relu", "sigmoid", "linear", "uniform"];
+    assert_eq!(rows.len(), variants.len() * 2);
+    for v in variants {
+        let dir = out.join(format!("variant_{v}"));
+        assert!(outcome.files.contains(&dir));
+        let config = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+        assert!(config.contains(&format!("attention: {v}")), "{v}: {config}");
+        for r in rows.iter().filter(|r| r["variant"] == v) {
+            assert_eq!(r["m_star"], m_star(&dir.join("runs.csv"), "transformer", r["T"].parse().unwrap()), "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn mlp_vs_attention_reports_the_gap() {
+    let (_, out) = run("04_mlp_vs_attention", &["comparison.png", "gap.csv", "fits.json"]);
+    for r in csv(&out.join("gap.csv")) {
+        let t: usize = r["T"].parse().unwrap();
+        assert_eq!(r["transformer"], m_star(&out.join("attention/runs.csv"), "transformer", t));
+        assert_eq!(r["mlp"], m_star(&out.join("mlp/runs.csv"), "mlp", t));
+        if !r["ratio"].is_empty() {
+            let (a, b): (f64, f64) = (r["transformer"].parse().unwrap(), r["mlp"].parse().unwrap());
+            assert!((r["ratio"].parse::<f64>().unwrap() - b / a).abs() < 1e-12, "{r:?}");
+        }
+    }
+    let fits = json(&out.join("fits.json"));
+    assert!(fits.get("transformer").is_some() && fits.get("mlp").is_some(), "{fits}");
+}
+
+#[test]
+fn phase_transition_replays_match_the_online_run() {
+    let (_, out) = run("05_phase_transition", &["curves.png", "attention_before.png", "attention_at.png", "attention_end.png", "transition.csv"]);
+    let config = std::fs::read_to_string(out.join("phase/config.yaml")).unwrap();
+    assert!(config.contains("online: true"), "{config}");
+    let curve = csv(&out.join("transition.csv"));
+    let steps: Vec<usize> = curve.iter().map(|r| r["step"].parse().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]) && steps.iter().all(|s| s % 20 == 0), "{steps:?}");
+    // The replay of a member to the variable's step ends exactly where the online run was at
+    // that step (same seed, same stream), and its mass on S has crossed 0.5 there.
+    let metrics = csv(&out.join("phase/metrics.csv"));
+    let at = csv(&out.join("phase_at/metrics.csv"));
+    let last = at.last().unwrap();
+    let same = metrics.iter().find(|r| r["seed"] == last["seed"] && r["step"] == last["step"]).expect("the online run evaluated at the variable's step");
+    for k in ["train_loss", "test_loss", "test_accuracy", "best_mass_on_s"] {
+        assert_eq!(same[k], last[k], "{k} differs between the run and its replay");
+    }
+    assert!(last["best_mass_on_s"].parse::<f64>().unwrap() > 0.5, "{last:?}");
+    let before = csv(&out.join("phase_before/metrics.csv"));
+    assert!(before.last().unwrap()["best_mass_on_s"].parse::<f64>().unwrap() <= 0.5, "{before:?}");
+}
