@@ -257,6 +257,16 @@ impl Kernel {
 }
 
 impl Update {
+    /// Short name for error messages and profiles.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Update::Zero { .. } => "zero",
+            Update::AccumulateSquares { .. } => "accumulate_squares",
+            Update::Adam { .. } => "adam",
+            Update::Sgd { .. } => "sgd",
+        }
+    }
+
     /// Lengths of the buffers the update touches, in order.
     pub fn lengths(&self) -> Vec<usize> {
         match self {

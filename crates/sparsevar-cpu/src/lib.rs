@@ -139,12 +139,7 @@ impl<F: Float> Backend for CpuBackend<F> {
     }
 
     fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {
-        let name = match update {
-            Update::Zero { .. } => "zero",
-            Update::AccumulateSquares { .. } => "accumulate_squares",
-            Update::Adam { .. } => "adam",
-            Update::Sgd { .. } => "sgd",
-        };
+        let name = update.name();
         let lens = update.lengths();
         if buffers.len() != lens.len() {
             return Err(self.device(format!("{name} takes {} buffers, got {}", lens.len(), buffers.len())));

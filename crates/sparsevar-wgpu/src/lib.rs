@@ -549,12 +549,7 @@ impl Backend for WgpuBackend {
 
     fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {
         self.check_errors()?;
-        let name = match update {
-            Update::Zero { .. } => "zero",
-            Update::AccumulateSquares { .. } => "accumulate_squares",
-            Update::Adam { .. } => "adam",
-            Update::Sgd { .. } => "sgd",
-        };
+        let name = update.name();
         let lens = update.lengths();
         if buffers.len() != lens.len() {
             return Err(self.err(format!("{name} takes {} buffers, got {}", lens.len(), buffers.len())));
