@@ -145,6 +145,12 @@ pub trait Backend: Send {
     fn sync(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
+    /// Give a buffer's memory back; the id is never reused and later use of it is an error
+    /// (a backend may also keep the memory until it is dropped: the default does).
+    fn free(&mut self, buf: BufferId) -> Result<(), BackendError> {
+        let _ = buf;
+        Ok(())
+    }
 }
 
 impl fmt::Debug for dyn Backend {

@@ -490,6 +490,30 @@ impl ParamStore {
     pub fn buffer(&self, id: ParamId) -> BufferId {
         self.buffers[id.0]
     }
+
+    /// Shrink to the members `keep` (in that order), their values copied exactly; the old
+    /// buffers are freed.
+    pub fn retain(&mut self, backend: &mut dyn Backend, keep: &[usize]) -> Result<(), BackendError> {
+        for i in 0..self.buffers.len() {
+            let len = self.member_len(ParamId(i));
+            self.buffers[i] = retain_rows(backend, self.buffers[i], len, keep)?;
+        }
+        self.members = keep.len();
+        Ok(())
+    }
+}
+
+/// A new buffer holding rows `keep` (of `row_len` values each) of `buf`, in that order;
+/// `buf` is freed. Values pass through f64 on the host, which every backend's own precision
+/// round-trips exactly.
+pub fn retain_rows(backend: &mut dyn Backend, buf: BufferId, row_len: usize, keep: &[usize]) -> Result<BufferId, BackendError> {
+    let mut all = Vec::new();
+    backend.read(buf, &mut all)?;
+    let kept: Vec<f64> = keep.iter().flat_map(|&r| all[r * row_len..(r + 1) * row_len].iter().copied()).collect();
+    let out = backend.alloc(kept.len())?;
+    backend.write(out, &kept)?;
+    backend.free(buf)?;
+    Ok(out)
 }
 
 /// A graph planned on a backend: one buffer per needed node, constants computed once.
@@ -546,6 +570,16 @@ impl Executor {
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Give back the buffers this executor allocated (parameters belong to their store).
+    pub fn free(self, backend: &mut dyn Backend) -> Result<(), BackendError> {
+        for (node, buf) in self.graph.nodes.iter().zip(&self.buffers) {
+            if let (Some(b), Op::Input(_) | Op::Kernel(_)) = (buf, &node.op) {
+                backend.free(*b)?;
+            }
+        }
+        Ok(())
     }
 
     /// The buffer holding a node's values (None if the node is not needed).

@@ -114,6 +114,29 @@ impl Optimizer {
         Ok(Self { config, slots, norm, groups, step: 0 })
     }
 
+    /// Shrink to the members `keep` (in that order) of the ensemble, now trained over the
+    /// smaller ensemble's parameters and gradient buffers (`params`, `grads`, in the same
+    /// order as when this optimizer was made). Moments and the step counter carry over, so
+    /// each kept member's updates go on exactly as before; the old buffers are freed.
+    pub fn retain(&mut self, backend: &mut dyn Backend, keep: &[usize], params: &ParamStore, grads: &[(ParamId, BufferId)]) -> Result<(), BackendError> {
+        assert_eq!(grads.len(), self.slots.len(), "the smaller ensemble must train the same parameters");
+        for (slot, &(p, grad)) in self.slots.iter_mut().zip(grads) {
+            debug_assert_eq!(slot.len, params.member_len(p));
+            for b in &mut slot.state {
+                *b = crate::graph::retain_rows(backend, *b, slot.len, keep)?;
+            }
+            slot.param = params.buffer(p);
+            slot.grad = grad;
+        }
+        // The clipping norms are recomputed every step: a fresh buffer will do.
+        if let Some(b) = self.norm {
+            backend.free(b)?;
+            self.norm = Some(backend.alloc(keep.len())?);
+        }
+        self.groups = keep.len();
+        Ok(())
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> usize {
         self.step

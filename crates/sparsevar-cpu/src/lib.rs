@@ -99,6 +99,13 @@ impl<F: Float> Backend for CpuBackend<F> {
         Ok(BufferId(self.buffers.len() - 1))
     }
 
+    fn free(&mut self, buf: BufferId) -> Result<(), BackendError> {
+        let unknown = self.unknown(buf);
+        // The slot stays (ids are never reused); an empty buffer fails every later size check.
+        *self.buffers.get_mut(buf.0).ok_or(unknown)? = Vec::new();
+        Ok(())
+    }
+
     fn write(&mut self, buf: BufferId, data: &[f64]) -> Result<(), BackendError> {
         self.check(buf, data.len(), "write")?;
         for (o, &v) in self.buffers[buf.0].iter_mut().zip(data) {

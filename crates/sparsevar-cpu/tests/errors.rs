@@ -93,3 +93,22 @@ fn bad_indices_and_shapes_are_device_errors() {
     let narrow = Kernel::Narrow { outer: 1, axis: 6, start: 4, len: 4, inner: 1 };
     assert!(matches!(be.launch(&narrow, &[x], out2), Err(BackendError::Device { .. })));
 }
+
+#[test]
+fn a_freed_buffer_fails_its_next_launch_and_the_others_live_on() {
+    let be = &mut CpuBackend::<f32>::new();
+    let relu = Kernel::Unary { op: sparsevar_core::backend::UnaryOp::Relu, len: 3 };
+    let x = upload(be, &[-1.0, 2.0, -3.0]);
+    let y = be.alloc(3).unwrap();
+    be.free(x).unwrap();
+    let err = be.launch(&relu, &[x], y).unwrap_err();
+    assert!(matches!(err, BackendError::BufferSize { have: 0, need: 3, .. }), "{err}");
+    assert!(matches!(be.free(BufferId(99)), Err(BackendError::UnknownBuffer(..))));
+    // Ids are not reused: a new buffer gets a new one.
+    let z = upload(be, &[4.0, -5.0, 6.0]);
+    assert_ne!(z, x);
+    be.launch(&relu, &[z], y).unwrap();
+    let mut out = Vec::new();
+    be.read(y, &mut out).unwrap();
+    assert_eq!(out, [4.0, 0.0, 6.0]);
+}

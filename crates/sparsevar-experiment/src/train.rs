@@ -2,14 +2,16 @@
 //!
 //! Each member has its own task instance (its own S unless fixed), init stream, training
 //! set, minibatch stream and test set, all drawn from its seed. Members that finish (learned
-//! or diverged) are recorded at that step and their curves stop, so each member's numbers
-//! equal those of training it alone with the same seed.
+//! or diverged) are recorded at that step and leave the ensemble: parameters and optimizer
+//! state of the rest are copied into a smaller one, so the remaining steps cost only what the
+//! unfinished members need, and each member's numbers equal those of training it alone with
+//! the same seed.
 
 use std::time::Instant;
 
 use serde::Serialize;
-use sparsevar_core::backend::{Backend, BackendError};
-use sparsevar_core::graph::Executor;
+use sparsevar_core::backend::{Backend, BackendError, BufferId};
+use sparsevar_core::graph::{Executor, ParamId, ParamStore};
 use sparsevar_core::model::{DataShape, Model, ModelGraph, ModelSpec};
 use sparsevar_core::optim::Optimizer;
 use sparsevar_core::rng::{streams, Pcg32};
@@ -150,20 +152,25 @@ pub fn member_tasks(registry: &Registry, spec: &TaskSpec, seeds: &[u64]) -> Resu
 }
 
 /// An ensemble set up on a backend: model, parameters, planned graphs, optimizer and data.
+///
+/// `tasks`, data and results are indexed by member (the position of its seed in
+/// `spec.seeds`); the backend holds only the active members, slot `i` being member
+/// `active[i]`.
 pub struct Trainer<'b> {
     backend: &'b mut dyn Backend,
     pub spec: RunSpec,
     pub tasks: Vec<Box<dyn Task>>,
     pub model: Model,
-    params: sparsevar_core::graph::ParamStore,
-    train_graph: ModelGraph,
-    train_exec: Executor,
-    eval_graph: ModelGraph,
-    eval_exec: Executor,
+    params: ParamStore,
+    graphs: Graphs,
     optimizer: Optimizer,
     sources: Vec<BatchSource>,
     tests: Vec<Dataset>,
     step: usize,
+    /// Members still training, in slot order.
+    active: Vec<usize>,
+    /// Parameters of members that left the ensemble, as they were when they finished.
+    finished_params: Vec<Option<Vec<Vec<f64>>>>,
     // Reused host buffers: nothing is allocated per step once these have grown.
     tokens: Vec<u8>,
     labels: Vec<f64>,
@@ -174,6 +181,44 @@ pub struct Trainer<'b> {
 impl std::fmt::Debug for Trainer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer").field("spec", &self.spec).field("step", &self.step).finish()
+    }
+}
+
+/// The training and evaluation graphs of one ensemble size, planned on the backend.
+struct Graphs {
+    train: ModelGraph,
+    train_exec: Executor,
+    eval: ModelGraph,
+    eval_exec: Executor,
+}
+
+impl Graphs {
+    fn plan(backend: &mut dyn Backend, model: &Model, params: &ParamStore, tc: &TrainConfig) -> Result<Self, BackendError> {
+        let train = model.build(params, tc.batch, true);
+        let mut outputs = vec![train.loss];
+        outputs.extend(train.grads.iter().map(|g| g.1));
+        let train_exec = Executor::new(backend, train.graph.clone(), &outputs, params)?;
+        for (node, values) in &train.constants {
+            train_exec.write(backend, *node, values)?;
+        }
+        let eval = model.build(params, EVAL_CHUNK.min(tc.test_samples), false);
+        let mut outputs = vec![eval.logits];
+        outputs.extend(&eval.attention);
+        let eval_exec = Executor::new(backend, eval.graph.clone(), &outputs, params)?;
+        for (node, values) in &eval.constants {
+            eval_exec.write(backend, *node, values)?;
+        }
+        Ok(Graphs { train, train_exec, eval, eval_exec })
+    }
+
+    /// Gradient buffer of every trained parameter, in the training graph's order.
+    fn grads(&self) -> Vec<(ParamId, BufferId)> {
+        self.train.grads.iter().map(|(p, g)| (*p, self.train_exec.buffer(*g).expect("planned"))).collect()
+    }
+
+    fn free(self, backend: &mut dyn Backend) -> Result<(), BackendError> {
+        self.train_exec.free(backend)?;
+        self.eval_exec.free(backend)
     }
 }
 
@@ -204,24 +249,8 @@ impl<'b> Trainer<'b> {
         params.initialize(backend, &mut init)?;
 
         let tc = &spec.train;
-        let train_graph = model.build(&params, tc.batch, true);
-        let mut outputs = vec![train_graph.loss];
-        outputs.extend(train_graph.grads.iter().map(|g| g.1));
-        let train_exec = Executor::new(backend, train_graph.graph.clone(), &outputs, &params)?;
-        for (node, values) in &train_graph.constants {
-            train_exec.write(backend, *node, values)?;
-        }
-        let grads: Vec<_> = train_graph.grads.iter().map(|(p, g)| (*p, train_exec.buffer(*g).expect("planned"))).collect();
-        let optimizer = Optimizer::new(backend, tc.optim(), &params, &grads)?;
-
-        let chunk = EVAL_CHUNK.min(tc.test_samples);
-        let eval_graph = model.build(&params, chunk, false);
-        let mut outputs = vec![eval_graph.logits];
-        outputs.extend(&eval_graph.attention);
-        let eval_exec = Executor::new(backend, eval_graph.graph.clone(), &outputs, &params)?;
-        for (node, values) in &eval_graph.constants {
-            eval_exec.write(backend, *node, values)?;
-        }
+        let graphs = Graphs::plan(backend, &model, &params, tc)?;
+        let optimizer = Optimizer::new(backend, tc.optim(), &params, &graphs.grads())?;
 
         let mut sources = Vec::new();
         let mut tests = Vec::new();
@@ -241,14 +270,13 @@ impl<'b> Trainer<'b> {
             tasks,
             model,
             params,
-            train_graph,
-            train_exec,
-            eval_graph,
-            eval_exec,
+            graphs,
             optimizer,
             sources,
             tests,
             step: 0,
+            active: (0..r).collect(),
+            finished_params: vec![None; r],
             tokens: Vec::new(),
             labels: Vec::new(),
             encoded: Vec::new(),
@@ -256,14 +284,46 @@ impl<'b> Trainer<'b> {
         })
     }
 
-    /// Floating-point operations of one training step (forward + backward), all members.
+    /// Floating-point operations of one training step (forward + backward), all active
+    /// members.
     pub fn step_flops(&self) -> u64 {
-        self.train_exec.flops()
+        self.graphs.train_exec.flops()
     }
 
     /// Kernel launches per training step.
     pub fn step_launches(&self) -> usize {
-        self.train_exec.launches()
+        self.graphs.train_exec.launches()
+    }
+
+    /// The members still training, in slot order (see [`Trainer::evaluate`]).
+    pub fn active_members(&self) -> &[usize] {
+        &self.active
+    }
+
+    /// Take the members in slots `leaving` out of the ensemble: their parameters are kept
+    /// on the host as they are now, and the rest continue in a smaller ensemble with their
+    /// parameters and optimizer state copied exactly.
+    fn retire(&mut self, leaving: &[usize]) -> Result<(), TrainError> {
+        if leaving.is_empty() {
+            return Ok(());
+        }
+        let all = self.read_parameters()?;
+        let lens: Vec<usize> = self.params.ids().map(|id| self.params.member_len(id)).collect();
+        for &slot in leaving {
+            let snapshot = all.iter().zip(&lens).map(|(p, &n)| p[slot * n..(slot + 1) * n].to_vec()).collect();
+            self.finished_params[self.active[slot]] = Some(snapshot);
+        }
+        let keep: Vec<usize> = (0..self.active.len()).filter(|s| !leaving.contains(s)).collect();
+        self.active = keep.iter().map(|&s| self.active[s]).collect();
+        if keep.is_empty() {
+            // Nothing left to train: the buffers go with the backend.
+            return Ok(());
+        }
+        self.params.retain(self.backend, &keep)?;
+        let graphs = Graphs::plan(self.backend, &self.model, &self.params, &self.spec.train)?;
+        self.optimizer.retain(self.backend, &keep, &self.params, &graphs.grads())?;
+        std::mem::replace(&mut self.graphs, graphs).free(self.backend)?;
+        Ok(())
     }
 
     pub fn steps_taken(&self) -> usize {
@@ -276,20 +336,21 @@ impl<'b> Trainer<'b> {
         self.tokens.clear();
         self.labels.clear();
         self.encoded.clear();
-        for (src, task) in self.sources.iter_mut().zip(&self.tasks) {
+        for &m in &self.active {
             let start = self.tokens.len();
-            src.next(task.as_ref(), b, &mut self.tokens, &mut self.labels);
+            self.sources[m].next(self.tasks[m].as_ref(), b, &mut self.tokens, &mut self.labels);
             self.model.encode(b, &self.tokens[start..], &mut self.encoded);
         }
-        self.train_exec.write(self.backend, self.train_graph.inputs, &self.encoded)?;
-        self.train_exec.write(self.backend, self.train_graph.labels, &self.labels)?;
+        let g = &self.graphs;
+        g.train_exec.write(self.backend, g.train.inputs, &self.encoded)?;
+        g.train_exec.write(self.backend, g.train.labels, &self.labels)?;
         Ok(())
     }
 
     /// One optimizer step for every member.
     pub fn step(&mut self) -> Result<(), TrainError> {
         self.load_batch()?;
-        self.train_exec.run(self.backend)?;
+        self.graphs.train_exec.run(self.backend)?;
         self.optimizer.step(self.backend)?;
         self.step += 1;
         Ok(())
@@ -299,7 +360,7 @@ impl<'b> Trainer<'b> {
     /// into `profile` (kernel and shape → calls, seconds).
     pub fn step_profiled(&mut self, profile: &mut std::collections::BTreeMap<String, (u64, f64)>) -> Result<(), TrainError> {
         self.load_batch()?;
-        self.train_exec.run_profiled(self.backend, profile)?;
+        self.graphs.train_exec.run_profiled(self.backend, profile)?;
         let start = std::time::Instant::now();
         self.optimizer.step(self.backend)?;
         self.backend.sync()?;
@@ -310,21 +371,22 @@ impl<'b> Trainer<'b> {
         Ok(())
     }
 
-    /// The last training batch's loss per member.
+    /// The last training batch's loss per active member (slot order).
     pub fn train_loss(&mut self) -> Result<Vec<f64>, TrainError> {
         let mut out = Vec::new();
-        self.train_exec.read(self.backend, self.train_graph.loss, &mut out)?;
+        self.graphs.train_exec.read(self.backend, self.graphs.train.loss, &mut out)?;
         Ok(out)
     }
 
-    /// Test accuracy, test loss and attention summary of every member.
+    /// Test accuracy, test loss and attention summary of every active member, in slot order
+    /// ([`Trainer::active_members`]).
     pub fn evaluate(&mut self) -> Result<Vec<(f64, f64, Option<AttentionSummary>)>, TrainError> {
-        let r = self.spec.seeds.len();
-        let chunk = self.eval_graph.batch;
+        let r = self.active.len();
+        let chunk = self.graphs.eval.batch;
         let n_test = self.spec.train.test_samples;
         let classes = self.model.data.classes;
         let t = self.model.data.seq_len;
-        let layers = self.eval_graph.attention.len();
+        let layers = self.graphs.eval.attention.len();
         let mut correct = vec![0usize; r];
         let mut loss = vec![0.0; r];
         // [member][layer] → flat [head × N] sums.
@@ -335,7 +397,8 @@ impl<'b> Trainer<'b> {
             self.tokens.clear();
             self.labels.clear();
             self.encoded.clear();
-            for (m, test) in self.tests.iter().enumerate() {
+            for &m in &self.active {
+                let test = &self.tests[m];
                 let first = self.tokens.len();
                 for i in 0..chunk {
                     // Pad the last chunk by repeating a row; padded rows are not counted.
@@ -343,12 +406,12 @@ impl<'b> Trainer<'b> {
                     self.tokens.extend_from_slice(test.row(row));
                     self.labels.push(test.labels[row] as f64);
                 }
-                let _ = m;
                 self.model.encode(chunk, &self.tokens[first..], &mut self.encoded);
             }
-            self.eval_exec.write(self.backend, self.eval_graph.inputs, &self.encoded)?;
-            self.eval_exec.run(self.backend)?;
-            self.eval_exec.read(self.backend, self.eval_graph.logits, &mut self.scratch)?;
+            let g = &self.graphs;
+            g.eval_exec.write(self.backend, g.eval.inputs, &self.encoded)?;
+            g.eval_exec.run(self.backend)?;
+            g.eval_exec.read(self.backend, g.eval.logits, &mut self.scratch)?;
             for m in 0..r {
                 for i in 0..valid {
                     let row = &self.scratch[(m * chunk + i) * classes..(m * chunk + i + 1) * classes];
@@ -361,8 +424,8 @@ impl<'b> Trainer<'b> {
                     loss[m] += lse - row[y];
                 }
             }
-            for (l, &node) in self.eval_graph.attention.iter().enumerate() {
-                self.eval_exec.read(self.backend, node, &mut self.scratch)?;
+            for (l, &node) in self.graphs.eval.attention.iter().enumerate() {
+                self.graphs.eval_exec.read(self.backend, node, &mut self.scratch)?;
                 let per_sample = self.scratch.len() / (r * chunk);
                 for m in 0..r {
                     let acc = &mut attn_sum[m][l];
@@ -387,7 +450,7 @@ impl<'b> Trainer<'b> {
                 let n = t + 1;
                 let weights: Vec<Vec<Vec<f64>>> =
                     attn_sum[m].iter().map(|flat| flat.chunks(n).map(|h| h.iter().map(|x| x / n_test as f64).collect()).collect()).collect();
-                summarize_attention(weights, self.tasks[m].relevant())
+                summarize_attention(weights, self.tasks[self.active[m]].relevant())
             });
             out.push((acc, l, summary));
         }
@@ -395,18 +458,18 @@ impl<'b> Trainer<'b> {
     }
 
     /// Train until every member has learned or diverged, or the step budget runs out.
-    /// `progress` may return false to stop early (the result so far is returned as an
-    /// `Interrupted` error only when nothing finished; otherwise members not finished are
-    /// reported as not learned).
+    /// `progress` may return false to stop early (members not finished are then reported as
+    /// not learned). Members leave the ensemble at the evaluation where they finish.
     pub fn run(&mut self, progress: &mut dyn FnMut(Progress) -> bool) -> Result<EnsembleResult, TrainError> {
         let started = Instant::now();
         let r = self.spec.seeds.len();
         let tc = self.spec.train.clone();
         let mut done: Vec<Option<MemberResult>> = vec![None; r];
         let mut curves = Vec::new();
-        let mut last_eval = Vec::new();
+        // Each member's latest evaluation and training loss, for members the budget stops.
+        let mut last_eval: Vec<Option<(f64, f64, Option<AttentionSummary>)>> = vec![None; r];
         let mut last_train_loss = vec![f64::NAN; r];
-        while self.step < tc.max_steps && done.iter().any(|d| d.is_none()) {
+        while self.step < tc.max_steps && !self.active.is_empty() {
             self.step()?;
             if self.step % tc.eval_every != 0 && self.step != tc.max_steps {
                 continue;
@@ -414,25 +477,23 @@ impl<'b> Trainer<'b> {
             let train_loss = self.train_loss()?;
             let evals = self.evaluate()?;
             let mut points = Vec::new();
-            for m in 0..r {
-                if done[m].is_some() {
-                    continue;
-                }
-                let (acc, test_loss, attn) = &evals[m];
-                let point = CurvePoint {
+            let mut leaving = Vec::new();
+            for (slot, ((acc, test_loss, attn), &loss)) in evals.into_iter().zip(&train_loss).enumerate() {
+                let m = self.active[slot];
+                points.push(CurvePoint {
                     member: m,
                     seed: self.spec.seeds[m],
                     step: self.step,
-                    train_loss: train_loss[m],
-                    test_loss: *test_loss,
-                    test_accuracy: *acc,
+                    train_loss: loss,
+                    test_loss,
+                    test_accuracy: acc,
                     best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
-                };
-                points.push(point);
-                last_train_loss[m] = train_loss[m];
-                let diverged = !train_loss[m].is_finite() || !test_loss.is_finite();
-                let learned = !diverged && *acc >= tc.target_accuracy;
+                });
+                last_train_loss[m] = loss;
+                let diverged = !loss.is_finite() || !test_loss.is_finite();
+                let learned = !diverged && acc >= tc.target_accuracy;
                 if diverged || learned {
+                    leaving.push(slot);
                     done[m] = Some(MemberResult {
                         seed: self.spec.seeds[m],
                         relevant: self.tasks[m].relevant().to_vec(),
@@ -440,17 +501,19 @@ impl<'b> Trainer<'b> {
                         diverged,
                         step: learned.then_some(self.step),
                         steps_trained: self.step,
-                        test_accuracy: *acc,
-                        test_loss: *test_loss,
-                        train_loss: train_loss[m],
-                        attention: attn.clone(),
+                        test_accuracy: acc,
+                        test_loss,
+                        train_loss: loss,
+                        attention: attn,
                     });
+                } else {
+                    last_eval[m] = Some((acc, test_loss, attn));
                 }
             }
+            self.retire(&leaving)?;
             let finished = done.iter().filter(|d| d.is_some()).count();
             let keep_going = progress(Progress::Evaluated { step: self.step, max_steps: tc.max_steps, points: &points, finished, members: r });
             curves.extend(points);
-            last_eval = evals;
             if !keep_going {
                 break;
             }
@@ -460,7 +523,7 @@ impl<'b> Trainer<'b> {
             .enumerate()
             .map(|(m, d)| {
                 d.unwrap_or_else(|| {
-                    let (acc, loss, attn) = last_eval.get(m).cloned().unwrap_or((0.0, f64::NAN, None));
+                    let (acc, loss, attn) = last_eval[m].take().unwrap_or((0.0, f64::NAN, None));
                     MemberResult {
                         seed: self.spec.seeds[m],
                         relevant: self.tasks[m].relevant().to_vec(),
@@ -479,8 +542,8 @@ impl<'b> Trainer<'b> {
         Ok(EnsembleResult { members, curves, steps: self.step, seconds: started.elapsed().as_secs_f64() })
     }
 
-    /// Read every parameter back, in declaration order: one Vec per parameter, [R, ..].
-    pub fn parameters(&mut self) -> Result<Vec<Vec<f64>>, TrainError> {
+    /// The active members' parameters as stored, in declaration order: [slots, ..] each.
+    fn read_parameters(&mut self) -> Result<Vec<Vec<f64>>, TrainError> {
         let mut out = Vec::new();
         for id in self.params.ids() {
             let mut v = Vec::new();
@@ -490,11 +553,41 @@ impl<'b> Trainer<'b> {
         Ok(out)
     }
 
+    /// Every member's parameters, in declaration order: one Vec per parameter, [R, ..].
+    /// A member that finished contributes its values from the step it finished.
+    pub fn parameters(&mut self) -> Result<Vec<Vec<f64>>, TrainError> {
+        let current = if self.active.is_empty() { Vec::new() } else { self.read_parameters()? };
+        let lens: Vec<usize> = self.params.ids().map(|id| self.params.member_len(id)).collect();
+        let mut out: Vec<Vec<f64>> = lens.iter().map(|&n| Vec::with_capacity(n * self.spec.seeds.len())).collect();
+        for m in 0..self.spec.seeds.len() {
+            for (i, &n) in lens.iter().enumerate() {
+                match self.active.iter().position(|&a| a == m) {
+                    Some(slot) => out[i].extend_from_slice(&current[i][slot * n..(slot + 1) * n]),
+                    None => out[i].extend_from_slice(&self.finished_params[m].as_ref().expect("a member is active or finished")[i]),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Overwrite parameter `index` (declaration order) with `values` ([R, ..]), e.g. to
-    /// restore a checkpoint.
+    /// restore a checkpoint before training.
     pub fn write_parameter(&mut self, index: usize, values: &[f64]) -> Result<(), TrainError> {
         let id = self.params.ids().nth(index).ok_or_else(|| TrainError::Setup(format!("no parameter {index}")))?;
-        self.backend.write(self.params.buffer(id), values)?;
+        let n = self.params.member_len(id);
+        let r = self.spec.seeds.len();
+        if values.len() != r * n {
+            return Err(TrainError::Setup(format!("parameter {index} holds {} values for {r} members, got {}", r * n, values.len())));
+        }
+        for (m, snapshot) in self.finished_params.iter_mut().enumerate() {
+            if let Some(p) = snapshot {
+                p[index].copy_from_slice(&values[m * n..(m + 1) * n]);
+            }
+        }
+        if !self.active.is_empty() {
+            let kept: Vec<f64> = self.active.iter().flat_map(|&m| values[m * n..(m + 1) * n].iter().copied()).collect();
+            self.backend.write(self.params.buffer(id), &kept)?;
+        }
         Ok(())
     }
 }

@@ -130,3 +130,47 @@ fn a_member_that_turns_nan_is_marked_diverged_and_the_others_learn() {
     assert_eq!(r.members[0].steps_trained, 50, "found at the first evaluation");
     assert!(r.members[1].learned && !r.members[1].diverged, "{:?}", r.members[1]);
 }
+
+#[test]
+fn members_that_finish_leave_the_ensemble_and_the_rest_go_on_unchanged() {
+    // Member 1 has too few samples to learn in the budget; members 0 and 2 learn at
+    // different steps, so the ensemble shrinks twice while member 1 trains on.
+    let spec = |seeds: Vec<u64>, samples: Vec<usize>| RunSpec {
+        task: TaskSpec::new("sparse_parity", 8, 2),
+        model: small_transformer(),
+        train: TrainConfig { batch: 32, max_steps: 1500, eval_every: 50, test_samples: 256, lr: 3e-3, ..TrainConfig::default() },
+        seeds,
+        samples: Some(samples),
+    };
+    let seeds = vec![0, 1, 2];
+    let samples = vec![512, 6, 384];
+    let mut be = CpuBackend::<f32>::new();
+    let mut t = Trainer::new(&mut be, spec(seeds.clone(), samples.clone()), &Registry::builtin()).unwrap();
+    let mut active_sizes = Vec::new();
+    let together = t.run(&mut |p| {
+        let sparsevar_experiment::train::Progress::Evaluated { points, .. } = p;
+        active_sizes.push(points.len());
+        true
+    });
+    let together = together.unwrap();
+    let params = t.parameters().unwrap();
+    let m = &together.members;
+    assert!(m[0].learned && m[2].learned && !m[1].learned, "{m:?}");
+    assert_eq!(m[1].steps_trained, 1500);
+    assert_ne!(m[0].step, m[2].step, "the two learners should leave at different evaluations");
+    assert!(active_sizes.contains(&1), "the ensemble never shrank to the one unfinished member: {active_sizes:?}");
+    assert_eq!(t.active_members(), &[1usize][..]);
+    for (i, &seed) in seeds.iter().enumerate() {
+        let mut be = CpuBackend::<f32>::new();
+        let mut alone = Trainer::new(&mut be, spec(vec![seed], vec![samples[i]]), &Registry::builtin()).unwrap();
+        let a = alone.run(&mut |_| true).unwrap();
+        let alone_params = alone.parameters().unwrap();
+        assert_eq!(together.members[i], a.members[0], "member {i}");
+        let curve_t: Vec<_> = together.curves.iter().filter(|c| c.member == i).map(|c| (c.step, c.train_loss.to_bits(), c.test_accuracy)).collect();
+        let curve_a: Vec<_> = a.curves.iter().map(|c| (c.step, c.train_loss.to_bits(), c.test_accuracy)).collect();
+        assert_eq!(curve_t, curve_a, "member {i} curve");
+        for (pt, pa) in params.iter().zip(&alone_params) {
+            assert_eq!(member(pt, 3, i), &pa[..], "member {i}: parameters at its finish differ bitwise from training it alone");
+        }
+    }
+}

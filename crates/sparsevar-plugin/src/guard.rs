@@ -366,6 +366,9 @@ impl Backend for GuardedBackend {
     fn sync(&mut self) -> Result<(), BackendError> {
         self.call("sync", |b| b.sync())
     }
+    fn free(&mut self, buf: BufferId) -> Result<(), BackendError> {
+        self.call("free", |b| b.free(buf))
+    }
 }
 
 /// Wrap a plugin's backend factory: panics become errors, backends come back guarded.

@@ -447,6 +447,20 @@ impl Backend for WgpuBackend {
         NAME.to_string()
     }
 
+    fn free(&mut self, buf: BufferId) -> Result<(), BackendError> {
+        self.buffer(buf)?;
+        // Recorded work may still bind it: submit that first. Launch sites that bind it go
+        // too (their bind groups would keep the memory alive).
+        self.flush()?;
+        let id = buf.0 as u32;
+        self.sites.retain(|key, _| !key.slots.contains(&id));
+        let b = &mut self.buffers[buf.0];
+        b.buffer.destroy();
+        // Length 0: every later use fails its size check.
+        b.len = 0;
+        Ok(())
+    }
+
     fn alloc(&mut self, len: usize) -> Result<BufferId, BackendError> {
         self.check_errors()?;
         let bytes = (len.max(1) as u64).saturating_mul(4);

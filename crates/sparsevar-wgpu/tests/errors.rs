@@ -99,3 +99,20 @@ fn adapters_are_listed_and_can_be_chosen() {
     assert_eq!(again.name(), "wgpu");
     assert!(matches!(WgpuBackend::with_adapter(list.len()), Err(WgpuError::AdapterIndex { .. })));
 }
+
+#[test]
+fn a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go() {
+    let Some(mut be) = wgpu_or_skip("a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go") else { return };
+    let relu = Kernel::Unary { op: UnaryOp::Relu, len: 3 };
+    let x = upload(&mut be, &[-1.0, 2.0, -3.0]);
+    let y = be.alloc(3).unwrap();
+    be.launch(&relu, &[x], y).unwrap();
+    assert_eq!(download(&mut be, y), [0.0, 2.0, 0.0]);
+    be.free(x).unwrap();
+    let err = be.launch(&relu, &[x], y).unwrap_err();
+    assert!(matches!(err, BackendError::BufferSize { have: 0, need: 3, .. }), "{err}");
+    assert!(matches!(be.free(BufferId(999)), Err(BackendError::UnknownBuffer(..))));
+    let z = upload(&mut be, &[4.0, -5.0, 6.0]);
+    be.launch(&relu, &[z], y).unwrap();
+    assert_eq!(download(&mut be, y), [4.0, 0.0, 6.0]);
+}
