@@ -116,3 +116,64 @@ fn bench_prints_one_json_line_with_the_figures() {
     let bad = sparsevar(&["bench", "--model", "gpt"], &d);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Four T values, four ensembles; members that never learn keep each one busy for a while.
+const KILL_SWEEP: &str = "task: { kind: sparse_parity, s: 2 }
+models:
+  attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { batch: 32, max_steps: 4000, lr: 0.003, eval_every: 50, test_samples: 256 }
+sweep:
+  T: [6, 10, 14, 18]
+  m: [8, 64, 256]
+  seeds: [0, 1, 2]
+";
+
+/// summary.json without its wall time and provenance (which differ between any two runs).
+fn comparable_summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let summary = v.get_mut("summary").expect("summary.json has a summary");
+    summary.as_object_mut().unwrap().remove("seconds");
+    summary.take()
+}
+
+fn data_rows(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("runs.csv")).map_or(0, |t| t.lines().skip(1).filter(|l| !l.is_empty()).count())
+}
+
+#[test]
+fn a_sweep_killed_with_sigkill_resumes_to_the_same_summary() {
+    let d = temp_dir("sweep-kill");
+    std::fs::write(d.join("sweep.yaml"), KILL_SWEEP).unwrap();
+    // Killed for real (Child::kill is SIGKILL on Unix) once the first ensemble is on disk.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparsevar"))
+        .args(["sweep", "sweep.yaml", "--out", "killed"])
+        .current_dir(&d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed = d.join("killed");
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the sweep ended ({status}) before it could be killed: make KILL_SWEEP longer");
+        }
+        if data_rows(&killed) >= 9 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = data_rows(&killed);
+    assert!((9..36).contains(&kept), "{kept} rows survived the kill");
+    assert!(!killed.join("summary.json").exists(), "a killed sweep has no summary yet");
+
+    let out = sparsevar(&["sweep", "sweep.yaml", "--out", "killed", "--resume"], &d);
+    assert!(out.status.success(), "resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(data_rows(&killed), 36, "every (T, m, seed) once");
+    let out = sparsevar(&["sweep", "sweep.yaml", "--out", "whole"], &d);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(comparable_summary(&killed), comparable_summary(&d.join("whole")), "resumed and uninterrupted sweeps disagree");
+    let _ = std::fs::remove_dir_all(&d);
+}
