@@ -131,7 +131,8 @@ mod tests {
         for key in train.as_object().unwrap().keys() {
             assert!(r.contains(&format!("| `{key}` |")), "train key {key} missing");
         }
-        assert!(r.contains("| `lr` | number | `0.001` | Peak learning rate. |"), "{r}");
+        assert!(r.contains("| `lr` | number | `0.0003` | Peak learning rate."), "{r}");
+        assert!(r.contains("| `weight_decay` | number (optional) | none |"), "{r}");
         assert!(r.contains("softmax, relu, sigmoid, linear, uniform"), "attention doc");
         assert!(r.contains("| `T` |"), "task T");
         assert!(r.contains("learned \\| sinusoidal \\| none"), "positions enum values: {r}");

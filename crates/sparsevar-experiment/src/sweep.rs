@@ -47,6 +47,10 @@ impl MGrid {
             }
             MGrid::Geometric { from, to, factor } => {
                 let mut v = Vec::new();
+                if !(*factor > 1.0 && factor.is_finite()) || *from == 0 {
+                    // Not a progression (validation says why); never loop forever on it.
+                    return v;
+                }
                 let mut x = *from as f64;
                 while x.round() as usize <= *to {
                     let m = x.round() as usize;
@@ -185,8 +189,19 @@ impl SweepConfig {
         if self.models.is_empty() {
             return bad("models is empty: name at least one model".into());
         }
-        if !self.train.online && s.m.values().is_empty() {
-            return bad("sweep.m gives no training-set sizes".into());
+        if !self.train.online {
+            match &s.m {
+                MGrid::Geometric { factor, .. } if !(*factor > 1.0 && factor.is_finite()) => {
+                    return bad(format!("sweep.m.factor = {factor} must be a number above 1, e.g. 2"));
+                }
+                MGrid::Geometric { from: 0, .. } => return bad("sweep.m.from must be at least 1".into()),
+                MGrid::Geometric { from, to, .. } if to < from => {
+                    return bad(format!("sweep.m: to = {to} is below from = {from}"));
+                }
+                MGrid::List(v) if v.contains(&0) => return bad("sweep.m: a training set needs at least 1 sample, but the list holds 0".into()),
+                MGrid::List(v) if v.is_empty() => return bad("sweep.m is empty: list training-set sizes, e.g. m: [64, 128, 256]".into()),
+                _ => {}
+            }
         }
         if let Some(p) = s.success_fraction
             && !(p > 0.0 && p <= 1.0)

@@ -111,6 +111,22 @@ fn sweep_config_errors_name_the_key() {
     assert!(e.contains("models.a") && e.contains("unknown field `depth`"), "{e}");
     let e = bad("task: { kind: sparse_and, s: 2 }\nmodels: { a: { kind: mlp } }\nsweep: { T: [8], baselines: [gf2] }\n");
     assert!(e.contains("sparse parities only"), "{e}");
+    // The list: empty grids, θ outside (0, 1], k = 0 seeds, an unknown model.
+    for (text, key) in [
+        (format!("{base}sweep: {{ T: [8], m: [] }}\n"), "sweep.m"),
+        (format!("{base}sweep: {{ T: [8], m: {{ from: 64, to: 32, factor: 2 }} }}\n"), "sweep.m"),
+        (format!("{base}sweep: {{ T: [8], m: {{ from: 8, to: 64, factor: 1 }} }}\n"), "sweep.m"),
+        (format!("{base}sweep: {{ T: [8], seeds: [] }}\n"), "sweep.seeds"),
+        (format!("{base}train: {{ target_accuracy: 1.5 }}\nsweep: {{ T: [8] }}\n"), "train.target_accuracy"),
+        (format!("{base}train: {{ target_accuracy: 0 }}\nsweep: {{ T: [8] }}\n"), "train.target_accuracy"),
+        (format!("{base}sweep: {{ T: [8], success_fraction: 0 }}\n"), "sweep.success_fraction"),
+        (format!("{base}sweep: {{ T: [8], success_fraction: 1.2 }}\n"), "sweep.success_fraction"),
+        ("task: { kind: sparse_parity, s: 2 }\nmodels: { a: { kind: lstm } }\nsweep: { T: [8] }\n".to_string(), "models.a"),
+        ("task: { kind: sparse_parity, s: 2 }\nmodels: {}\nsweep: { T: [8] }\n".to_string(), "models"),
+    ] {
+        let e = bad(&text);
+        assert!(e.contains(key), "{text}: the error should name {key}: {e}");
+    }
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn reference_documents_every_registered_function() {
         "| `plot_success_map(sweep: SweepResult, model: string, path: string) -> map` |",
         "| `TrainResult.members -> array` |",
         "| `d_model` | `64` |",
-        "| `lr` | `0.001` |",
+        "| `lr` | `0.0003` |",
         "| `max_ensemble` | `64` |",
     ] {
         assert!(md.contains(line), "no `{line}` in the reference");

@@ -46,6 +46,13 @@ fn five_steps_match_the_cpu() {
     let model = ModelSpec::Transformer(TransformerConfig { layers: 2, d_model: 32, heads: 4, mlp: 2, ..TransformerConfig::default() });
     let mut s = spec(vec![3, 4], TaskSpec::new("sparse_parity", 12, 3), model);
     s.train.batch = 24;
+    // Plain Adam at 1e-3, the setting these tolerances were calibrated on: with the default
+    // AdamW the key biases' noise-only steps (see below) land on a different parameter
+    // split between "CPU f32 within tolerance" and not. AdamW's update itself is compared
+    // with the CPU's in conformance.rs.
+    s.train.optimizer = sparsevar_core::optim::OptimizerKind::Adam;
+    s.train.lr = 1e-3;
+    s.train.weight_decay = None;
     let lr = s.train.lr;
     let (ref_loss, reference) = steps(&mut CpuBackend::<f64>::new(), s.clone(), 5);
     let (cpu_loss, cpu_params) = steps(&mut CpuBackend::<f32>::new(), s.clone(), 5);
