@@ -287,7 +287,9 @@ impl Graph {
             }
         }
         let mut grads: HashMap<usize, NodeId> = HashMap::new();
-        let seed = self.constant(&self.shape(loss).to_vec(), 1.0);
+        // The copy is needed: the shape borrows `self`, which `constant` takes mutably.
+        let shape = self.shape(loss).to_vec();
+        let seed = self.constant(&shape, 1.0);
         grads.insert(loss.0, seed);
         for i in (0..n).rev() {
             let Some(&dy) = grads.get(&i) else { continue };

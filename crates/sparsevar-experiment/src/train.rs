@@ -471,7 +471,7 @@ impl<'b> Trainer<'b> {
         let mut last_train_loss = vec![f64::NAN; r];
         while self.step < tc.max_steps && !self.active.is_empty() {
             self.step()?;
-            if self.step % tc.eval_every != 0 && self.step != tc.max_steps {
+            if !self.step.is_multiple_of(tc.eval_every) && self.step != tc.max_steps {
                 continue;
             }
             let train_loss = self.train_loss()?;

@@ -55,12 +55,9 @@ fn check_case(name: &str, case: Case, rng: &mut Pcg32) {
         let mut values = Vec::new();
         be.read(buf, &mut values).unwrap();
         let mut analytic = vec![0.0; values.len()];
-        match gnode {
-            Some(gn) => {
-                total(&mut be);
-                exec.read(&mut be, *gn, &mut analytic).unwrap();
-            }
-            None => {}
+        if let Some(gn) = gnode {
+            total(&mut be);
+            exec.read(&mut be, *gn, &mut analytic).unwrap();
         }
         for i in 0..values.len() {
             let h = 1e-6;

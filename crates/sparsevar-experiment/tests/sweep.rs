@@ -24,10 +24,28 @@ fn provenance() -> Provenance {
     Provenance { program: "test".into(), version: "0".into(), git_revision: None, backend: "cpu".into(), threads: 1, seeds: vec![0, 1, 2], command: vec![], started_unix: 0 }
 }
 
-fn dir(name: &str) -> std::path::PathBuf {
+/// A scratch folder removed when the test passes (kept for inspection when it fails).
+struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn dir(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("sparsevar-sweep-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    d
+    Scratch(d)
 }
 
 fn make() -> Result<Box<dyn Backend>, String> {

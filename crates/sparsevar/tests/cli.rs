@@ -9,11 +9,29 @@ fn sparsevar(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sparsevar")).args(args).current_dir(dir).output().expect("run sparsevar")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A scratch folder removed when the test passes (kept for inspection when it fails).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("sparsevar-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 const SMALL: &str = "task: { kind: sparse_parity, T: 8, s: 2 }
@@ -148,7 +166,7 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_same_summary() {
     // Killed for real (Child::kill is SIGKILL on Unix) once the first ensemble is on disk.
     let mut child = Command::new(env!("CARGO_BIN_EXE_sparsevar"))
         .args(["sweep", "sweep.yaml", "--out", "killed"])
-        .current_dir(&d)
+        .current_dir(&*d)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -175,5 +193,4 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_same_summary() {
     let out = sparsevar(&["sweep", "sweep.yaml", "--out", "whole"], &d);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(comparable_summary(&killed), comparable_summary(&d.join("whole")), "resumed and uninterrupted sweeps disagree");
-    let _ = std::fs::remove_dir_all(&d);
 }
