@@ -6,6 +6,7 @@ use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::results::Provenance;
 use sparsevar_experiment::sweep::{read_runs, run_sweep, SweepConfig};
+use sparsevar_test_support::ScratchDir;
 
 const SMALL: &str = "
 task: { kind: sparse_parity, s: 2 }
@@ -24,29 +25,6 @@ fn provenance() -> Provenance {
     Provenance { program: "test".into(), version: "0".into(), git_revision: None, backend: "cpu".into(), threads: 1, seeds: vec![0, 1, 2], command: vec![], started_unix: 0 }
 }
 
-/// A scratch folder removed when the test passes (kept for inspection when it fails).
-struct Scratch(std::path::PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn dir(name: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("sparsevar-sweep-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    Scratch(d)
-}
 
 fn make() -> Result<Box<dyn Backend>, String> {
     Ok(Box::new(CpuBackend::<f32>::new()))
@@ -57,7 +35,7 @@ fn sweep_finds_m_star_and_resume_retrains_only_what_is_missing() {
     let reg = Registry::builtin();
     let cfg = SweepConfig::parse(SMALL, "small.yaml", &[], &reg).unwrap();
     assert_eq!(cfg.needed(), 2, "majority of 3");
-    let d = dir("resume");
+    let d = ScratchDir::new("sweep-resume");
     let summary = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut |_| {}).unwrap();
     let rows = read_runs(&d).unwrap();
     assert_eq!(rows.len(), 2 * 2 * 3 * 3, "model × T × m × seed");
@@ -168,7 +146,7 @@ sweep:
   seeds: [0, 1, 2]
 ";
     let cfg = SweepConfig::parse(text, "online.yaml", &[], &reg).unwrap();
-    let d = dir("online");
+    let d = ScratchDir::new("sweep-online");
     let summary = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut |_| {}).unwrap();
     let rows = read_runs(&d).unwrap();
     assert_eq!(rows.len(), 2 * 3);

@@ -1,40 +1,21 @@
 //! Every figure drawn from small hand-built inputs, to PNG and SVG: the files are real images
 //! of the promised size, and the data behind each figure is the data it was given.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sparsevar_experiment::baselines::log2_binomial;
 use sparsevar_experiment::fits::{fit_scaling, wilson, Fit, ScalingFit};
 use sparsevar_experiment::sweep::{BaselinePoint, Cell, ModelSummary, PointSummary, RunRow, SweepSummary};
 use sparsevar_experiment::train::{AttentionSummary, CurvePoint, MemberResult};
 use sparsevar_plot::*;
+use sparsevar_test_support::ScratchDir;
 
 // ---------------------------------------------------------------------------------------
 // Checking the files.
 
-/// A fresh folder under the system temp dir, removed when the test passes (kept for a look
-/// when it fails).
-struct Tmp(PathBuf);
-
-impl std::ops::Deref for Tmp {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn tmp(name: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!("sparsevar-plot-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    Tmp(d)
+/// A scratch folder for one test (see `ScratchDir`).
+fn tmp(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("plot-test-{name}"))
 }
 
 /// Width and height from a PNG's signature and IHDR chunk (its first 24 bytes).

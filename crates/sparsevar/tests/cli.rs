@@ -2,37 +2,15 @@
 //! gets a one-line error naming the key or file with exit status 2, and finished results
 //! are never overwritten.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+use sparsevar_test_support::ScratchDir;
 
 fn sparsevar(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sparsevar")).args(args).current_dir(dir).output().expect("run sparsevar")
 }
 
-/// A scratch folder removed when the test passes (kept for inspection when it fails).
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn temp_dir(name: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("sparsevar-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Scratch(d)
-}
 
 const SMALL: &str = "task: { kind: sparse_parity, T: 8, s: 2 }
 model: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
@@ -42,7 +20,7 @@ seeds: [0, 1]
 
 #[test]
 fn train_writes_config_metrics_and_summary() {
-    let d = temp_dir("train");
+    let d = ScratchDir::created("cli-train");
     std::fs::write(d.join("small.yaml"), SMALL).unwrap();
     let out = sparsevar(&["train", "small.yaml", "--out", "res"], &d);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
@@ -81,7 +59,7 @@ fn train_writes_config_metrics_and_summary() {
 /// Every bad input: exit status 2 and one line naming the key (or file) and the fix.
 #[test]
 fn bad_input_names_the_key_and_exits_2() {
-    let d = temp_dir("bad");
+    let d = ScratchDir::created("cli-bad");
     let cases: &[(&str, &str, &[&str])] = &[
         ("unknown key", "task: { kind: sparse_parity, T: 8, s: 2 }\ntrain: { lrr: 0.1 }\n", &["unknown field `lrr`", "expected one of", "`lr`"]),
         ("unknown model key", "task: { kind: sparse_parity, T: 8, s: 2 }\nmodel: { kind: transformer, layerz: 2 }\n", &["model: unknown field `layerz`", "`layers`"]),
@@ -118,7 +96,7 @@ fn bad_input_names_the_key_and_exits_2() {
 
 #[test]
 fn bench_prints_one_json_line_with_the_figures() {
-    let d = temp_dir("bench");
+    let d = ScratchDir::created("cli-bench");
     let out = sparsevar(&["bench", "--T", "16", "--runs", "2", "--steps", "5", "--repeats", "3", "--json"], &d);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
@@ -161,7 +139,7 @@ fn data_rows(dir: &Path) -> usize {
 
 #[test]
 fn a_sweep_killed_with_sigkill_resumes_to_the_same_summary() {
-    let d = temp_dir("sweep-kill");
+    let d = ScratchDir::created("cli-sweep-kill");
     std::fs::write(d.join("sweep.yaml"), KILL_SWEEP).unwrap();
     // Killed for real (Child::kill is SIGKILL on Unix) once the first ensemble is on disk.
     let mut child = Command::new(env!("CARGO_BIN_EXE_sparsevar"))
