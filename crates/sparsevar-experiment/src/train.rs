@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use sparsevar_core::backend::{Backend, BackendError, BufferId};
-use sparsevar_core::graph::{Executor, ParamId, ParamStore};
+use sparsevar_core::graph::{Executor, NodeId, ParamId, ParamStore};
 use sparsevar_core::model::{DataShape, Model, ModelGraph, ModelSpec};
 use sparsevar_core::optim::Optimizer;
 use sparsevar_core::rng::{streams, Pcg32};
@@ -195,20 +195,21 @@ struct Graphs {
 impl Graphs {
     fn plan(backend: &mut dyn Backend, model: &Model, params: &ParamStore, tc: &TrainConfig) -> Result<Self, BackendError> {
         let train = model.build(params, tc.batch, true);
-        let mut outputs = vec![train.loss];
-        outputs.extend(train.grads.iter().map(|g| g.1));
-        let train_exec = Executor::new(backend, train.graph.clone(), &outputs, params)?;
-        for (node, values) in &train.constants {
-            train_exec.write(backend, *node, values)?;
-        }
+        let outputs: Vec<_> = std::iter::once(train.loss).chain(train.grads.iter().map(|g| g.1)).collect();
+        let train_exec = Self::executor(backend, &train, &outputs, params)?;
         let eval = model.build(params, EVAL_CHUNK.min(tc.test_samples), false);
-        let mut outputs = vec![eval.logits];
-        outputs.extend(&eval.attention);
-        let eval_exec = Executor::new(backend, eval.graph.clone(), &outputs, params)?;
-        for (node, values) in &eval.constants {
-            eval_exec.write(backend, *node, values)?;
-        }
+        let outputs: Vec<_> = std::iter::once(eval.logits).chain(eval.attention.iter().copied()).collect();
+        let eval_exec = Self::executor(backend, &eval, &outputs, params)?;
         Ok(Graphs { train, train_exec, eval, eval_exec })
+    }
+
+    /// An executor computing `outputs` of `graph`, its constant inputs written.
+    fn executor(backend: &mut dyn Backend, graph: &ModelGraph, outputs: &[NodeId], params: &ParamStore) -> Result<Executor, BackendError> {
+        let exec = Executor::new(backend, graph.graph.clone(), outputs, params)?;
+        for (node, values) in &graph.constants {
+            exec.write(backend, *node, values)?;
+        }
+        Ok(exec)
     }
 
     /// Gradient buffer of every trained parameter, in the training graph's order.
@@ -560,8 +561,9 @@ impl<'b> Trainer<'b> {
         let lens: Vec<usize> = self.params.ids().map(|id| self.params.member_len(id)).collect();
         let mut out: Vec<Vec<f64>> = lens.iter().map(|&n| Vec::with_capacity(n * self.spec.seeds.len())).collect();
         for m in 0..self.spec.seeds.len() {
+            let slot = self.active.iter().position(|&a| a == m);
             for (i, &n) in lens.iter().enumerate() {
-                match self.active.iter().position(|&a| a == m) {
+                match slot {
                     Some(slot) => out[i].extend_from_slice(&current[i][slot * n..(slot + 1) * n]),
                     None => out[i].extend_from_slice(&self.finished_params[m].as_ref().expect("a member is active or finished")[i]),
                 }
