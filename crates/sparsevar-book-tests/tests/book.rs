@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{all_blocks, chapters, root, src, Block};
+use common::{Block, all_blocks, chapters, root, src};
 
 /// How to regenerate the reference pages, quoted by the failure message.
 const BLESS: &str = "SPARSEVAR_BLESS=1 cargo test -p sparsevar-book-tests --test book reference";
@@ -200,7 +200,15 @@ fn reference_script_api_matches_the_registrations() {
 
 /// Fragments of messages that come from serde, serde_yaml or the OS rather than from
 /// sparsevar's sources; the troubleshooting chapter may quote them.
-const EXTERNAL_MESSAGES: &[&str] = &["unknown field `", "expected one of", "unknown variant `", ", expected `transformer` or `mlp`", "missing field `kind`", "did not find expected key at line", "invalid type:"];
+const EXTERNAL_MESSAGES: &[&str] = &[
+    "unknown field `",
+    "expected one of",
+    "unknown variant `",
+    ", expected `transformer` or `mlp`",
+    "missing field `kind`",
+    "did not find expected key at line",
+    "invalid type:",
+];
 
 /// The text of every Rust source file of the workspace's crates and plugins, with string
 /// escapes undone (`\"` → `"`, `{{` → `{`) so quoted messages can be found in it.
@@ -255,5 +263,9 @@ fn troubleshooting_quotes_messages_the_code_prints() {
         }
     }
     assert!(checked >= 50, "only {checked} message fragments checked");
-    assert!(missing.is_empty(), "book/src/troubleshooting.md quotes messages no source file contains (reword the chapter or the code):\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "book/src/troubleshooting.md quotes messages no source file contains (reword the chapter or the code):\n{}",
+        missing.join("\n")
+    );
 }

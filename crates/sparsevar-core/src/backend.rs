@@ -98,18 +98,7 @@ pub enum Update {
     /// g' = g · min(1, clip / (‖g‖ + 1e-6)); m = β1 m + (1−β1) g'; v = β2 v + (1−β2) g'²;
     /// p -= lr (m / bias1 / (sqrt(v / bias2) + eps) + weight_decay p).
     /// `bias1` = 1 − β1^t and `bias2` = 1 − β2^t are computed by the caller.
-    Adam {
-        groups: usize,
-        len: usize,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        weight_decay: f64,
-        bias1: f64,
-        bias2: f64,
-        clip: Option<f64>,
-    },
+    Adam { groups: usize, len: usize, lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64, bias1: f64, bias2: f64, clip: Option<f64> },
     /// SGD with momentum (PyTorch convention). Buffers: [param, grad, velocity] (+ the
     /// squared norm buffer when `clip` is set). g' = clipped g + weight_decay p;
     /// vel = momentum vel + g'; p -= lr vel.
@@ -190,9 +179,7 @@ impl Kernel {
         match self {
             Kernel::MatMul { batch, m, k, n, .. } => (vec![batch * m * k, batch * k * n], batch * m * n),
             Kernel::Binary { shape, a_strides, b_strides, .. } => {
-                let extent = |st: &[usize]| {
-                    shape.iter().zip(st).map(|(&d, &s)| if s == 0 || d == 0 { 0 } else { (d - 1) * s }).sum::<usize>() + 1
-                };
+                let extent = |st: &[usize]| shape.iter().zip(st).map(|(&d, &s)| if s == 0 || d == 0 { 0 } else { (d - 1) * s }).sum::<usize>() + 1;
                 (vec![extent(a_strides), extent(b_strides)], prod(shape))
             }
             Kernel::SumTo { from, to } => (vec![prod(from)], prod(to)),
@@ -200,22 +187,14 @@ impl Kernel {
             Kernel::Fill { len, .. } => (vec![], *len),
             Kernel::UnaryBackward { len, .. } => (vec![*len, *len], *len),
             Kernel::Softmax { rows, cols } | Kernel::LayerNorm { rows, cols, .. } => (vec![rows * cols], rows * cols),
-            Kernel::SoftmaxBackward { rows, cols } | Kernel::LayerNormBackward { rows, cols, .. } => {
-                (vec![rows * cols, rows * cols], rows * cols)
-            }
-            Kernel::Gather { groups, table_rows, rows, cols } => {
-                (vec![groups * table_rows * cols, groups * rows], groups * rows * cols)
-            }
-            Kernel::ScatterAdd { groups, table_rows, rows, cols } => {
-                (vec![groups * rows, groups * rows * cols], groups * table_rows * cols)
-            }
+            Kernel::SoftmaxBackward { rows, cols } | Kernel::LayerNormBackward { rows, cols, .. } => (vec![rows * cols, rows * cols], rows * cols),
+            Kernel::Gather { groups, table_rows, rows, cols } => (vec![groups * table_rows * cols, groups * rows], groups * rows * cols),
+            Kernel::ScatterAdd { groups, table_rows, rows, cols } => (vec![groups * rows, groups * rows * cols], groups * table_rows * cols),
             Kernel::Permute { shape, .. } => (vec![prod(shape)], prod(shape)),
             Kernel::Narrow { outer, axis, len, inner, .. } => (vec![outer * axis * inner], outer * len * inner),
             Kernel::NarrowBackward { outer, axis, len, inner, .. } => (vec![outer * len * inner], outer * axis * inner),
             Kernel::CrossEntropy { groups, batch, classes } => (vec![groups * batch * classes, groups * batch], *groups),
-            Kernel::CrossEntropyBackward { groups, batch, classes } => {
-                (vec![groups * batch * classes, groups * batch, *groups], groups * batch * classes)
-            }
+            Kernel::CrossEntropyBackward { groups, batch, classes } => (vec![groups * batch * classes, groups * batch, *groups], groups * batch * classes),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::{strides_of, Backend, BackendError, BinaryOp, BufferId, Kernel, UnaryOp};
+use crate::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, UnaryOp, strides_of};
 
 /// A tensor shape, outermost axis first.
 pub type Shape = Vec<usize>;
@@ -139,9 +139,8 @@ impl Graph {
                 x.max(y)
             })
             .collect();
-        let bstrides = |s: &[usize]| -> Vec<usize> {
-            strides_of(s).into_iter().zip(s).zip(&shape).map(|((st, &d), &o)| if d == 1 && o != 1 { 0 } else { st }).collect()
-        };
+        let bstrides =
+            |s: &[usize]| -> Vec<usize> { strides_of(s).into_iter().zip(s).zip(&shape).map(|((st, &d), &o)| if d == 1 && o != 1 { 0 } else { st }).collect() };
         let (a_strides, b_strides) = (bstrides(&sa), bstrides(&sb));
         self.kernel(Kernel::Binary { op, shape: shape.clone(), a_strides, b_strides }, vec![a, b], shape)
     }

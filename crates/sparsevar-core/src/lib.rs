@@ -6,11 +6,11 @@
 //! ensemble axis R, so R independent models train in one graph, one kernel launch serving
 //! all of them. Core knows no backend, no script and no plot.
 
-pub mod backend;
-pub mod rng;
-pub mod task;
 pub mod attention;
+pub mod backend;
 pub mod graph;
 pub mod model;
 pub mod optim;
 pub mod registry;
+pub mod rng;
+pub mod task;

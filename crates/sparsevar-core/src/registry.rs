@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::attention::{builtin_attention, Attention, BUILTIN_ATTENTION};
+use crate::attention::{Attention, BUILTIN_ATTENTION, builtin_attention};
 use crate::backend::Backend;
-use crate::task::{build_task, Task, TaskSpec, BUILTIN_TASKS};
+use crate::task::{BUILTIN_TASKS, Task, TaskSpec, build_task};
 
 /// Builds a member's task from the config section and the member seed.
 pub type TaskFactory = Arc<dyn Fn(&TaskSpec, u64) -> Result<Box<dyn Task>, String> + Send + Sync>;

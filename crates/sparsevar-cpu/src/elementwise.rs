@@ -7,25 +7,12 @@ use crate::Float;
 use crate::par::{ELEM_CHUNK, for_chunks};
 use crate::strided::{Layout, MAX_RANK};
 
-pub(crate) fn binary<F: Float>(
-    op: BinaryOp,
-    shape: &[usize],
-    a_strides: &[usize],
-    b_strides: &[usize],
-    a: &[F],
-    b: &[F],
-    y: &mut [F],
-) -> Result<(), String> {
+pub(crate) fn binary<F: Float>(op: BinaryOp, shape: &[usize], a_strides: &[usize], b_strides: &[usize], a: &[F], b: &[F], y: &mut [F]) -> Result<(), String> {
     if shape.len() > MAX_RANK {
         return Err(format!("binary: rank {} exceeds {MAX_RANK}", shape.len()));
     }
     if a_strides.len() != shape.len() || b_strides.len() != shape.len() {
-        return Err(format!(
-            "binary: shape has rank {} but strides have {} and {}",
-            shape.len(),
-            a_strides.len(),
-            b_strides.len()
-        ));
+        return Err(format!("binary: shape has rank {} but strides have {} and {}", shape.len(), a_strides.len(), b_strides.len()));
     }
     let layout = Layout::new(shape, [a_strides, b_strides]).ok_or("binary: rank checked above")?;
     match op {

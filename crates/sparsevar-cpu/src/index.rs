@@ -8,12 +8,7 @@ use crate::rows::index_of;
 use crate::strided::Layout;
 
 /// y[g, i, :] = table[g, idx[g, i], :].
-pub(crate) fn gather<F: Float>(
-    (table_rows, rows, cols): (usize, usize, usize),
-    table: &[F],
-    idx: &[F],
-    y: &mut [F],
-) -> Result<(), String> {
+pub(crate) fn gather<F: Float>((table_rows, rows, cols): (usize, usize, usize), table: &[F], idx: &[F], y: &mut [F]) -> Result<(), String> {
     for &v in idx {
         index_of(v, table_rows, "gather")?;
     }
@@ -35,12 +30,7 @@ pub(crate) fn gather<F: Float>(
 
 /// dtable[g, idx[g, i], :] += dy[g, i, :] for i increasing: one group is one task, so each
 /// table row receives its contributions in a fixed order.
-pub(crate) fn scatter_add<F: Float>(
-    (table_rows, rows, cols): (usize, usize, usize),
-    idx: &[F],
-    dy: &[F],
-    y: &mut [F],
-) -> Result<(), String> {
+pub(crate) fn scatter_add<F: Float>((table_rows, rows, cols): (usize, usize, usize), idx: &[F], dy: &[F], y: &mut [F]) -> Result<(), String> {
     for &v in idx {
         index_of(v, table_rows, "scatter_add")?;
     }
@@ -121,11 +111,7 @@ fn permute_any_rank<F: Float>(ydims: &[usize], ystr: &[usize], x: &[F], y: &mut 
 }
 
 /// y = x[:, start..start+len, :].
-pub(crate) fn narrow<F: Float>(
-    (axis, start, len, inner): (usize, usize, usize, usize),
-    x: &[F],
-    y: &mut [F],
-) -> Result<(), String> {
+pub(crate) fn narrow<F: Float>((axis, start, len, inner): (usize, usize, usize, usize), x: &[F], y: &mut [F]) -> Result<(), String> {
     check_narrow(axis, start, len)?;
     let seg = len * inner;
     if seg == 0 {
@@ -143,11 +129,7 @@ pub(crate) fn narrow<F: Float>(
 }
 
 /// dx = dy inside start..start+len along the axis, zero elsewhere.
-pub(crate) fn narrow_backward<F: Float>(
-    (axis, start, len, inner): (usize, usize, usize, usize),
-    dy: &[F],
-    dx: &mut [F],
-) -> Result<(), String> {
+pub(crate) fn narrow_backward<F: Float>((axis, start, len, inner): (usize, usize, usize, usize), dy: &[F], dx: &mut [F]) -> Result<(), String> {
     check_narrow(axis, start, len)?;
     let full = axis * inner;
     if full == 0 {

@@ -77,13 +77,7 @@ impl<F: Float> CpuBackend<F> {
     fn check(&self, id: BufferId, need: usize, kernel: &str) -> Result<(), BackendError> {
         let have = self.buffers.get(id.0).ok_or_else(|| self.unknown(id))?.len();
         if have != need {
-            return Err(BackendError::BufferSize {
-                backend: F::BACKEND_NAME.to_string(),
-                kernel: kernel.to_string(),
-                buffer: id,
-                have,
-                need,
-            });
+            return Err(BackendError::BufferSize { backend: F::BACKEND_NAME.to_string(), kernel: kernel.to_string(), buffer: id, have, need });
         }
         Ok(())
     }
@@ -215,16 +209,8 @@ fn run_update<F: Float>(u: &Update, b: &mut [Vec<F>; 5]) {
         Update::Zero { .. } => update::zero(b0),
         Update::AccumulateSquares { len, .. } => update::accumulate_squares(*len, b0, b1),
         Update::Adam { len, lr, beta1, beta2, eps, weight_decay, bias1, bias2, clip, .. } => {
-            let h = update::AdamHyper {
-                lr: *lr,
-                beta1: *beta1,
-                beta2: *beta2,
-                eps: *eps,
-                weight_decay: *weight_decay,
-                bias1: *bias1,
-                bias2: *bias2,
-                clip: *clip,
-            };
+            let h =
+                update::AdamHyper { lr: *lr, beta1: *beta1, beta2: *beta2, eps: *eps, weight_decay: *weight_decay, bias1: *bias1, bias2: *bias2, clip: *clip };
             let sq = clip.map(|_| &b4[..]);
             update::adam(*len, &h, b0, b1, b2, b3, sq);
         }

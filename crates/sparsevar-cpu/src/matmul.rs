@@ -29,14 +29,7 @@ fn use_small(m: usize, k: usize, n: usize) -> bool {
     k <= SMALL_K && (m <= 4 || n <= 2 || k <= 2)
 }
 
-pub(crate) fn matmul<F: Float>(
-    a: &[F],
-    b: &[F],
-    y: &mut [F],
-    (batch, m, k, n): (usize, usize, usize, usize),
-    trans_a: bool,
-    trans_b: bool,
-) {
+pub(crate) fn matmul<F: Float>(a: &[F], b: &[F], y: &mut [F], (batch, m, k, n): (usize, usize, usize, usize), trans_a: bool, trans_b: bool) {
     if batch == 0 || m == 0 || n == 0 {
         return;
     }
@@ -95,11 +88,7 @@ fn gemm_block<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): 
     } else {
         ArrayView2::from_shape((rows, k), &ag[r0 * k..(r0 + rows) * k]).expect("a shape")
     };
-    let bv = if tb {
-        ArrayView2::from_shape((n, k), bg).expect("b shape").reversed_axes()
-    } else {
-        ArrayView2::from_shape((k, n), bg).expect("b shape")
-    };
+    let bv = if tb { ArrayView2::from_shape((n, k), bg).expect("b shape").reversed_axes() } else { ArrayView2::from_shape((k, n), bg).expect("b shape") };
     let mut cv = ArrayViewMut2::from_shape((rows, n), yc).expect("y shape");
     general_mat_mul(F::ONE, &av, &bv, F::ZERO, &mut cv);
 }

@@ -85,11 +85,7 @@ pub(crate) fn layer_norm_backward<F: Float>(cols: usize, eps: f64, x: &[F], dy: 
 #[inline]
 pub(crate) fn index_of<F: Float>(v: F, limit: usize, what: &str) -> Result<usize, String> {
     let f = v.to_f64();
-    if f >= 0.0 && f < limit as f64 && f.fract() == 0.0 {
-        Ok(f as usize)
-    } else {
-        Err(format!("{what}: index {f} outside 0..{limit}"))
-    }
+    if f >= 0.0 && f < limit as f64 && f.fract() == 0.0 { Ok(f as usize) } else { Err(format!("{what}: index {f} outside 0..{limit}")) }
 }
 
 fn check_labels<F: Float>(labels: &[F], classes: usize, what: &str) -> Result<(), String> {
@@ -97,12 +93,7 @@ fn check_labels<F: Float>(labels: &[F], classes: usize, what: &str) -> Result<()
 }
 
 /// y[g] = (1/batch) Σ_b (logsumexp(logits[g, b]) − logits[g, b, label]), b in increasing order.
-pub(crate) fn cross_entropy<F: Float>(
-    (batch, classes): (usize, usize),
-    logits: &[F],
-    labels: &[F],
-    y: &mut [F],
-) -> Result<(), String> {
+pub(crate) fn cross_entropy<F: Float>((batch, classes): (usize, usize), logits: &[F], labels: &[F], y: &mut [F]) -> Result<(), String> {
     check_labels(labels, classes, "cross_entropy")?;
     if batch == 0 || classes == 0 {
         // Mean over an empty batch: 0/0, as torch gives NaN.
@@ -126,13 +117,7 @@ pub(crate) fn cross_entropy<F: Float>(
 }
 
 /// dlogits[g, b, :] = (softmax(logits[g, b]) − onehot(label)) · dloss[g] / batch.
-pub(crate) fn cross_entropy_backward<F: Float>(
-    (batch, classes): (usize, usize),
-    logits: &[F],
-    labels: &[F],
-    dloss: &[F],
-    dx: &mut [F],
-) -> Result<(), String> {
+pub(crate) fn cross_entropy_backward<F: Float>((batch, classes): (usize, usize), logits: &[F], labels: &[F], dloss: &[F], dx: &mut [F]) -> Result<(), String> {
     check_labels(labels, classes, "cross_entropy_backward")?;
     let nb = F::from_usize(batch);
     for_rows(dx, classes, |r, dr| {

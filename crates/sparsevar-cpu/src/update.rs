@@ -37,14 +37,7 @@ fn clip_scale<F: Float>(clip: Option<f64>, sq: Option<&[F]>, g: usize) -> F {
 
 /// Calls `f(group, p, g, s1, s2)` on matching pieces of one parameter's buffers, groups and
 /// fixed-size pieces of a group in parallel when large. `s2` may be empty (Sgd has one state).
-fn for_pieces<F: Float>(
-    len: usize,
-    p: &mut [F],
-    g: &[F],
-    s1: &mut [F],
-    s2: &mut [F],
-    f: impl Fn(usize, &mut [F], &[F], &mut [F], &mut [F]) + Sync + Send,
-) {
+fn for_pieces<F: Float>(len: usize, p: &mut [F], g: &[F], s1: &mut [F], s2: &mut [F], f: impl Fn(usize, &mut [F], &[F], &mut [F], &mut [F]) + Sync + Send) {
     if len == 0 || p.is_empty() {
         return;
     }
@@ -59,22 +52,17 @@ fn for_pieces<F: Float>(
     let piece = ELEM_CHUNK;
     // Group by group, then fixed pieces of a group: every element is updated on its own.
     if has2 {
-        (p.par_chunks_mut(len), g.par_chunks(len), s1.par_chunks_mut(len), s2.par_chunks_mut(len))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(gi, (pg, gg, s1g, s2g))| {
+        (p.par_chunks_mut(len), g.par_chunks(len), s1.par_chunks_mut(len), s2.par_chunks_mut(len)).into_par_iter().enumerate().for_each(
+            |(gi, (pg, gg, s1g, s2g))| {
                 (pg.par_chunks_mut(piece), gg.par_chunks(piece), s1g.par_chunks_mut(piece), s2g.par_chunks_mut(piece))
                     .into_par_iter()
                     .for_each(|(a, b, c, d)| f(gi, a, b, c, d));
-            });
-    } else {
-        (p.par_chunks_mut(len), g.par_chunks(len), s1.par_chunks_mut(len)).into_par_iter().enumerate().for_each(
-            |(gi, (pg, gg, s1g))| {
-                (pg.par_chunks_mut(piece), gg.par_chunks(piece), s1g.par_chunks_mut(piece))
-                    .into_par_iter()
-                    .for_each(|(a, b, c)| f(gi, a, b, c, &mut []));
             },
         );
+    } else {
+        (p.par_chunks_mut(len), g.par_chunks(len), s1.par_chunks_mut(len)).into_par_iter().enumerate().for_each(|(gi, (pg, gg, s1g))| {
+            (pg.par_chunks_mut(piece), gg.par_chunks(piece), s1g.par_chunks_mut(piece)).into_par_iter().for_each(|(a, b, c)| f(gi, a, b, c, &mut []));
+        });
     }
 }
 
@@ -91,15 +79,7 @@ pub(crate) struct AdamHyper {
 
 /// AdamW exactly as documented: g' = scale·g; m = β1 m + (1−β1) g'; v = β2 v + (1−β2) g'²;
 /// p -= lr (m / bias1 / (sqrt(v / bias2) + eps) + wd p).
-pub(crate) fn adam<F: Float>(
-    len: usize,
-    h: &AdamHyper,
-    p: &mut [F],
-    g: &[F],
-    m: &mut [F],
-    v: &mut [F],
-    sq: Option<&[F]>,
-) {
+pub(crate) fn adam<F: Float>(len: usize, h: &AdamHyper, p: &mut [F], g: &[F], m: &mut [F], v: &mut [F], sq: Option<&[F]>) {
     let c = |x: f64| F::from_f64(x);
     let (lr, b1, b2, eps, wd) = (c(h.lr), c(h.beta1), c(h.beta2), c(h.eps), c(h.weight_decay));
     let (nb1, nb2, bias1, bias2) = (c(1.0 - h.beta1), c(1.0 - h.beta2), c(h.bias1), c(h.bias2));

@@ -199,4 +199,3 @@ fn matmul_backward_is_two_matmuls() {
         assert_close(&db, &num_b, TOL, &format!("dB ta={ta} tb={tb}"));
     }
 }
-

@@ -35,14 +35,7 @@ fn report(k: &Kernel) {
     let in_pool = |t: usize| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| time_kernel(k));
     let (two, one) = (in_pool(2), in_pool(1));
     let gf = k.flops() as f64 / two / 1e9;
-    println!(
-        "main {:>8.1} µs | pool2 {:>8.1} µs {:>6.1} GFLOP/s | pool1 {:>8.1} µs  {:?}",
-        main * 1e6,
-        two * 1e6,
-        gf,
-        one * 1e6,
-        k
-    );
+    println!("main {:>8.1} µs | pool2 {:>8.1} µs {:>6.1} GFLOP/s | pool1 {:>8.1} µs  {:?}", main * 1e6, two * 1e6, gf, one * 1e6, k);
 }
 
 #[test]
@@ -65,10 +58,24 @@ fn bench_matmul() {
     report(&mm(4, 32, 256, 64, false, false));
     report(&mm(4, 34, 64, 192, false, false));
     // T = 64, B = 32, R = 1 (the `sparsevar bench` default): 128 heads, 65 tokens.
-    for (m, k, n, ta, tb) in [(1, 16, 65, false, true), (1, 65, 16, false, false), (65, 1, 16, true, false), (1, 16, 65, false, false), (65, 16, 1, false, true), (65, 16, 65, false, true), (65, 65, 16, false, false), (4, 16, 65, false, true), (8, 16, 65, false, true), (16, 16, 16, false, false), (16, 16, 16, false, true)] {
+    for (m, k, n, ta, tb) in [
+        (1, 16, 65, false, true),
+        (1, 65, 16, false, false),
+        (65, 1, 16, true, false),
+        (1, 16, 65, false, false),
+        (65, 16, 1, false, true),
+        (65, 16, 65, false, true),
+        (65, 65, 16, false, false),
+        (4, 16, 65, false, true),
+        (8, 16, 65, false, true),
+        (16, 16, 16, false, false),
+        (16, 16, 16, false, true),
+    ] {
         report(&mm(128, m, k, n, ta, tb));
     }
-    for (m, k, n, ta, tb) in [(195, 64, 64, false, false), (64, 195, 64, true, false), (195, 64, 64, false, true), (32, 64, 256, false, false), (64, 32, 256, true, false)] {
+    for (m, k, n, ta, tb) in
+        [(195, 64, 64, false, false), (64, 195, 64, true, false), (195, 64, 64, false, true), (32, 64, 256, false, false), (64, 32, 256, true, false)]
+    {
         report(&mm(1, m, k, n, ta, tb));
     }
 }

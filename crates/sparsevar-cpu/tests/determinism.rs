@@ -156,18 +156,7 @@ fn updates_are_thread_count_independent() {
             let (pb, gb) = (common::upload(be, &p), common::upload(be, &g));
             let (mb, vb, sq) = (be.alloc(groups * len).unwrap(), be.alloc(groups * len).unwrap(), be.alloc(groups).unwrap());
             be.update(&Update::AccumulateSquares { groups, len }, &[gb, sq]).unwrap();
-            let u = Update::Adam {
-                groups,
-                len,
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.01,
-                bias1: 0.1,
-                bias2: 0.001,
-                clip: Some(10.0),
-            };
+            let u = Update::Adam { groups, len, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, bias1: 0.1, bias2: 0.001, clip: Some(10.0) };
             be.update(&u, &[pb, gb, mb, vb, sq]).unwrap();
             let (mut out, mut s) = (Vec::new(), Vec::new());
             be.read(pb, &mut out).unwrap();

@@ -39,9 +39,7 @@ fn update_length_is_checked() {
     assert!(matches!(err, BackendError::BufferSize { buffer, have: 3, need: 2, .. } if buffer == acc), "{err}");
     // The same buffer twice is refused, and leaves the buffers intact.
     let p = upload(be, &[1.0, 2.0]);
-    let err = be
-        .update(&Update::Sgd { groups: 1, len: 2, lr: 0.1, momentum: 0.0, weight_decay: 0.0, clip: None }, &[p, p, p])
-        .unwrap_err();
+    let err = be.update(&Update::Sgd { groups: 1, len: 2, lr: 0.1, momentum: 0.0, weight_decay: 0.0, clip: None }, &[p, p, p]).unwrap_err();
     assert!(matches!(err, BackendError::Device { .. }), "{err}");
     let mut v = Vec::new();
     be.read(p, &mut v).unwrap();

@@ -22,8 +22,7 @@ fn zero_and_accumulate_squares() {
     for be in [&mut CpuBackend::<f64>::new() as &mut dyn Backend, &mut CpuBackend::<f32>::new()] {
         let (xb, acc) = (upload(be, &x), upload(be, &acc0));
         be.update(&Update::AccumulateSquares { groups, len }, &[xb, acc]).unwrap();
-        let want: Vec<f64> =
-            (0..groups).map(|g| acc0[g] + x[g * len..(g + 1) * len].iter().map(|v| v * v).sum::<f64>()).collect();
+        let want: Vec<f64> = (0..groups).map(|g| acc0[g] + x[g * len..(g + 1) * len].iter().map(|v| v * v).sum::<f64>()).collect();
         assert_close(&read(be, acc), &want, 1e-6, "accumulate_squares");
         be.update(&Update::Zero { len: groups * len }, &[xb]).unwrap();
         assert!(read(be, xb).iter().all(|&v| v == 0.0));
@@ -144,24 +143,15 @@ fn large_updates_match_small_ones() {
     let sqv = vec![4.0, 0.25, 100.0];
     let big = &mut CpuBackend::<f32>::new();
     let (pb, gb, mb, vb, sq) = (upload(big, &p0), upload(big, &g), big.alloc(groups * len).unwrap(), big.alloc(groups * len).unwrap(), upload(big, &sqv));
-    let adam = |groups| Update::Adam {
-        groups,
-        len,
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.01,
-        bias1: 0.1,
-        bias2: 0.05,
-        clip: Some(1.0),
-    };
+    let adam =
+        |groups| Update::Adam { groups, len, lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, bias1: 0.1, bias2: 0.05, clip: Some(1.0) };
     big.update(&adam(groups), &[pb, gb, mb, vb, sq]).unwrap();
     let got = read(big, pb);
     for gi in 0..groups {
         let one = &mut CpuBackend::<f32>::new();
         let r = gi * len..(gi + 1) * len;
-        let (p1, g1, m1, v1, s1) = (upload(one, &p0[r.clone()]), upload(one, &g[r.clone()]), one.alloc(len).unwrap(), one.alloc(len).unwrap(), upload(one, &sqv[gi..gi + 1]));
+        let (p1, g1, m1, v1, s1) =
+            (upload(one, &p0[r.clone()]), upload(one, &g[r.clone()]), one.alloc(len).unwrap(), one.alloc(len).unwrap(), upload(one, &sqv[gi..gi + 1]));
         one.update(&adam(1), &[p1, g1, m1, v1, s1]).unwrap();
         assert_eq!(read(one, p1), got[r], "group {gi}");
     }

@@ -136,7 +136,7 @@ pub fn subset_search_parity(data: &Dataset, s: usize, cap: f64) -> SubsetSearch 
 mod tests {
     use super::*;
     use sparsevar_core::rng::Pcg32;
-    use sparsevar_core::task::{build_task, TaskSpec};
+    use sparsevar_core::task::{TaskSpec, build_task};
 
     fn parity_data(t: usize, s: usize, m: usize, seed: u64) -> (Dataset, Vec<usize>) {
         let task = build_task(&TaskSpec::new("sparse_parity", t, s), seed).unwrap();

@@ -170,15 +170,11 @@ impl ExperimentConfig {
         if let Value::Mapping(m) = &value
             && let Some(model) = m.get("model")
         {
-            serde_yaml::from_value::<ModelSpec>(model.clone())
-                .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: format!("model: {e}") })?;
+            serde_yaml::from_value::<ModelSpec>(model.clone()).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: format!("model: {e}") })?;
         }
         // Without overrides parse the text itself, so errors keep their line and column.
-        let cfg: ExperimentConfig = if overrides.is_empty() {
-            serde_yaml::from_str(text).map_err(parse_err)?
-        } else {
-            serde_yaml::from_value(value).map_err(parse_err)?
-        };
+        let cfg: ExperimentConfig =
+            if overrides.is_empty() { serde_yaml::from_str(text).map_err(parse_err)? } else { serde_yaml::from_value(value).map_err(parse_err)? };
         cfg.validate(registry)?;
         Ok(cfg)
     }

@@ -66,10 +66,7 @@ pub fn fit_scaling(points: &[(usize, f64)]) -> Option<ScalingFit> {
     let c = lc.exp();
     let pow_pred: Vec<f64> = t.iter().map(|x| c * x.powf(alpha)).collect();
     let power = Fit { law: "power".into(), a: c, b: alpha, r2: r_squared(&m, &pow_pred) };
-    let (imin, imax) = (
-        (0..t.len()).min_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap(),
-        (0..t.len()).max_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap(),
-    );
+    let (imin, imax) = ((0..t.len()).min_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap(), (0..t.len()).max_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap());
     let ratio = m[imax] / m[imin];
     let verdict = if log.r2 >= power.r2 {
         format!(
@@ -97,7 +94,15 @@ pub fn wilson(k: usize, n: usize) -> (f64, f64) {
     let centre = (p + z * z / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
     // Clean the rounding residue at the ends (k = 0 or k = n gives exactly 0 or 1).
-    let clean = |x: f64| if x.abs() < 1e-12 { 0.0 } else if (1.0 - x).abs() < 1e-12 { 1.0 } else { x };
+    let clean = |x: f64| {
+        if x.abs() < 1e-12 {
+            0.0
+        } else if (1.0 - x).abs() < 1e-12 {
+            1.0
+        } else {
+            x
+        }
+    };
     (clean((centre - half).max(0.0)), clean((centre + half).min(1.0)))
 }
 

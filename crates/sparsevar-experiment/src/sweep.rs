@@ -19,12 +19,12 @@ use serde_yaml::Value;
 use sparsevar_core::backend::Backend;
 use sparsevar_core::model::ModelSpec;
 use sparsevar_core::registry::Registry;
-use sparsevar_core::rng::{streams, Pcg32};
+use sparsevar_core::rng::{Pcg32, streams};
 use sparsevar_core::task::{Dataset, TaskSpec};
 
-use crate::baselines::{gf2_parity, log2_binomial, subset_search_parity, SubsetSearch};
-use crate::config::{apply_override, ConfigError, TrainConfig};
-use crate::fits::{fit_scaling, wilson, ScalingFit};
+use crate::baselines::{SubsetSearch, gf2_parity, log2_binomial, subset_search_parity};
+use crate::config::{ConfigError, TrainConfig, apply_override};
+use crate::fits::{ScalingFit, fit_scaling, wilson};
 use crate::results::Provenance;
 use crate::train::{EnsembleResult, RunSpec, Trainer};
 
@@ -160,7 +160,11 @@ impl SweepConfig {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        let raw: RawSweep = if overrides.is_empty() { serde_yaml::from_str(text).map_err(|e| perr("", e))? } else { serde_yaml::from_value(value.clone()).map_err(|e| perr("", e))? };
+        let raw: RawSweep = if overrides.is_empty() {
+            serde_yaml::from_str(text).map_err(|e| perr("", e))?
+        } else {
+            serde_yaml::from_value(value.clone()).map_err(|e| perr("", e))?
+        };
         let task_value = value.get("task").cloned().unwrap_or(raw.task);
         let task: TaskSpec = serde_yaml::from_value(task_value).map_err(|e| perr("task: ", e))?;
         let Value::Mapping(models) = raw.models else {

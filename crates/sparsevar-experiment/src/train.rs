@@ -14,8 +14,8 @@ use sparsevar_core::backend::{Backend, BackendError, BufferId};
 use sparsevar_core::graph::{Executor, NodeId, ParamId, ParamStore};
 use sparsevar_core::model::{DataShape, Model, ModelGraph, ModelSpec};
 use sparsevar_core::optim::Optimizer;
-use sparsevar_core::rng::{streams, Pcg32};
 use sparsevar_core::registry::Registry;
+use sparsevar_core::rng::{Pcg32, streams};
 use sparsevar_core::task::{Dataset, Task, TaskSpec};
 
 use crate::config::TrainConfig;

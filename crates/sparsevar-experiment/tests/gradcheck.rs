@@ -2,7 +2,7 @@
 //! loss gradient (every attention variant, both readouts, MLP on/off, each LayerNorm mode)
 //! against central differences in f64 on the CPU backend.
 
-use sparsevar_core::attention::{builtin_attention, BUILTIN_ATTENTION};
+use sparsevar_core::attention::{BUILTIN_ATTENTION, builtin_attention};
 use sparsevar_core::backend::Backend;
 use sparsevar_core::graph::{Executor, Graph, Init, NodeId, ParamStore};
 use sparsevar_core::model::{DataShape, MlpConfig, Model, ModelSpec, Norm, Positions, Readout, TransformerConfig};

@@ -5,7 +5,7 @@ use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::results::Provenance;
-use sparsevar_experiment::sweep::{read_runs, run_sweep, SweepConfig};
+use sparsevar_experiment::sweep::{SweepConfig, read_runs, run_sweep};
 use sparsevar_test_support::ScratchDir;
 
 const SMALL: &str = "
@@ -22,9 +22,17 @@ sweep:
 ";
 
 fn provenance() -> Provenance {
-    Provenance { program: "test".into(), version: "0".into(), git_revision: None, backend: "cpu".into(), threads: 1, seeds: vec![0, 1, 2], command: vec![], started_unix: 0 }
+    Provenance {
+        program: "test".into(),
+        version: "0".into(),
+        git_revision: None,
+        backend: "cpu".into(),
+        threads: 1,
+        seeds: vec![0, 1, 2],
+        command: vec![],
+        started_unix: 0,
+    }
 }
-
 
 fn make() -> Result<Box<dyn Backend>, String> {
     Ok(Box::new(CpuBackend::<f32>::new()))

@@ -6,8 +6,8 @@ use sparsevar_experiment::train::MemberResult;
 
 use plotters::style::WHITE;
 
-use crate::draw::{entry, nice_ticks, viridis, Axis, ColorBar, Dash, Glyph, Layer, Panel, Scene, Shape, MARK};
-use crate::{render, GridCell, PlotError, PlotFile, Series};
+use crate::draw::{Axis, ColorBar, Dash, Glyph, Layer, MARK, Panel, Scene, Shape, entry, nice_ticks, viridis};
+use crate::{GridCell, PlotError, PlotFile, Series, render};
 
 /// Mean CLS attention as a heat map: one row per (layer, head), one column per key position
 /// — CLS first, then input bit i at position i + 1, labelled i, the numbering S uses. The
@@ -23,7 +23,8 @@ use crate::{render, GridCell, PlotError, PlotFile, Series};
 /// `best_head` (layer, head).
 pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &str, path: impl AsRef<Path>) -> Result<PlotFile, PlotError> {
     let path = path.as_ref();
-    let rows: Vec<(usize, usize, &Vec<f64>)> = weights.iter().enumerate().flat_map(|(l, heads)| heads.iter().enumerate().map(move |(h, w)| (l, h, w))).collect();
+    let rows: Vec<(usize, usize, &Vec<f64>)> =
+        weights.iter().enumerate().flat_map(|(l, heads)| heads.iter().enumerate().map(move |(h, w)| (l, h, w))).collect();
     let Some(&(_, _, first)) = rows.first() else {
         return Err(PlotError::empty(path, "no attention weights (no layers or no heads)"));
     };
@@ -68,7 +69,11 @@ pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &
 
     // Every column labelled when they fit (about 40), otherwise CLS and every k-th bit from
     // k on (bit 0 would print on top of CLS), k a round number giving at most 16 labels.
-    let step = if positions <= 41 { 1 } else { [2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 256, 512, 1024].into_iter().find(|k| t.div_ceil(*k) <= 16).unwrap_or(t) };
+    let step = if positions <= 41 {
+        1
+    } else {
+        [2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 256, 512, 1024].into_iter().find(|k| t.div_ceil(*k) <= 16).unwrap_or(t)
+    };
     let mut x_ticks = vec![0.0];
     x_ticks.extend((0..t).filter(|i| i % step == 0 && (step == 1 || *i > 0)).map(|i| (i + 1) as f64));
     let mut x = Axis::linear(-0.5, t as f64 + 0.5, x_ticks, "key position: CLS, then input bit i (S outlined)");
@@ -92,7 +97,15 @@ pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &
     panel.layers.extend([
         // A 3-pixel outline would bury a narrow column's colour: thinner as columns narrow
         // (the plot is about 580 pixels wide).
-        Layer::Outlines { rects: outlines, color: MARK, width: match 580 / positions { 0..=7 => 1, 8..=13 => 2, _ => 3 } },
+        Layer::Outlines {
+            rects: outlines,
+            color: MARK,
+            width: match 580 / positions {
+                0..=7 => 1,
+                8..=13 => 2,
+                _ => 3,
+            },
+        },
         Layer::Markers { points: arrows, shape: Shape::TriangleDown, color: MARK, filled: true, r: 6, offset: (0, -11) },
     ]);
 
@@ -106,8 +119,16 @@ pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &
     scene.colorbar = Some(ColorBar { lo: 0.0, hi: vmax, ticks: nice_ticks(0.0, vmax), desc: "mean CLS attention weight".into() });
 
     let series = vec![
-        Series { name: "S".into(), label: "relevant bits: (key position, bit index)".into(), points: s_sorted.iter().map(|&i| ((i + 1) as f64, i as f64)).collect() },
-        Series { name: "mass_on_s".into(), label: "attention mass on S per head: (row, mass)".into(), points: mass.iter().enumerate().map(|(r, &m)| (r as f64, m)).collect() },
+        Series {
+            name: "S".into(),
+            label: "relevant bits: (key position, bit index)".into(),
+            points: s_sorted.iter().map(|&i| ((i + 1) as f64, i as f64)).collect(),
+        },
+        Series {
+            name: "mass_on_s".into(),
+            label: "attention mass on S per head: (row, mass)".into(),
+            points: mass.iter().enumerate().map(|(r, &m)| (r as f64, m)).collect(),
+        },
         Series { name: "best_head".into(), label: "head with the most mass on S: (layer, head)".into(), points: vec![(bl as f64, bh as f64)] },
     ];
     render(path, &scene, series, cells)

@@ -6,8 +6,8 @@ use std::path::Path;
 use plotters::style::BLACK;
 use sparsevar_experiment::train::{CurvePoint, MemberResult};
 
-use crate::draw::{colour, entry, log10_ticks, log125_ticks, log_range, markers, nice_ticks, Axis, Dash, Glyph, Layer, Panel, Scene, Shape, LIGHT_GREY};
-use crate::{render, PlotError, PlotFile, Series};
+use crate::draw::{Axis, Dash, Glyph, LIGHT_GREY, Layer, Panel, Scene, Shape, colour, entry, log_range, log10_ticks, log125_ticks, markers, nice_ticks};
+use crate::{PlotError, PlotFile, Series, render};
 
 /// The step at which member `member` created its variable: its first evaluation whose best
 /// head put more than half its CLS attention on S (the rule the sweep's `variable_step`
@@ -61,7 +61,9 @@ pub fn training_curves(curves: &[CurvePoint], members: &[MemberResult], title: &
         losses.extend(test.iter().chain(&train).map(|p| p.1));
 
         let member = members.get(i);
-        let at = |pts: &[(f64, f64)], step: Option<usize>| -> Vec<(f64, f64)> { step.and_then(|s| pts.iter().find(|p| p.0 == s as f64).copied()).into_iter().collect() };
+        let at = |pts: &[(f64, f64)], step: Option<usize>| -> Vec<(f64, f64)> {
+            step.and_then(|s| pts.iter().find(|p| p.0 == s as f64).copied()).into_iter().collect()
+        };
         let learned_step = member.filter(|m| m.learned).and_then(|m| m.step);
         let var_step = variable_step(curves, i);
 

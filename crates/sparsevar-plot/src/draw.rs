@@ -5,8 +5,8 @@
 //! with a legend and an optional colour bar. Keeping legends and colour bars out of the
 //! panels means they never cover data.
 
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::element::{DashedPathElement, DynElement, IntoDynElement};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -248,14 +248,38 @@ type Rect = ((f64, f64), (f64, f64));
 /// Things drawn in a panel, in data coordinates, in order (later on top).
 #[derive(Clone, Debug)]
 pub(crate) enum Layer {
-    Line { points: Vec<(f64, f64)>, color: RGBColor, width: u32, dash: Dash },
+    Line {
+        points: Vec<(f64, f64)>,
+        color: RGBColor,
+        width: u32,
+        dash: Dash,
+    },
     /// `offset` moves every marker by whole pixels (a mark beside its point, or over an edge).
-    Markers { points: Vec<(f64, f64)>, shape: Shape, color: RGBColor, filled: bool, r: i32, offset: (i32, i32) },
+    Markers {
+        points: Vec<(f64, f64)>,
+        shape: Shape,
+        color: RGBColor,
+        filled: bool,
+        r: i32,
+        offset: (i32, i32),
+    },
     /// Vertical intervals (x, low, high) with caps.
-    Bars { bars: Vec<(f64, f64, f64)>, color: RGBColor },
-    Cells { rects: Vec<(Rect, RGBColor)> },
-    Outlines { rects: Vec<Rect>, color: RGBColor, width: u32 },
-    Texts { items: Vec<((f64, f64), String, RGBColor)>, size: f64 },
+    Bars {
+        bars: Vec<(f64, f64, f64)>,
+        color: RGBColor,
+    },
+    Cells {
+        rects: Vec<(Rect, RGBColor)>,
+    },
+    Outlines {
+        rects: Vec<Rect>,
+        color: RGBColor,
+        width: u32,
+    },
+    Texts {
+        items: Vec<((f64, f64), String, RGBColor)>,
+        size: f64,
+    },
 }
 
 pub(crate) fn markers(points: Vec<(f64, f64)>, shape: Shape, color: RGBColor, filled: bool) -> Layer {
@@ -288,12 +312,25 @@ impl Panel {
 #[derive(Clone, Debug)]
 pub(crate) enum Glyph {
     /// A line sample, optionally with a marker on it.
-    Line { color: RGBColor, width: u32, dash: Dash, marker: Option<(Shape, bool)> },
-    Marker { color: RGBColor, shape: Shape, filled: bool },
+    Line {
+        color: RGBColor,
+        width: u32,
+        dash: Dash,
+        marker: Option<(Shape, bool)>,
+    },
+    Marker {
+        color: RGBColor,
+        shape: Shape,
+        filled: bool,
+    },
     /// An interval bar with caps.
-    Bar { color: RGBColor },
+    Bar {
+        color: RGBColor,
+    },
     /// An outlined cell.
-    Outline { color: RGBColor },
+    Outline {
+        color: RGBColor,
+    },
     /// No glyph: a heading (or a note) that starts at the glyph column.
     None,
 }
@@ -376,7 +413,11 @@ impl Scene {
 }
 
 /// Title and (grey, smaller) subtitle across the top; returns the area below them.
-fn header<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, subtitle: &str) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
+fn header<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    subtitle: &str,
+) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
     let height = if subtitle.is_empty() { 44 } else { 66 };
     let (top, rest) = root.split_vertically(height);
     let w = top.dim_in_pixel().0 as i32;
@@ -516,7 +557,14 @@ where
 
 /// A marker centred on `at` (data or pixel coordinates), about `r` pixels in radius, moved
 /// by `offset` pixels. Hollow markers have a white fill so lines under them do not show.
-pub(crate) fn marker<'b, DB: DrawingBackend + 'b, C: Clone + 'b>(at: C, shape: Shape, r: i32, color: RGBColor, filled: bool, offset: (i32, i32)) -> DynElement<'b, DB, C> {
+pub(crate) fn marker<'b, DB: DrawingBackend + 'b, C: Clone + 'b>(
+    at: C,
+    shape: Shape,
+    r: i32,
+    color: RGBColor,
+    filled: bool,
+    offset: (i32, i32),
+) -> DynElement<'b, DB, C> {
     let (ox, oy) = offset;
     // Filled markers get a thin white edge, so one drawn over another stays readable.
     let stroke = if filled { WHITE.stroke_width(1) } else { color.stroke_width(2) };
@@ -573,7 +621,9 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[Leg
                     area.draw(&marker::<DB, (i32, i32)>(((x0 + x1) / 2, y), *shape, 5, *color, *filled, (0, 0)))?;
                 }
             }
-            Glyph::Marker { color, shape, filled } => area.draw(&marker::<DB, (i32, i32)>((gx + 18, y), *shape, if *filled { 6 } else { 5 }, *color, *filled, (0, 0)))?,
+            Glyph::Marker { color, shape, filled } => {
+                area.draw(&marker::<DB, (i32, i32)>((gx + 18, y), *shape, if *filled { 6 } else { 5 }, *color, *filled, (0, 0)))?
+            }
             Glyph::Bar { color } => {
                 let (x, s) = (gx + 18, color.stroke_width(2));
                 area.draw(&PathElement::new(vec![(x, y - 8), (x, y + 8)], s))?;

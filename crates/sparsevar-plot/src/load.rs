@@ -130,7 +130,16 @@ impl From<SweepJ> for SweepSummary {
                             cells: p
                                 .cells
                                 .into_iter()
-                                .map(|c| Cell { m: c.m, learned: c.learned, seeds: c.seeds, rate: c.rate, wilson_low: c.wilson_low, wilson_high: c.wilson_high, success: c.success, median_step: c.median_step })
+                                .map(|c| Cell {
+                                    m: c.m,
+                                    learned: c.learned,
+                                    seeds: c.seeds,
+                                    rate: c.rate,
+                                    wilson_low: c.wilson_low,
+                                    wilson_high: c.wilson_high,
+                                    success: c.success,
+                                    median_step: c.median_step,
+                                })
                                 .collect(),
                             m_star: p.m_star,
                             m_below: p.m_below,
@@ -144,7 +153,13 @@ impl From<SweepJ> for SweepSummary {
             baselines: s
                 .baselines
                 .into_iter()
-                .map(|b| BaselinePoint { t: b.t, info_floor: b.info_floor, gf2_m_star: b.gf2_m_star, subset_search_m_star: b.subset_search_m_star, subset_search_skipped: b.subset_search_skipped })
+                .map(|b| BaselinePoint {
+                    t: b.t,
+                    info_floor: b.info_floor,
+                    gf2_m_star: b.gf2_m_star,
+                    subset_search_m_star: b.subset_search_m_star,
+                    subset_search_skipped: b.subset_search_skipped,
+                })
                 .collect(),
             seconds: s.seconds,
         }
@@ -213,12 +228,16 @@ pub fn members(path: impl AsRef<Path>) -> Result<Vec<MemberResult>, PlotError> {
     let p = summary_file(path.as_ref());
     let text = read(&p)?;
     let t: TrainJ = serde_json::from_str(&text).map_err(|e| load_err(&p, format!("not a training summary: {e}")))?;
-    Ok(t
-        .members
+    Ok(t.members
         .into_iter()
         .map(|m| {
             let attention = match (m.by_layer, m.best_head) {
-                (Some(mass_on_s), Some(best_head)) => Some(AttentionSummary { weights: m.attention_weights.clone().unwrap_or_default(), mass_on_s, best_head, top_s_equals_s: m.top_s_equals_s.unwrap_or(false) }),
+                (Some(mass_on_s), Some(best_head)) => Some(AttentionSummary {
+                    weights: m.attention_weights.clone().unwrap_or_default(),
+                    mass_on_s,
+                    best_head,
+                    top_s_equals_s: m.top_s_equals_s.unwrap_or(false),
+                }),
                 _ => None,
             };
             MemberResult {
@@ -257,8 +276,11 @@ pub fn curves(path: impl AsRef<Path>) -> Result<Vec<CurvePoint>, PlotError> {
         if f.len() != 7 {
             break;
         }
-        let num = |k: usize| -> Result<f64, PlotError> { f[k].trim().parse::<f64>().map_err(|_| load_err(&p, format!("line {row}: `{}` is not a number", f[k]))) };
-        let int = |k: usize| -> Result<u64, PlotError> { f[k].trim().parse::<u64>().map_err(|_| load_err(&p, format!("line {row}: `{}` is not a whole number", f[k]))) };
+        let num =
+            |k: usize| -> Result<f64, PlotError> { f[k].trim().parse::<f64>().map_err(|_| load_err(&p, format!("line {row}: `{}` is not a number", f[k]))) };
+        let int = |k: usize| -> Result<u64, PlotError> {
+            f[k].trim().parse::<u64>().map_err(|_| load_err(&p, format!("line {row}: `{}` is not a whole number", f[k])))
+        };
         out.push(CurvePoint {
             member: int(0)? as usize,
             seed: int(1)?,
@@ -285,15 +307,35 @@ mod tests {
 
     #[test]
     fn sweep_summary_round_trips_through_json() {
-        let cell = |m: usize, learned: usize| Cell { m, learned, seeds: 3, rate: learned as f64 / 3.0, wilson_low: 0.1, wilson_high: 0.9, success: learned >= 2, median_step: (learned > 0).then_some(300.0) };
-        let point = |t: usize| PointSummary { t, cells: vec![cell(16, 0), cell(32, 2)], m_star: Some(32), m_below: Some(16), median_steps_to_learn: None, median_variable_step: None };
+        let cell = |m: usize, learned: usize| Cell {
+            m,
+            learned,
+            seeds: 3,
+            rate: learned as f64 / 3.0,
+            wilson_low: 0.1,
+            wilson_high: 0.9,
+            success: learned >= 2,
+            median_step: (learned > 0).then_some(300.0),
+        };
+        let point = |t: usize| PointSummary {
+            t,
+            cells: vec![cell(16, 0), cell(32, 2)],
+            m_star: Some(32),
+            m_below: Some(16),
+            median_steps_to_learn: None,
+            median_variable_step: None,
+        };
         let f = |law: &str| Fit { law: law.into(), a: 1.5, b: 2.0, r2: 0.9 };
         let s = SweepSummary {
             s: 2,
             task: "sparse_parity".into(),
             success_rule: "rule".into(),
             max_steps: 1000,
-            models: vec![ModelSummary { model: "attn".into(), points: vec![point(8), point(16)], fit: Some(ScalingFit { log: f("log"), power: f("power"), ratio: 1.0, verdict: "v".into() }) }],
+            models: vec![ModelSummary {
+                model: "attn".into(),
+                points: vec![point(8), point(16)],
+                fit: Some(ScalingFit { log: f("log"), power: f("power"), ratio: 1.0, verdict: "v".into() }),
+            }],
             baselines: vec![BaselinePoint { t: 8, info_floor: 4.8, gf2_m_star: Some(16), subset_search_m_star: None, subset_search_skipped: true }],
             seconds: 1.0,
         };
@@ -320,7 +362,11 @@ mod tests {
                 "top_s_equals_S":true,"train_loss":0.001}],"learned":1,"steps":700,"seconds":1.0}"#,
         )
         .unwrap();
-        std::fs::write(d.join("metrics.csv"), "member,seed,step,train_loss,test_loss,test_accuracy,best_mass_on_s\n0,7,100,0.69,0.70,0.5,0.2\n0,7,200,0.1,0.2,0.9,\n0,7,3").unwrap();
+        std::fs::write(
+            d.join("metrics.csv"),
+            "member,seed,step,train_loss,test_loss,test_accuracy,best_mass_on_s\n0,7,100,0.69,0.70,0.5,0.2\n0,7,200,0.1,0.2,0.9,\n0,7,3",
+        )
+        .unwrap();
         let m = members(&d).unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!((m[0].seed, &m[0].relevant, m[0].step), (7, &vec![4, 5, 14], Some(700)));

@@ -8,8 +8,11 @@ use plotters::style::RGBColor;
 use sparsevar_experiment::fits::Fit;
 use sparsevar_experiment::sweep::{ModelSummary, RunRow, SweepSummary};
 
-use crate::draw::{colour, entry, fmt_sig, geom_grid, log2_ticks, log_range, markers, nice_ticks, shape, Axis, Dash, Glyph, Layer, LegendEntry, Panel, Scene, Shape, GREY, LIGHT_GREY};
-use crate::{render, PlotError, PlotFile, Series};
+use crate::draw::{
+    Axis, Dash, GREY, Glyph, LIGHT_GREY, Layer, LegendEntry, Panel, Scene, Shape, colour, entry, fmt_sig, geom_grid, log_range, log2_ticks, markers,
+    nice_ticks, shape,
+};
+use crate::{PlotError, PlotFile, Series, render};
 
 /// What a sweep measured per T: the sample count m* (fixed training sets), or the median
 /// steps to learn (online training, where every cell has m = 0).
@@ -336,7 +339,9 @@ fn scaling_impl(summary: &SweepSummary, runs: Option<&[RunRow]>, path: &Path) ->
     // Baselines measure samples; an online sweep has no m to compare them with.
     if how == Measure::Samples && !summary.baselines.is_empty() {
         let b = &summary.baselines;
-        let pts = |f: &dyn Fn(&sparsevar_experiment::sweep::BaselinePoint) -> Option<f64>| -> Vec<(f64, f64)> { b.iter().filter_map(|p| f(p).map(|v| (p.t as f64, v))).collect() };
+        let pts = |f: &dyn Fn(&sparsevar_experiment::sweep::BaselinePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+            b.iter().filter_map(|p| f(p).map(|v| (p.t as f64, v))).collect()
+        };
         let gf2 = pts(&|p| p.gf2_m_star.map(|m| m as f64));
         let subset = pts(&|p| p.subset_search_m_star.map(|m| m as f64));
         let floor = pts(&|p| Some(p.info_floor).filter(|v| v.is_finite() && *v > 0.0));
@@ -399,7 +404,13 @@ pub fn comparison(entries: &[(&str, &SweepSummary)], path: impl AsRef<Path>) -> 
     };
     let how = measure(first);
     if let Some((label, _)) = entries.iter().find(|(_, s)| measure(s) != how) {
-        return Err(PlotError::input(path, format!("sweep `{label}` is {} but the first is not; compare fixed-m sweeps with fixed-m sweeps", if how == Measure::Samples { "online" } else { "fixed-m" })));
+        return Err(PlotError::input(
+            path,
+            format!(
+                "sweep `{label}` is {} but the first is not; compare fixed-m sweeps with fixed-m sweeps",
+                if how == Measure::Samples { "online" } else { "fixed-m" }
+            ),
+        ));
     }
     let mut curves = vec![];
     for (label, s) in entries {
@@ -432,7 +443,8 @@ pub fn comparison(entries: &[(&str, &SweepSummary)], path: impl AsRef<Path>) -> 
     let same = |f: &dyn Fn(&SweepSummary) -> String| entries.iter().all(|(_, s)| f(s) == f(first));
     let what = if how == Measure::Samples { "Samples to learn, m*(T), compared" } else { "Steps to learn (online), compared" };
     let title = if same(&|s| format!("{} {}", s.task, s.s)) { format!("{what}: {}, s = {}", pretty_task(&first.task), first.s) } else { what.to_string() };
-    let subtitle = if same(&|s| s.success_rule.clone()) { first.success_rule.clone() } else { "success rules differ between the sweeps: see each summary.json".into() };
+    let subtitle =
+        if same(&|s| s.success_rule.clone()) { first.success_rule.clone() } else { "success rules differ between the sweeps: see each summary.json".into() };
     let mut scene = Scene::new(title, subtitle);
     let mut panel = Panel::new(x, y);
     panel.layers = layers;

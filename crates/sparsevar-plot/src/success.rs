@@ -4,8 +4,8 @@ use std::path::Path;
 
 use sparsevar_experiment::sweep::SweepSummary;
 
-use crate::draw::{entry, ink_on, log2_ticks, viridis, Axis, ColorBar, Glyph, Layer, Panel, Scene, MARK};
-use crate::{render, GridCell, PlotError, PlotFile, Series};
+use crate::draw::{Axis, ColorBar, Glyph, Layer, MARK, Panel, Scene, entry, ink_on, log2_ticks, viridis};
+use crate::{GridCell, PlotError, PlotFile, Series, render};
 
 /// Cell edges around sorted positive centres: geometric midpoints between neighbours, and
 /// the ends mirrored, so every cell sits centred on its value on a log axis.
@@ -76,7 +76,11 @@ pub fn success_map(summary: &SweepSummary, model: &str, path: impl AsRef<Path>) 
             cells.push(GridCell { x: p.t as f64, y: c.m as f64, value: c.rate, marked });
         }
         all_m.extend(&ms);
-        series.push(Series { name: format!("T={}/rate", p.t), label: format!("success rate at T = {}", p.t), points: cs.iter().map(|c| (c.m as f64, c.rate)).collect() });
+        series.push(Series {
+            name: format!("T={}/rate", p.t),
+            label: format!("success rate at T = {}", p.t),
+            points: cs.iter().map(|c| (c.m as f64, c.rate)).collect(),
+        });
         if let Some(m) = p.m_star {
             star.push((p.t as f64, m as f64));
         }

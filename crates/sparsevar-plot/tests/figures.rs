@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use sparsevar_experiment::baselines::log2_binomial;
-use sparsevar_experiment::fits::{fit_scaling, wilson, Fit, ScalingFit};
+use sparsevar_experiment::fits::{Fit, ScalingFit, fit_scaling, wilson};
 use sparsevar_experiment::sweep::{BaselinePoint, Cell, ModelSummary, PointSummary, RunRow, SweepSummary};
 use sparsevar_experiment::train::{AttentionSummary, CurvePoint, MemberResult};
 use sparsevar_plot::*;
@@ -71,7 +71,16 @@ const GRID: [usize; 7] = [16, 32, 64, 128, 256, 512, 1024];
 /// A cell of 3 seeds, `learned` of which learned; it succeeds with 2.
 fn cell(m: usize, learned: usize) -> Cell {
     let (lo, hi) = wilson(learned, 3);
-    Cell { m, learned, seeds: 3, rate: learned as f64 / 3.0, wilson_low: lo, wilson_high: hi, success: learned >= 2, median_step: (learned > 0).then_some(500.0) }
+    Cell {
+        m,
+        learned,
+        seeds: 3,
+        rate: learned as f64 / 3.0,
+        wilson_low: lo,
+        wilson_high: hi,
+        success: learned >= 2,
+        median_step: (learned > 0).then_some(500.0),
+    }
 }
 
 /// One T of a model whose threshold is `star`: 0/3 below star/2, 1/3 at star/2, 3/3 from star.
@@ -108,7 +117,16 @@ fn sweep() -> SweepSummary {
             model("softmax", &[(8, Some(16)), (16, Some(64)), (32, Some(64)), (64, Some(128))]),
             model("mlp", &[(8, Some(64)), (16, Some(256)), (32, Some(1024)), (64, None)]),
         ],
-        baselines: ts.iter().map(|&t| BaselinePoint { t, info_floor: log2_binomial(t, 3), gf2_m_star: Some(2 * t), subset_search_m_star: Some(16), subset_search_skipped: false }).collect(),
+        baselines: ts
+            .iter()
+            .map(|&t| BaselinePoint {
+                t,
+                info_floor: log2_binomial(t, 3),
+                gf2_m_star: Some(2 * t),
+                subset_search_m_star: Some(16),
+                subset_search_skipped: false,
+            })
+            .collect(),
         seconds: 1.0,
     }
 }
@@ -199,7 +217,9 @@ fn scaling_draws_m_star_its_bracket_both_fits_and_the_baselines() {
     assert!(f.axes.iter().all(|a| a.log), "log T and log m*");
     assert!(f.title.contains("sparse parity") && f.title.contains("s = 3"), "{}", f.title);
     assert_eq!(f.subtitle, s.success_rule);
-    for want in ["softmax", "mlp", "GF(2) elimination m*", "information floor log₂ C(T, s)", "m* lies in (largest failing m, m*]", "not learned up to the largest m"] {
+    for want in
+        ["softmax", "mlp", "GF(2) elimination m*", "information floor log₂ C(T, s)", "m* lies in (largest failing m, m*]", "not learned up to the largest m"]
+    {
         assert!(f.legend.iter().any(|l| l == want), "legend lacks `{want}`: {:?}", f.legend);
     }
     assert!(f.legend.iter().any(|l| l.contains("·ln T") && l.contains("R²")), "{:?}", f.legend);

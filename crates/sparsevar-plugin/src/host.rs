@@ -9,7 +9,7 @@ use sparsevar_core::registry::{AttentionFactory, BackendFactory, DuplicateName, 
 
 use crate::compat::{CompatInfo, CompatRecord};
 use crate::registrar::{FaultSink, GuardedAttentionFactory, GuardedBackendFactory, GuardedTaskFactory, Plugin, Registrar};
-use crate::{RegisterEntry, ABI_VERSION, SYMBOL_ABI_VERSION, SYMBOL_COMPAT, SYMBOL_REGISTER};
+use crate::{ABI_VERSION, RegisterEntry, SYMBOL_ABI_VERSION, SYMBOL_COMPAT, SYMBOL_REGISTER};
 
 /// The environment variable holding extra plugin directories, separated like `PATH`
 /// (`:` on Unix).
@@ -399,8 +399,8 @@ impl PluginHost {
         // SAFETY: same compiler and same interface sources, so `RegisterEntry` and every
         // type it passes have the same layout on both sides.
         let symbol = format!("{SYMBOL_REGISTER}{crate_name}");
-        let register: RegisterEntry = *unsafe { lib.get::<RegisterEntry>(&symbol) }
-            .map_err(|_| PluginError::NotAPlugin { file: file.clone(), symbol: symbol.clone() })?;
+        let register: RegisterEntry =
+            *unsafe { lib.get::<RegisterEntry>(&symbol) }.map_err(|_| PluginError::NotAPlugin { file: file.clone(), symbol: symbol.clone() })?;
         drop(libs);
         let mut registrar = HostRegistrar::new(path);
         register(&mut registrar).map_err(|message| PluginError::RegisterPanicked { file: file.clone(), message })?;
@@ -508,7 +508,9 @@ pub fn discover(dirs: &[PathBuf]) -> Vec<PathBuf> {
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.is_file())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix) && n.len() > prefix.len() + suffix.len()))
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix) && n.len() > prefix.len() + suffix.len())
+            })
             .collect();
         found.sort();
         for p in found {

@@ -99,13 +99,13 @@ mod host;
 mod registrar;
 
 pub use compat::{CompatInfo, CompatRecord, RecordStr};
-pub use host::{discover, search_path, Fault, LoadedPlugin, PluginError, PluginHost, PLUGIN_PATH_ENV};
+pub use host::{Fault, LoadedPlugin, PLUGIN_PATH_ENV, PluginError, PluginHost, discover, search_path};
 pub use registrar::{FaultSink, GuardedAttentionFactory, GuardedBackendFactory, GuardedTaskFactory, Plugin, Registrar};
 
 pub use sparsevar_core::attention::Attention;
-pub use sparsevar_core::backend::{strides_of, Backend, BackendError, BinaryOp, BufferId, Kernel, UnaryOp, Update};
+pub use sparsevar_core::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, UnaryOp, Update, strides_of};
 pub use sparsevar_core::graph::{Graph, NodeId};
-pub use sparsevar_core::rng::{streams, Pcg32};
+pub use sparsevar_core::rng::{Pcg32, streams};
 pub use sparsevar_core::task::{Task, TaskSpec};
 
 /// The whole of sparsevar-core, for plugins that need more than the re-exports above (e.g.

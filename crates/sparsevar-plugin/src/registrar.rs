@@ -1,7 +1,7 @@
 //! What a plugin registers into: the [`Registrar`] the host hands to a plugin's register
 //! function, and the [`Plugin`] descriptor [`export_plugin!`](crate::export_plugin) writes.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use sparsevar_core::attention::Attention;

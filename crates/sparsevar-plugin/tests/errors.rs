@@ -260,7 +260,10 @@ fn an_attention_variant_that_panics_is_replaced_and_reported() {
     trainer.step().unwrap();
     let e = host.check_faults().expect_err("recorded");
     let msg = e.to_string();
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("Attention::weights of `weights_panic` panicked: weights_panic: no weights today"), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("Attention::weights of `weights_panic` panicked: weights_panic: no weights today"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use common::{example_plugins, fingerprint, small_run, sparse_sum, train};
 use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
 use sparsevar_cpu::CpuBackend;
-use sparsevar_plugin::{discover, LoadedPlugin, PluginHost};
+use sparsevar_plugin::{LoadedPlugin, PluginHost, discover};
 
 /// The three example plugins loaded from their shared libraries.
 fn loaded() -> (PluginHost, Registry, Vec<LoadedPlugin>) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
-use sparsevar_script::{run_script, ScriptContext};
+use sparsevar_script::{ScriptContext, run_script};
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);

@@ -12,7 +12,7 @@ use sparsevar_experiment::results::Provenance;
 
 use crate::api::{self, Api};
 use crate::error::ScriptError;
-use crate::resolver::{inside, SandboxResolver};
+use crate::resolver::{SandboxResolver, inside};
 use crate::{ScriptContext, ScriptOutcome};
 
 /// The start of the message a script stops with at its time limit (how the error kind is
@@ -119,7 +119,10 @@ impl State {
     pub fn out_path(&self, rel: &str) -> Result<PathBuf, String> {
         let p = Path::new(rel);
         if rel.is_empty() || !inside(&self.ctx.out_dir, p) {
-            return Err(format!("output path \"{rel}\" must be a file name relative to the out folder {} (no `..`, no leading `/`)", self.ctx.out_dir.display()));
+            return Err(format!(
+                "output path \"{rel}\" must be a file name relative to the out folder {} (no `..`, no leading `/`)",
+                self.ctx.out_dir.display()
+            ));
         }
         let full = self.ctx.out_dir.join(p);
         if let Some(dir) = full.parent() {
@@ -131,7 +134,10 @@ impl State {
     /// `rel` inside the script folder (for reading configs), refusing paths that leave it.
     pub fn script_file(&self, rel: &str) -> Result<PathBuf, String> {
         if !inside(&self.script_dir, Path::new(rel)) {
-            return Err(format!("\"{rel}\" is outside the script folder {}: give a path relative to it, without `..` or a leading `/`", self.script_dir.display()));
+            return Err(format!(
+                "\"{rel}\" is outside the script folder {}: give a path relative to it, without `..` or a leading `/`",
+                self.script_dir.display()
+            ));
         }
         Ok(self.script_dir.join(rel))
     }
@@ -239,16 +245,15 @@ impl ScriptEngine {
     pub fn run(&self, source: &str) -> Result<ScriptOutcome, ScriptError> {
         let st = &self.state;
         let file = st.ctx.script_path.display().to_string();
-        std::fs::create_dir_all(&st.ctx.out_dir).map_err(|e| ScriptError::setup(&file, format!("cannot create the out folder {}: {e}", st.ctx.out_dir.display())))?;
+        std::fs::create_dir_all(&st.ctx.out_dir)
+            .map_err(|e| ScriptError::setup(&file, format!("cannot create the out folder {}: {e}", st.ctx.out_dir.display())))?;
         let reg = &st.ctx.registry;
         if !reg.backends.contains_key(&st.ctx.backend) {
             return Err(ScriptError::setup(&file, format!("backend `{}` is unknown; available backends: {}", st.ctx.backend, reg.backend_names().join(", "))));
         }
         let ast = self.engine.compile(source).map_err(|e| ScriptError::parse(&file, source, &e))?;
         let mut scope = Scope::new();
-        self.engine
-            .run_ast_with_scope(&mut scope, &ast)
-            .map_err(|e| ScriptError::runtime(&file, source, &st.script_dir, &e, st.ctx.limits.max_operations))?;
+        self.engine.run_ast_with_scope(&mut scope, &ast).map_err(|e| ScriptError::runtime(&file, source, &st.script_dir, &e, st.ctx.limits.max_operations))?;
         let used = lock(&st.used_params).clone();
         let unused_params: Vec<String> = st.ctx.params.keys().filter(|k| !used.contains(*k)).cloned().collect();
         for k in &unused_params {

@@ -93,7 +93,15 @@ impl ScriptError {
     fn at(kind: ErrorKind, file: &str, source: Option<&str>, pos: Position, message: String, notes: Vec<String>) -> Self {
         let (line, column) = (pos.line(), pos.position());
         let narrow = |x: Option<usize>| x.and_then(|v| u32::try_from(v).ok());
-        ScriptError { kind, file: file.to_string(), line: narrow(line), column: narrow(column), message, source_line: source.and_then(|s| line_of(s, line)), notes }
+        ScriptError {
+            kind,
+            file: file.to_string(),
+            line: narrow(line),
+            column: narrow(column),
+            message,
+            source_line: source.and_then(|s| line_of(s, line)),
+            notes,
+        }
     }
 
     /// A syntax error in the script `file` whose text is `source`.
@@ -127,12 +135,15 @@ impl ScriptError {
             }
         }
         let (kind, message) = match err {
-            EvalAltResult::ErrorTooManyOperations(_) => (
-                ErrorKind::OperationLimit,
-                format!("the script ran more than {max_operations} operations; raise --max-operations or look for an endless loop"),
-            ),
+            EvalAltResult::ErrorTooManyOperations(_) => {
+                (ErrorKind::OperationLimit, format!("the script ran more than {max_operations} operations; raise --max-operations or look for an endless loop"))
+            }
             EvalAltResult::ErrorTerminated(token, _) => {
-                let kind = if token.clone().into_string().is_ok_and(|s| s.starts_with(crate::engine::TIME_LIMIT_PREFIX)) { ErrorKind::TimeLimit } else { ErrorKind::Cancelled };
+                let kind = if token.clone().into_string().is_ok_and(|s| s.starts_with(crate::engine::TIME_LIMIT_PREFIX)) {
+                    ErrorKind::TimeLimit
+                } else {
+                    ErrorKind::Cancelled
+                };
                 (kind, token.to_string())
             }
             EvalAltResult::ErrorParsing(t, _) => (ErrorKind::Parse, t.to_string()),

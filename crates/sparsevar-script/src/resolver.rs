@@ -37,7 +37,8 @@ impl SandboxResolver {
             return Ok(());
         }
         Err(EvalAltResult::ErrorRuntime(
-            format!("import \"{path}\" is outside the script folder {}: imports are paths relative to it, without `..` or a leading `/`", self.root.display()).into(),
+            format!("import \"{path}\" is outside the script folder {}: imports are paths relative to it, without `..` or a leading `/`", self.root.display())
+                .into(),
             pos,
         )
         .into())
@@ -49,5 +50,4 @@ impl ModuleResolver for SandboxResolver {
         self.check(path, pos)?;
         self.inner.resolve(engine, source, path, pos)
     }
-
 }

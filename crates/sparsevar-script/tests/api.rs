@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use sparsevar_core::task::TaskSpec;
-use sparsevar_script::{api_reference, run_inline, run_script, ScriptEngine};
+use sparsevar_script::{ScriptEngine, api_reference, run_inline, run_script};
 
 #[test]
 fn reference_documents_every_registered_function() {
@@ -26,7 +26,19 @@ fn reference_documents_every_registered_function() {
     assert!(stale.is_empty(), "documented but not registered: {stale:?}");
 
     let md = api_reference();
-    for section in ["## Types", "## Tasks", "## Models", "## Training", "## Sweeps", "## Configs and output", "## Figures", "## Transformer options", "## Train options", "## Sweep options", "## Task options"] {
+    for section in [
+        "## Types",
+        "## Tasks",
+        "## Models",
+        "## Training",
+        "## Sweeps",
+        "## Configs and output",
+        "## Figures",
+        "## Transformer options",
+        "## Train options",
+        "## Sweep options",
+        "## Task options",
+    ] {
         assert!(md.contains(section), "no {section} in the reference");
     }
     for line in [
@@ -150,7 +162,8 @@ print(load_yaml("tiny.yaml").seeds);
 "#;
     let path = common::write(&dir, "cfg.rhai", src);
     let out = run_script(common::context(&path, dir.join("out"))).unwrap();
-    let printed: Vec<&str> = out.output.iter().map(String::as_str).filter(|l| !l.starts_with("trained") && !l.starts_with(' ') && !l.starts_with("swept")).collect();
+    let printed: Vec<&str> =
+        out.output.iter().map(String::as_str).filter(|l| !l.starts_with("trained") && !l.starts_with(' ') && !l.starts_with("swept")).collect();
     assert_eq!(printed, vec!["Experiment [4, 5] 6 100", "tiny 50 2 5", "SweepPlan", "sweep [4] [\"tf\"] 1", "[4, 5]"]);
     assert!(dir.join("out/tiny/summary.json").exists());
     assert_eq!(std::fs::read_to_string(dir.join("out/sweep/runs.csv")).unwrap().lines().count(), 2);

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sparsevar_script::{run_inline, run_script, ErrorKind, ScriptError};
+use sparsevar_script::{ErrorKind, ScriptError, run_inline, run_script};
 
 /// Write `source` as `dir/name`, run it, and return the error it must fail with.
 fn fail(dir: &std::path::Path, name: &str, source: &str) -> ScriptError {
@@ -47,7 +47,12 @@ fn unknown_model_key_names_the_key_the_valid_ones_and_the_call() {
     let file = dir.join("model.rhai").display().to_string();
     assert_eq!(e.kind, ErrorKind::Runtime);
     let l = lines(&e);
-    assert_eq!(l[0], format!("{file}:3:13: unknown model key `layerz`; valid keys: layers, d_model, heads, mlp, attention, positions, norm, readout, init_std, ln_eps, cls_shortcut, token_table"));
+    assert_eq!(
+        l[0],
+        format!(
+            "{file}:3:13: unknown model key `layerz`; valid keys: layers, d_model, heads, mlp, attention, positions, norm, readout, init_std, ln_eps, cls_shortcut, token_table"
+        )
+    );
     assert_eq!(l[1], "   3 |     let m = transformer(#{layerz: 2});");
     caret_under(&e, "transformer");
 }
@@ -67,13 +72,19 @@ fn bad_values_and_unknown_keys_of_every_section_name_the_key() {
         ("sparse_parity(-1, 2)", "T must be a non-negative integer (got -1)"),
         ("task(\"parity\", #{T: 8, s: 2})", "unknown task kind `parity`; known kinds: junta, sparse_and"),
         ("task(\"sparse_parity\", #{T: 8})", "needs `s` in its options"),
-        ("task(\"sparse_parity\", #{T: 8, s: 2, nosie: 0.1})", "unknown task key `nosie`; valid keys: T, s, subset, subset_seed, bias, noise, table_seed, params"),
+        (
+            "task(\"sparse_parity\", #{T: 8, s: 2, nosie: 0.1})",
+            "unknown task key `nosie`; valid keys: T, s, subset, subset_seed, bias, noise, table_seed, params",
+        ),
         ("sparse_parity(8, 2).with_options(#{noise: 0.7})", "task.noise must be in [0, 0.5]"),
         ("train(sparse_parity(8, 2), mlp(), #{lrr: 0.1})", "unknown train key `lrr`; valid keys: samples, online, batch, max_steps"),
         ("train(sparse_parity(8, 2), mlp(), #{batch: \"big\"})", "train key `batch` = big: invalid type: string \"big\", expected usize"),
         ("train(sparse_parity(8, 2), mlp(), #{seeds: [1, 1]})", "seeds [1, 1] repeat a seed"),
         ("train(sparse_parity(8, 2), mlp(), #{backend: \"tpu\"})", "backend `tpu` is unknown; available backends: cpu"),
-        ("sweep(#{task: sparse_parity(8, 2), model: mlp(), T: [8], seedz: [0]})", "unknown sweep key `seedz`; valid keys: task, models, model, name, backend, T, m, seeds"),
+        (
+            "sweep(#{task: sparse_parity(8, 2), model: mlp(), T: [8], seedz: [0]})",
+            "unknown sweep key `seedz`; valid keys: task, models, model, name, backend, T, m, seeds",
+        ),
         ("sweep(#{model: mlp(), T: [8]})", "sweep needs `task`"),
         ("sweep(#{task: sparse_parity(8, 2), model: mlp()})", "sweep.T is empty"),
         ("sweep(#{task: sparse_parity(8, 2), models: #{a: 3}, T: [8]})", "sweep model `a` must be a Model"),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sparsevar_core::task::TaskSpec;
-use sparsevar_script::{run_script, ScriptOutcome};
+use sparsevar_script::{ScriptOutcome, run_script};
 
 /// The scripts this file checks one by one.
 const SCRIPTS: [&str; 5] = ["01_quickstart", "02_paper_scaling", "03_attention_variants", "04_mlp_vs_attention", "05_phase_transition"];

@@ -101,12 +101,7 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
                 return Err(format!("binary: rank {} exceeds {MAX_RANK}", shape.len()));
             }
             if a_strides.len() != shape.len() || b_strides.len() != shape.len() {
-                return Err(format!(
-                    "binary: shape has rank {} but strides have {} and {}",
-                    shape.len(),
-                    a_strides.len(),
-                    b_strides.len()
-                ));
+                return Err(format!("binary: shape has rank {} but strides have {} and {}", shape.len(), a_strides.len(), b_strides.len()));
             }
             let (dims, [sa, sb]) = merge(shape, [a_strides, b_strides]);
             let op = match op {
@@ -165,10 +160,7 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
                 } else {
                     Step { pipe: Pipe::ScatterIndex, workgroups: groups.div_ceil(64) as u64 }
                 };
-                p.steps = [
-                    Some(index),
-                    Some(Step { pipe: Pipe::ScatterSum, workgroups: out.div_ceil(256) as u64 }),
-                ];
+                p.steps = [Some(index), Some(Step { pipe: Pipe::ScatterSum, workgroups: out.div_ceil(256) as u64 })];
                 p.scratch_words = groups * (table_rows + 2) + groups * rows;
                 word(p.scratch_words)?;
             }
@@ -177,10 +169,7 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
         K::Permute { shape, perm } => {
             let rank = shape.len();
             let mut seen = [false; MAX_RANK];
-            if rank > MAX_RANK
-                || perm.len() != rank
-                || perm.iter().any(|&q| q >= rank || std::mem::replace(&mut seen[q], true))
-            {
+            if rank > MAX_RANK || perm.len() != rank || perm.iter().any(|&q| q >= rank || std::mem::replace(&mut seen[q], true)) {
                 return Err(format!("permute: {perm:?} is not a permutation of the axes of {shape:?} (rank ≤ {MAX_RANK})"));
             }
             let xs = row_major(shape);
@@ -242,9 +231,7 @@ fn plan_sum_to(mut p: Plan, from: &[usize], to: &[usize], out: usize) -> Result<
     }
     let sizes: Vec<usize> = dims.iter().map(|d| d.0).collect();
     let xs = row_major(&sizes);
-    let pick = |reduced: bool| -> (Vec<usize>, Vec<usize>) {
-        dims.iter().zip(&xs).filter(|(d, _)| d.1 == reduced).map(|(d, &s)| (d.0, s)).unzip()
-    };
+    let pick = |reduced: bool| -> (Vec<usize>, Vec<usize>) { dims.iter().zip(&xs).filter(|(d, _)| d.1 == reduced).map(|(d, &s)| (d.0, s)).unzip() };
     let (kept, kept_strides) = pick(false);
     let (mut red, mut red_strides) = pick(true);
     if red.is_empty() {

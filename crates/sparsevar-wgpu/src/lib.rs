@@ -233,13 +233,7 @@ impl WgpuBackend {
     fn check(&self, id: BufferId, need: usize, kernel: &str) -> Result<(), BackendError> {
         let have = self.buffer(id)?.len;
         if have != need {
-            return Err(BackendError::BufferSize {
-                backend: NAME.to_string(),
-                kernel: kernel.to_string(),
-                buffer: id,
-                have,
-                need,
-            });
+            return Err(BackendError::BufferSize { backend: NAME.to_string(), kernel: kernel.to_string(), buffer: id, have, need });
         }
         Ok(())
     }
@@ -310,9 +304,7 @@ impl WgpuBackend {
                 pass: None,
             });
             p.pass.get_or_insert_with(|| {
-                p.encoder
-                    .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kernels"), timestamp_writes: None })
-                    .forget_lifetime()
+                p.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kernels"), timestamp_writes: None }).forget_lifetime()
             })
         };
         let site = self.sites.get_mut(&key).expect("inserted above");
@@ -365,11 +357,8 @@ impl WgpuBackend {
                     };
                     entries.push(wgpu::BindGroupEntry { binding: b as u32, resource: buffer.as_entire_binding() });
                 }
-                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(pipe.info().1),
-                    layout: &compiled.layout,
-                    entries: &entries,
-                });
+                let bind_group =
+                    device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(pipe.info().1), layout: &compiled.layout, entries: &entries });
                 dispatches.push((*pipe, bind_group, *grid));
             }
             Site { uniform, words: plan.words, dispatches, last_batch: u64::MAX, _scratch: scratch }
@@ -466,11 +455,7 @@ impl Backend for WgpuBackend {
         let bytes = (len.max(1) as u64).saturating_mul(4);
         let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > max {
-            return Err(self.err(format!(
-                "a buffer of {len} values ({} MiB) exceeds the adapter's {} MiB storage binding limit",
-                bytes >> 20,
-                max >> 20
-            )));
+            return Err(self.err(format!("a buffer of {len} values ({} MiB) exceeds the adapter's {} MiB storage binding limit", bytes >> 20, max >> 20)));
         }
         let device = &self.device;
         // New buffers are zeroed by wgpu, as the trait requires.

@@ -155,10 +155,7 @@ impl Pipelines {
                 let (name, source) = module.file();
                 let code = format!("{PRELUDE}\n{source}");
                 let sm = scoped(device, || {
-                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(name),
-                        source: wgpu::ShaderSource::Wgsl(code.into()),
-                    })
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(code.into()) })
                 })
                 .map_err(|e| format!("shader {name}: {e}"))?;
                 self.modules[module as usize] = Some(sm);
@@ -216,11 +213,7 @@ pub(crate) fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Result<
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let value = f();
     // Scopes pop innermost first.
-    let errors = [
-        pollster::block_on(validation.pop()),
-        pollster::block_on(oom.pop()),
-        pollster::block_on(internal.pop()),
-    ];
+    let errors = [pollster::block_on(validation.pop()), pollster::block_on(oom.pop()), pollster::block_on(internal.pop())];
     match errors.into_iter().flatten().next() {
         Some(e) => Err(e),
         None => Ok(value),

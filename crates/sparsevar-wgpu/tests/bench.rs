@@ -114,7 +114,13 @@ fn dispatch_overhead() {
 fn matmul_shapes() {
     use sparsevar_core::backend::Kernel;
     let Some(mut gpu) = wgpu_or_skip("matmul_shapes") else { return };
-    for &(batch, m, k, n, ta, tb) in &[(32, 195, 64, 64, false, false), (32, 64, 195, 64, true, false), (32, 195, 64, 64, false, true), (32, 32, 64, 64, false, false), (32, 2080, 64, 64, false, false)] {
+    for &(batch, m, k, n, ta, tb) in &[
+        (32, 195, 64, 64, false, false),
+        (32, 64, 195, 64, true, false),
+        (32, 195, 64, 64, false, true),
+        (32, 32, 64, 64, false, false),
+        (32, 2080, 64, 64, false, false),
+    ] {
         let kern = Kernel::MatMul { batch, m, k, n, trans_a: ta, trans_b: tb };
         let (lens, out) = kern.lengths();
         let a = gpu.alloc(lens[0]).unwrap();

@@ -101,10 +101,7 @@ fn unary_forward() {
         let mut rng = Rng::new(5);
         // Wide range, so GELU's and sigmoid's tails are exercised.
         let x = rng.scaled(1000, 12.0);
-        [UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid]
-            .into_iter()
-            .map(|op| (format!("{op:?}"), run(be, &Kernel::Unary { op, len: 1000 }, &[&x])))
-            .collect()
+        [UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid].into_iter().map(|op| (format!("{op:?}"), run(be, &Kernel::Unary { op, len: 1000 }, &[&x]))).collect()
     });
 }
 
@@ -279,18 +276,7 @@ fn optimizer_steps(be: &mut dyn Backend, sgd: bool, clip: Option<f64>, weight_de
             Update::Sgd { groups, len, lr, momentum: 0.9, weight_decay, clip }
         } else {
             let (b1, b2) = (0.9f64, 0.999f64);
-            Update::Adam {
-                groups,
-                len,
-                lr,
-                beta1: b1,
-                beta2: b2,
-                eps: 1e-8,
-                weight_decay,
-                bias1: 1.0 - b1.powi(t),
-                bias2: 1.0 - b2.powi(t),
-                clip,
-            }
+            Update::Adam { groups, len, lr, beta1: b1, beta2: b2, eps: 1e-8, weight_decay, bias1: 1.0 - b1.powi(t), bias2: 1.0 - b2.powi(t), clip }
         };
         let mut bufs = vec![p, g, s0];
         if !sgd {

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sparsevar_experiment::sweep::{read_runs, RunRow, SweepSummary};
+use sparsevar_experiment::sweep::{RunRow, SweepSummary, read_runs};
 use sparsevar_experiment::train::{CurvePoint, MemberResult};
-use sparsevar_plot::{load, member_attention, scaling_with_runs, success_map, training_curves, PlotError, PlotFile};
+use sparsevar_plot::{PlotError, PlotFile, load, member_attention, scaling_with_runs, success_map, training_curves};
 
 fn report(r: Result<PlotFile, PlotError>, drawn: &mut Vec<PathBuf>) {
     match r {

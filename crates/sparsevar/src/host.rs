@@ -8,10 +8,10 @@ use anyhow::Result;
 use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
-use sparsevar_plugin::{discover, search_path, PluginError, PluginHost};
+use sparsevar_plugin::{PluginError, PluginHost, discover, search_path};
 use sparsevar_wgpu::WgpuBackend;
 
-use crate::{bad, BadInput};
+use crate::{BadInput, bad};
 
 /// The registry with every plugin loaded, and what failed to load.
 pub struct Host {

@@ -14,12 +14,12 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
 use sparsevar_core::registry::Registry;
-use std::sync::Arc;
 use sparsevar_core::task::TaskSpec;
 use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
-use sparsevar_experiment::results::{fresh_dir, Provenance, ResultsDir};
-use sparsevar_experiment::sweep::{run_sweep, SweepConfig, SweepEvent};
+use sparsevar_experiment::results::{Provenance, ResultsDir, fresh_dir};
+use sparsevar_experiment::sweep::{SweepConfig, SweepEvent, run_sweep};
 use sparsevar_experiment::train::{Progress, RunSpec, Trainer};
+use std::sync::Arc;
 
 mod figures;
 mod host;
@@ -172,7 +172,9 @@ fn main() -> ExitCode {
             bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
         }
         Command::Info => info(&host),
-        Command::Run { script, out, backend, quick, set, threads, max_operations } => run_script(host, &script, out, &backend, quick, &set, threads, max_operations),
+        Command::Run { script, out, backend, quick, set, threads, max_operations } => {
+            run_script(host, &script, out, &backend, quick, &set, threads, max_operations)
+        }
         Command::Plot { dir } => match figures::redraw(&dir) {
             Ok(files) => {
                 files.iter().for_each(|f| println!("{}", f.display()));
@@ -279,7 +281,13 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
         };
         println!("seed {}: {outcome}, test accuracy {:.4}{}", m.seed, m.test_accuracy, attn.unwrap_or_default());
     }
-    println!("{} of {} members learned in {:.1} s; results in {}", result.members.iter().filter(|m| m.learned).count(), result.members.len(), result.seconds, summary.display());
+    println!(
+        "{} of {} members learned in {:.1} s; results in {}",
+        result.members.iter().filter(|m| m.learned).count(),
+        result.members.len(),
+        result.seconds,
+        summary.display()
+    );
     if !drawn.is_empty() {
         println!("figures: {}", out.join("figures").display());
     }
@@ -315,7 +323,13 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
     };
     let backend_name = host.backend(&cfg.backend)?.name();
     let prov = provenance(backend_name.clone(), threads, cfg.sweep.seeds.clone());
-    eprintln!("sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}", cfg.sweep.t, cfg.models.len(), cfg.sweep.seeds.len(), out.display());
+    eprintln!(
+        "sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}",
+        cfg.sweep.t,
+        cfg.models.len(),
+        cfg.sweep.seeds.len(),
+        out.display()
+    );
     let pb = progress_bar(cfg.train.max_steps as u64);
     let mut make = || registry.backend(&cfg.backend);
     let summary = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut |e| match e {
@@ -348,7 +362,14 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
         }
     }
     for b in &summary.baselines {
-        println!("baselines T={}: log2 C(T,s) = {:.1}, GF(2) m* = {:?}, subset search m* = {:?}{}", b.t, b.info_floor, b.gf2_m_star, b.subset_search_m_star, if b.subset_search_skipped { " (skipped: C(T,s) over the cap)" } else { "" });
+        println!(
+            "baselines T={}: log2 C(T,s) = {:.1}, GF(2) m* = {:?}, subset search m* = {:?}{}",
+            b.t,
+            b.info_floor,
+            b.gf2_m_star,
+            b.subset_search_m_star,
+            if b.subset_search_skipped { " (skipped: C(T,s) over the cap)" } else { "" }
+        );
     }
     let runs = sparsevar_experiment::sweep::read_runs(&out).map_err(anyhow::Error::msg)?;
     if !figures::sweep_figures(&out, &summary, &runs).is_empty() {
@@ -359,12 +380,36 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(host: &Host, model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: Option<usize>, backend: &str, json: bool, profile: bool) -> Result<()> {
+fn bench(
+    host: &Host,
+    model: &str,
+    t: usize,
+    batch: usize,
+    runs: usize,
+    steps: usize,
+    repeats: usize,
+    threads: Option<usize>,
+    backend: &str,
+    json: bool,
+    profile: bool,
+) -> Result<()> {
     in_pool(threads, |threads| bench_in_pool(host, model, t, batch, runs, steps, repeats, threads, backend, json, profile))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench_in_pool(host: &Host, model: &str, t: usize, batch: usize, runs: usize, steps: usize, repeats: usize, threads: usize, backend: &str, json: bool, profile: bool) -> Result<()> {
+fn bench_in_pool(
+    host: &Host,
+    model: &str,
+    t: usize,
+    batch: usize,
+    runs: usize,
+    steps: usize,
+    repeats: usize,
+    threads: usize,
+    backend: &str,
+    json: bool,
+    profile: bool,
+) -> Result<()> {
     let model_spec = match model {
         "paper1l" => ModelSpec::Transformer(TransformerConfig::default()),
         "mlp" => ModelSpec::Mlp(MlpConfig::default()),
@@ -410,8 +455,14 @@ fn bench_in_pool(host: &Host, model: &str, t: usize, batch: usize, runs: usize, 
         });
         println!("{line}");
     } else {
-        println!("{model} T={t} B={batch} R={runs} on {backend_name} [{}] ({threads} threads), median of {repeats} x {steps} steps:", device_name(&backend_name));
-        println!("  {median:.3} ms/step, {steps_per_s:.1} steps/s, {model_steps_per_s:.1} model-steps/s, {gflops:.2} GFLOP/s ({} launches/step)", trainer.step_launches());
+        println!(
+            "{model} T={t} B={batch} R={runs} on {backend_name} [{}] ({threads} threads), median of {repeats} x {steps} steps:",
+            device_name(&backend_name)
+        );
+        println!(
+            "  {median:.3} ms/step, {steps_per_s:.1} steps/s, {model_steps_per_s:.1} model-steps/s, {gflops:.2} GFLOP/s ({} launches/step)",
+            trainer.step_launches()
+        );
     }
     if profile {
         let mut table = std::collections::BTreeMap::new();
@@ -457,7 +508,9 @@ fn info(host: &Host) -> Result<()> {
     println!("  {:<10} wgpu on a discrete or integrated GPU, else cpu (here: {})", "auto", host.resolve("auto"));
     let adapters = sparsevar_wgpu::adapters();
     if adapters.is_empty() {
-        println!("wgpu adapters: none. Install a Vulkan driver; on a machine without a GPU, Mesa's software driver: apt-get install mesa-vulkan-drivers libvulkan1");
+        println!(
+            "wgpu adapters: none. Install a Vulkan driver; on a machine without a GPU, Mesa's software driver: apt-get install mesa-vulkan-drivers libvulkan1"
+        );
     } else {
         println!("wgpu adapters:");
         for a in &adapters {
@@ -502,7 +555,16 @@ fn reference(what: &str) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_script(host: Host, script: &Path, out: Option<PathBuf>, backend: &str, quick: bool, set: &[String], threads: Option<usize>, max_operations: Option<u64>) -> Result<()> {
+fn run_script(
+    host: Host,
+    script: &Path,
+    out: Option<PathBuf>,
+    backend: &str,
+    quick: bool,
+    set: &[String],
+    threads: Option<usize>,
+    max_operations: Option<u64>,
+) -> Result<()> {
     let backend = host.resolve(backend);
     if !host.registry.backends.contains_key(&backend) {
         return bad(host.registry.backend(&backend).err().unwrap_or_default());

@@ -11,7 +11,6 @@ fn sparsevar(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sparsevar")).args(args).current_dir(dir).output().expect("run sparsevar")
 }
 
-
 const SMALL: &str = "task: { kind: sparse_parity, T: 8, s: 2 }
 model: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
 train: { samples: 256, batch: 32, max_steps: 3000, lr: 0.003, eval_every: 50, test_samples: 256 }
@@ -62,11 +61,19 @@ fn bad_input_names_the_key_and_exits_2() {
     let d = ScratchDir::created("cli-bad");
     let cases: &[(&str, &str, &[&str])] = &[
         ("unknown key", "task: { kind: sparse_parity, T: 8, s: 2 }\ntrain: { lrr: 0.1 }\n", &["unknown field `lrr`", "expected one of", "`lr`"]),
-        ("unknown model key", "task: { kind: sparse_parity, T: 8, s: 2 }\nmodel: { kind: transformer, layerz: 2 }\n", &["model: unknown field `layerz`", "`layers`"]),
+        (
+            "unknown model key",
+            "task: { kind: sparse_parity, T: 8, s: 2 }\nmodel: { kind: transformer, layerz: 2 }\n",
+            &["model: unknown field `layerz`", "`layers`"],
+        ),
         ("wrong type", "task: { kind: sparse_parity, T: 8, s: 2 }\ntrain: { batch: many }\n", &["train.batch", "invalid type"]),
         ("s > T", "task: { kind: sparse_parity, T: 4, s: 5 }\n", &["task.s = 5 exceeds task.T = 4"]),
         ("T = 0", "task: { kind: sparse_parity, T: 0, s: 1 }\n", &["task.T"]),
-        ("unknown attention", "task: { kind: sparse_parity, T: 8, s: 2 }\nmodel: { kind: transformer, attention: hard }\n", &["model.attention `hard`", "softmax"]),
+        (
+            "unknown attention",
+            "task: { kind: sparse_parity, T: 8, s: 2 }\nmodel: { kind: transformer, attention: hard }\n",
+            &["model.attention `hard`", "softmax"],
+        ),
         ("unknown task", "task: { kind: parity, T: 8, s: 2 }\n", &["unknown task kind `parity`", "sparse_parity"]),
         ("bad yaml", "task: [unclosed\n", &["bad_yaml.yaml"]),
     ];

@@ -7,7 +7,7 @@
 
 use reference_backend::ReferenceBackend;
 use sparsevar_cpu::CpuBackend;
-use sparsevar_plugin::{strides_of, Backend, BackendError, BinaryOp, BufferId, Kernel, Pcg32, UnaryOp, Update};
+use sparsevar_plugin::{Backend, BackendError, BinaryOp, BufferId, Kernel, Pcg32, UnaryOp, Update, strides_of};
 
 /// The position of a kernel's variant in the enum.
 fn variant(k: &Kernel) -> usize {
@@ -139,7 +139,9 @@ fn every_kernel_case() -> Vec<Kernel> {
     }
     cases.push(Kernel::Gather { groups: 3, table_rows: 5, rows: 8, cols: 4 });
     cases.push(Kernel::ScatterAdd { groups: 3, table_rows: 5, rows: 8, cols: 4 });
-    for (shape, perm) in [(vec![2, 3, 4], vec![0, 2, 1]), (vec![2, 3, 4], vec![2, 0, 1]), (vec![2, 3, 4, 5], vec![0, 2, 1, 3]), (vec![2, 3, 4, 5], vec![3, 1, 0, 2])] {
+    for (shape, perm) in
+        [(vec![2, 3, 4], vec![0, 2, 1]), (vec![2, 3, 4], vec![2, 0, 1]), (vec![2, 3, 4, 5], vec![0, 2, 1, 3]), (vec![2, 3, 4, 5], vec![3, 1, 0, 2])]
+    {
         cases.push(Kernel::Permute { shape, perm });
     }
     cases.push(Kernel::Narrow { outer: 3, axis: 7, start: 2, len: 4, inner: 5 });

@@ -21,7 +21,7 @@
 
 #![warn(missing_docs)]
 
-use sparsevar_plugin::{streams, Pcg32, Registrar, Task, TaskSpec};
+use sparsevar_plugin::{Pcg32, Registrar, Task, TaskSpec, streams};
 
 /// The registry name of the task kind.
 pub const KIND: &str = "sparse_sum";
@@ -90,17 +90,11 @@ pub fn build(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, String>
         return Err(format!("task.s = {s} exceeds task.T = {t}: s must be between 1 and T"));
     }
     if spec.bias != 0.5 {
-        return Err(format!(
-            "task.bias = {} is not supported by `{KIND}`: its tokens are uniform over 0..alphabet; remove task.bias",
-            spec.bias
-        ));
+        return Err(format!("task.bias = {} is not supported by `{KIND}`: its tokens are uniform over 0..alphabet; remove task.bias", spec.bias));
     }
     let subset = match &spec.subset {
         Some(given) if given.len() != s => {
-            return Err(format!(
-                "task.subset has {} positions but task.s = {s}: list exactly s positions, or omit task.subset to draw one",
-                given.len()
-            ));
+            return Err(format!("task.subset has {} positions but task.s = {s}: list exactly s positions, or omit task.subset to draw one", given.len()));
         }
         Some(given) => given.clone(),
         // The same draw as the built-in tasks, so a member gets the same S for every kind.
@@ -136,11 +130,7 @@ impl Task for SparseSum {
             *x = rng.below(self.q as u64) as u8;
         }
         let y = self.clean_label(tokens) as usize;
-        if rng.bernoulli(self.noise) {
-            ((y + 1 + rng.below(self.q as u64 - 1) as usize) % self.q) as u8
-        } else {
-            y as u8
-        }
+        if rng.bernoulli(self.noise) { ((y + 1 + rng.below(self.q as u64 - 1) as usize) % self.q) as u8 } else { y as u8 }
     }
     fn describe(&self) -> String {
         format!("{KIND} T={} s={} S={:?} q={} noise={}", self.t, self.relevant.len(), self.relevant, self.q, self.noise)

@@ -2,14 +2,14 @@
 //! errors, and that a transformer learns it (linked statically; the loader's tests load it
 //! as a shared library).
 
-use sparse_sum_task::{build, SparseSum, KIND};
-use sparsevar_plugin::core::model::{ModelSpec, TransformerConfig};
-use sparsevar_plugin::core::registry::Registry;
-use sparsevar_plugin::core::task::{build_task, Dataset};
+use sparse_sum_task::{KIND, SparseSum, build};
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::TrainConfig;
 use sparsevar_experiment::train::{RunSpec, Trainer};
-use sparsevar_plugin::{streams, Pcg32, PluginHost, Task, TaskSpec};
+use sparsevar_plugin::core::model::{ModelSpec, TransformerConfig};
+use sparsevar_plugin::core::registry::Registry;
+use sparsevar_plugin::core::task::{Dataset, build_task};
+use sparsevar_plugin::{Pcg32, PluginHost, Task, TaskSpec, streams};
 
 fn spec(t: usize, s: usize, q: usize) -> TaskSpec {
     let mut sp = TaskSpec::new(KIND, t, s);

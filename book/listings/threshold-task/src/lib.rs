@@ -10,7 +10,7 @@
 
 #![warn(missing_docs)]
 
-use sparsevar_plugin::{streams, Pcg32, Registrar, Task, TaskSpec};
+use sparsevar_plugin::{Pcg32, Registrar, Task, TaskSpec, streams};
 
 /// The registry name of the task kind.
 pub const KIND: &str = "sparse_threshold";

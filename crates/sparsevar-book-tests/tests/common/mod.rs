@@ -27,7 +27,7 @@ use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::ExperimentConfig;
 use sparsevar_experiment::sweep::SweepConfig;
 use sparsevar_plugin::PluginHost;
-use sparsevar_script::{run_inline, ScriptContext};
+use sparsevar_script::{ScriptContext, run_inline};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -156,7 +156,12 @@ pub fn expand_includes(chapter: &Path, text: &str) -> String {
         let path = dir.join(parts.next().unwrap());
         let body = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("book/src/{}: {{{{#include {arg}}}}}: {}: {e}", chapter.display(), path.display()));
         let lines: Vec<&str> = body.lines().collect();
-        let num = |p: Option<&str>| p.filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().unwrap_or_else(|_| panic!("book/src/{}: {{{{#include {arg}}}}}: only line ranges are supported, not anchors", chapter.display())));
+        let num = |p: Option<&str>| {
+            p.filter(|s| !s.is_empty()).map(|s| {
+                s.parse::<usize>()
+                    .unwrap_or_else(|_| panic!("book/src/{}: {{{{#include {arg}}}}}: only line ranges are supported, not anchors", chapter.display()))
+            })
+        };
         // `path:N` is line N alone; `path:A:B` lines A to B, either end open when empty.
         let (a, b) = (parts.next(), parts.next());
         let from = num(a).unwrap_or(1).max(1);
@@ -187,10 +192,12 @@ pub fn registry_with(extra: &[(&sparsevar_plugin::Plugin, &str)]) -> Arc<Registr
     r.register_backend("cpu", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f32>::new()) as Box<dyn Backend>))).unwrap();
     r.register_backend("cpu-f64", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f64>::new()) as Box<dyn Backend>))).unwrap();
     for name in ["wgpu", "auto"] {
-        r.register_backend(name, "built-in", Arc::new(move || Err(format!("the book's tests do not start the {name} backend: mark the block `ignore`")))).unwrap();
+        r.register_backend(name, "built-in", Arc::new(move || Err(format!("the book's tests do not start the {name} backend: mark the block `ignore`"))))
+            .unwrap();
     }
     let mut host = PluginHost::new();
-    let plugins = [(&sparse_sum_task::PLUGIN, "sparse-sum-task"), (&sharp_attention::PLUGIN, "sharp-attention"), (&reference_backend::PLUGIN, "reference-backend")];
+    let plugins =
+        [(&sparse_sum_task::PLUGIN, "sparse-sum-task"), (&sharp_attention::PLUGIN, "sharp-attention"), (&reference_backend::PLUGIN, "reference-backend")];
     for (plugin, name) in plugins.iter().copied().chain(extra.iter().copied()) {
         host.register_static(plugin, name, &mut r).unwrap_or_else(|e| panic!("{e}"));
     }

@@ -138,12 +138,7 @@ impl BooleanTask {
     /// Fails when `t == 0`, `subset` is empty or longer than `t`, the kind rejects
     /// `s` (even majority, junta beyond [`MAX_JUNTA_S`]), the options are out of range, or a
     /// position is `>= t` or repeated.
-    pub fn new(
-        kind: BooleanKind,
-        t: usize,
-        mut subset: Vec<usize>,
-        options: BooleanOptions,
-    ) -> Result<Self, TaskError> {
+    pub fn new(kind: BooleanKind, t: usize, mut subset: Vec<usize>, options: BooleanOptions) -> Result<Self, TaskError> {
         let s = subset.len();
         check_sizes(kind, t, s)?;
         options.validate()?;
@@ -205,10 +200,7 @@ impl Task for BooleanTask {
     /// The label of `tokens` (bits, 0 or 1) before noise.
     fn clean_label(&self, tokens: &[u8]) -> u8 {
         debug_assert_eq!(tokens.len(), self.t, "clean_label: expected T = {} tokens", self.t);
-        debug_assert!(
-            self.subset.iter().all(|&p| tokens[p] <= 1),
-            "clean_label: Boolean tokens must be 0 or 1"
-        );
+        debug_assert!(self.subset.iter().all(|&p| tokens[p] <= 1), "clean_label: Boolean tokens must be 0 or 1");
         let bits = self.subset.iter().map(|&p| tokens[p] & 1);
         match self.kind {
             BooleanKind::Parity => bits.fold(0, |acc, b| acc ^ b),
@@ -219,8 +211,7 @@ impl Task for BooleanTask {
             BooleanKind::And => u8::from(bits.into_iter().all(|b| b == 1)),
             BooleanKind::Or => u8::from(bits.into_iter().any(|b| b == 1)),
             BooleanKind::Junta { .. } => {
-                let index =
-                    bits.enumerate().fold(0usize, |acc, (j, b)| acc | (usize::from(b) << j));
+                let index = bits.enumerate().fold(0usize, |acc, (j, b)| acc | (usize::from(b) << j));
                 self.table[index]
             }
         }
@@ -241,15 +232,8 @@ impl Task for BooleanTask {
     /// `"<name> T=<T> s=<s> S=[..] p=<bias> noise=<noise>"`, and for a junta also
     /// `table_seed=<seed>` and, when `s <= 5`, `table=<bits, entry 0 first>`.
     fn describe(&self) -> String {
-        let mut line = format!(
-            "{} T={} s={} S={:?} p={} noise={}",
-            self.kind.name(),
-            self.t,
-            self.subset.len(),
-            self.subset,
-            self.options.bias,
-            self.options.noise
-        );
+        let mut line =
+            format!("{} T={} s={} S={:?} p={} noise={}", self.kind.name(), self.t, self.subset.len(), self.subset, self.options.bias, self.options.noise);
         if let BooleanKind::Junta { table_seed } = self.kind {
             line.push_str(&format!(" table_seed={table_seed}"));
             if self.subset.len() <= 5 {
@@ -320,8 +304,7 @@ mod tests {
     fn junta_depends_on_every_relevant_bit() {
         for seed in 0..200 {
             for s in 1..=6 {
-                let j =
-                    task(BooleanKind::Junta { table_seed: seed }, 8, &(0..s).collect::<Vec<_>>());
+                let j = task(BooleanKind::Junta { table_seed: seed }, 8, &(0..s).collect::<Vec<_>>());
                 let table = j.table().unwrap();
                 assert_eq!(table.len(), 1 << s);
                 assert!(depends_on_every_bit(table, s), "seed {seed} s {s}");
@@ -347,27 +330,12 @@ mod tests {
     #[test]
     fn constructor_validates() {
         let o = BooleanOptions::default();
-        assert_eq!(
-            BooleanTask::new(BooleanKind::Parity, 3, vec![], o),
-            Err(TaskError::EmptySubset { s: 0 })
-        );
-        assert_eq!(
-            BooleanTask::new(BooleanKind::Parity, 3, vec![0, 3], o),
-            Err(TaskError::SubsetOutOfRange { pos: 3, t: 3 })
-        );
-        assert_eq!(
-            BooleanTask::new(BooleanKind::Parity, 3, vec![1, 1], o),
-            Err(TaskError::SubsetDuplicate { pos: 1 })
-        );
-        assert_eq!(
-            BooleanTask::new(BooleanKind::Majority, 3, vec![0, 1], o),
-            Err(TaskError::EvenMajority { s: 2 })
-        );
+        assert_eq!(BooleanTask::new(BooleanKind::Parity, 3, vec![], o), Err(TaskError::EmptySubset { s: 0 }));
+        assert_eq!(BooleanTask::new(BooleanKind::Parity, 3, vec![0, 3], o), Err(TaskError::SubsetOutOfRange { pos: 3, t: 3 }));
+        assert_eq!(BooleanTask::new(BooleanKind::Parity, 3, vec![1, 1], o), Err(TaskError::SubsetDuplicate { pos: 1 }));
+        assert_eq!(BooleanTask::new(BooleanKind::Majority, 3, vec![0, 1], o), Err(TaskError::EvenMajority { s: 2 }));
         let bad = BooleanOptions { bias: 0.5, noise: 0.51 };
-        assert_eq!(
-            BooleanTask::new(BooleanKind::Or, 3, vec![0], bad),
-            Err(TaskError::BadNoise { noise: 0.51 })
-        );
+        assert_eq!(BooleanTask::new(BooleanKind::Or, 3, vec![0], bad), Err(TaskError::BadNoise { noise: 0.51 }));
     }
 
     #[test]

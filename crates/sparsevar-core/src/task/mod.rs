@@ -51,8 +51,7 @@ pub trait Task: dyn_clone::DynClone + Send + Sync + std::fmt::Debug {
 dyn_clone::clone_trait_object!(Task);
 
 /// The task kinds [`build_task`] knows, by registry name.
-pub const BUILTIN_TASKS: &[&str] =
-    &["sparse_parity", "sparse_majority", "sparse_and", "sparse_or", "junta"];
+pub const BUILTIN_TASKS: &[&str] = &["sparse_parity", "sparse_majority", "sparse_and", "sparse_or", "junta"];
 
 /// Why a task could not be built. Each message names the offending parameter (as it is
 /// spelled in a config, `task.<field>`) and says what would be accepted.
@@ -111,17 +110,13 @@ pub enum TaskError {
         bias: f64,
     },
     /// `task.noise` outside [0, 0.5].
-    #[error(
-        "task.noise must be in [0, 0.5] (got {noise}): it is the probability that a label is flipped"
-    )]
+    #[error("task.noise must be in [0, 0.5] (got {noise}): it is the probability that a label is flipped")]
     BadNoise {
         /// The noise level given.
         noise: f64,
     },
     /// `task.subset` does not list exactly `task.s` positions.
-    #[error(
-        "task.subset has {len} positions but task.s = {s}: list exactly s positions, or omit task.subset to draw one"
-    )]
+    #[error("task.subset has {len} positions but task.s = {s}: list exactly s positions, or omit task.subset to draw one")]
     SubsetLength {
         /// The number of positions listed.
         len: usize,
@@ -129,9 +124,7 @@ pub enum TaskError {
         s: usize,
     },
     /// A `task.subset` position is not a valid 0-based index into the sequence.
-    #[error(
-        "task.subset position {pos} is out of range for task.T = {t}: positions are 0-based, from 0 to T-1"
-    )]
+    #[error("task.subset position {pos} is out of range for task.T = {t}: positions are 0-based, from 0 to T-1")]
     SubsetOutOfRange {
         /// The offending position.
         pos: usize,
@@ -193,17 +186,7 @@ impl TaskSpec {
     /// A spec with the given kind, `T` and `s`, uniform inputs, no label noise, and `S`
     /// (and a junta's table) drawn from the member seed.
     pub fn new(kind: impl Into<String>, t: usize, s: usize) -> Self {
-        TaskSpec {
-            kind: kind.into(),
-            t,
-            s,
-            subset: None,
-            subset_seed: None,
-            bias: default_bias(),
-            noise: 0.0,
-            table_seed: None,
-            params: Default::default(),
-        }
+        TaskSpec { kind: kind.into(), t, s, subset: None, subset_seed: None, bias: default_bias(), noise: 0.0, table_seed: None, params: Default::default() }
     }
 }
 
@@ -352,9 +335,7 @@ mod tests {
         sp.subset = Some(vec![0, 1, 2, 3, 4]);
         let a = build_task(&sp, 3).unwrap();
         let b = build_task(&sp, 4).unwrap();
-        let tokens_set: Vec<Vec<u8>> = (0..32u8)
-            .map(|m| (0..12).map(|i| if i < 5 { (m >> i) & 1 } else { 0 }).collect())
-            .collect();
+        let tokens_set: Vec<Vec<u8>> = (0..32u8).map(|m| (0..12).map(|i| if i < 5 { (m >> i) & 1 } else { 0 }).collect()).collect();
         let la: Vec<u8> = tokens_set.iter().map(|x| a.clean_label(x)).collect();
         let lb: Vec<u8> = tokens_set.iter().map(|x| b.clean_label(x)).collect();
         assert_ne!(la, lb);
@@ -409,10 +390,7 @@ mod tests {
 
     #[test]
     fn majority_even_s_rejected_odd_accepted() {
-        assert!(matches!(
-            build_task(&spec("sparse_majority", 10, 2), 0),
-            Err(TaskError::EvenMajority { s: 2 })
-        ));
+        assert!(matches!(build_task(&spec("sparse_majority", 10, 2), 0), Err(TaskError::EvenMajority { s: 2 })));
         assert!(build_task(&spec("sparse_majority", 10, 3), 0).is_ok());
         // Other kinds accept even s.
         assert!(build_task(&spec("sparse_parity", 10, 2), 0).is_ok());
@@ -464,8 +442,7 @@ mod tests {
         sp.bias = 0.9;
         let task = build_task(&sp, 0).unwrap();
         let data = Dataset::draw(task.as_ref(), 10_000, &mut Pcg32::new(3, streams::TRAIN_DATA));
-        let ones =
-            data.tokens.iter().filter(|&&b| b == 1).count() as f64 / data.tokens.len() as f64;
+        let ones = data.tokens.iter().filter(|&&b| b == 1).count() as f64 / data.tokens.len() as f64;
         assert!((ones - 0.9).abs() < 0.01, "fraction of ones {ones}");
         assert!(data.tokens.iter().all(|&b| b <= 1));
     }
@@ -476,8 +453,7 @@ mod tests {
         sp.noise = 0.2;
         let task = build_task(&sp, 0).unwrap();
         let data = Dataset::draw(task.as_ref(), 20_000, &mut Pcg32::new(4, streams::TRAIN_DATA));
-        let flipped =
-            (0..data.len()).filter(|&i| data.labels[i] != task.clean_label(data.row(i))).count();
+        let flipped = (0..data.len()).filter(|&i| data.labels[i] != task.clean_label(data.row(i))).count();
         let rate = flipped as f64 / data.len() as f64;
         assert!((rate - 0.2).abs() < 0.015, "flip rate {rate}");
     }

@@ -48,11 +48,7 @@ fn cargo_build(manifest: &Path, packages: &[&str]) {
     // Do not let the outer build's settings leak into this one.
     cmd.env_remove("CARGO_TARGET_DIR").env_remove("CARGO_BUILD_TARGET_DIR");
     let out = cmd.output().expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building {packages:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "building {packages:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The example plugins, freshly built as shared libraries: (task, attention, backend).

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::any::Any;
 
 use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, RhaiNativeFunc};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::engine::State;

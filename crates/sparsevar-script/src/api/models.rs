@@ -7,7 +7,7 @@ use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
 use sparsevar_core::task::TaskSpec;
 use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
 
-use super::{code, fail, fields, overlay, to_dyn, Api, Res};
+use super::{Api, Res, code, fail, fields, overlay, to_dyn};
 use crate::engine::State;
 
 /// A model description (a `ModelSpec`).
@@ -80,14 +80,19 @@ pub(super) fn register(a: &mut Api) {
     a.ty::<ModelHandle>("Model", "a model: a transformer or an MLP with its options");
     a.ty::<AttentionHandle>("Attention", "a registered attention variant (softmax, relu, …, or a plugin's), usable as `transformer(#{attention: a})`");
     a.display::<ModelHandle>(|m| match &*m.0 {
-        ModelSpec::Transformer(c) => format!("transformer(layers={}, d_model={}, heads={}, mlp={}, attention={})", c.layers, c.d_model, c.heads, c.mlp, c.attention),
+        ModelSpec::Transformer(c) => {
+            format!("transformer(layers={}, d_model={}, heads={}, mlp={}, attention={})", c.layers, c.d_model, c.heads, c.mlp, c.attention)
+        }
         ModelSpec::Mlp(c) => format!("mlp(depth={}, width={})", c.depth, c.width),
     });
     a.display::<AttentionHandle>(|x| x.0.to_string());
     let st = a.st.clone();
-    a.func("transformer", "transformer() -> Model", "The paper's one-layer transformer (paper1l): 1 layer, d_model 64, 4 heads, softmax.", move |ctx: NativeCallContext| -> Res<ModelHandle> {
-        transformer(&st, &TransformerConfig::default(), &Map::new()).map_err(|e| fail(&ctx, e))
-    });
+    a.func(
+        "transformer",
+        "transformer() -> Model",
+        "The paper's one-layer transformer (paper1l): 1 layer, d_model 64, 4 heads, softmax.",
+        move |ctx: NativeCallContext| -> Res<ModelHandle> { transformer(&st, &TransformerConfig::default(), &Map::new()).map_err(|e| fail(&ctx, e)) },
+    );
     let st = a.st.clone();
     a.func(
         "transformer",
@@ -100,22 +105,35 @@ pub(super) fn register(a: &mut Api) {
         mlp(&st, &MlpConfig::default(), &Map::new()).map_err(|e| fail(&ctx, e))
     });
     let st = a.st.clone();
-    a.func("mlp", "mlp(options: map) -> Model", "A fully connected network on the ±1 bits: options depth, width.", move |ctx: NativeCallContext, opts: Map| -> Res<ModelHandle> {
-        mlp(&st, &MlpConfig::default(), &opts).map_err(|e| fail(&ctx, e))
-    });
+    a.func(
+        "mlp",
+        "mlp(options: map) -> Model",
+        "A fully connected network on the ±1 bits: options depth, width.",
+        move |ctx: NativeCallContext, opts: Map| -> Res<ModelHandle> { mlp(&st, &MlpConfig::default(), &opts).map_err(|e| fail(&ctx, e)) },
+    );
     let st = a.st.clone();
-    a.func("attention", "attention(name: string) -> Attention", "A registered attention variant by name; unknown names list the known ones.", move |ctx: NativeCallContext, name: &str| -> Res<AttentionHandle> {
-        st.ctx.registry.attention(name).map_err(|e| fail(&ctx, e))?;
-        Ok(AttentionHandle(name.into()))
-    });
+    a.func(
+        "attention",
+        "attention(name: string) -> Attention",
+        "A registered attention variant by name; unknown names list the known ones.",
+        move |ctx: NativeCallContext, name: &str| -> Res<AttentionHandle> {
+            st.ctx.registry.attention(name).map_err(|e| fail(&ctx, e))?;
+            Ok(AttentionHandle(name.into()))
+        },
+    );
     let st = a.st.clone();
-    a.func("with_options", "Model.with_options(options: map) -> Model", "A copy with some options changed, e.g. `m.with_options(#{attention: \"relu\"})`.", move |ctx: NativeCallContext, m: &mut ModelHandle, opts: Map| -> Res<ModelHandle> {
-        match &*m.0 {
-            ModelSpec::Transformer(c) => transformer(&st, c, &opts),
-            ModelSpec::Mlp(c) => mlp(&st, c, &opts),
-        }
-        .map_err(|e| fail(&ctx, e))
-    });
+    a.func(
+        "with_options",
+        "Model.with_options(options: map) -> Model",
+        "A copy with some options changed, e.g. `m.with_options(#{attention: \"relu\"})`.",
+        move |ctx: NativeCallContext, m: &mut ModelHandle, opts: Map| -> Res<ModelHandle> {
+            match &*m.0 {
+                ModelSpec::Transformer(c) => transformer(&st, c, &opts),
+                ModelSpec::Mlp(c) => mlp(&st, c, &opts),
+            }
+            .map_err(|e| fail(&ctx, e))
+        },
+    );
     a.prop("kind", "Model.kind -> string", "\"transformer\" or \"mlp\".", |m: &mut ModelHandle| kind_name(&m.0));
     a.prop("attention", "Model.attention -> string or ()", "The attention variant (transformers only).", |m: &mut ModelHandle| match &*m.0 {
         ModelSpec::Transformer(c) => Dynamic::from(c.attention.clone()),
@@ -129,6 +147,10 @@ pub(super) fn register(a: &mut Api) {
     a.func("list_attention", "list_attention() -> array", "Every registered attention variant.", move || names(st.ctx.registry.attention_names()));
     let st = a.st.clone();
     a.func("list_backends", "list_backends() -> array", "Every registered backend.", move || names(st.ctx.registry.backend_names()));
-    a.keys("Transformer options", "Keys of `transformer(#{..})` with their defaults (paper1l). `mlp` is the MLP width multiplier (0: no MLP).", code(fields(&TransformerConfig::default())));
+    a.keys(
+        "Transformer options",
+        "Keys of `transformer(#{..})` with their defaults (paper1l). `mlp` is the MLP width multiplier (0: no MLP).",
+        code(fields(&TransformerConfig::default())),
+    );
     a.keys("MLP options", "Keys of `mlp(#{..})` with their defaults.", code(fields(&MlpConfig::default())));
 }

@@ -9,7 +9,7 @@ use sparsevar_core::registry::Registry;
 use sparsevar_experiment::config::ExperimentConfig;
 use sparsevar_experiment::sweep::SweepConfig;
 
-use super::{count, fail, plain, to_dyn, Api, ExperimentHandle, Res, SweepPlan};
+use super::{Api, ExperimentHandle, Res, SweepPlan, count, fail, plain, to_dyn};
 use crate::engine::State;
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -41,7 +41,11 @@ fn csv(rows: &Array, columns: Option<Vec<String>>) -> Result<String, String> {
     let maps: Vec<Map> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| r.read_lock::<Map>().map(|m| m.clone()).ok_or_else(|| format!("save_csv: row {i} is a {}, not a map; give an array of maps like [#{{T: 8, m: 64}}]", r.type_name())))
+        .map(|(i, r)| {
+            r.read_lock::<Map>()
+                .map(|m| m.clone())
+                .ok_or_else(|| format!("save_csv: row {i} is a {}, not a map; give an array of maps like [#{{T: 8, m: 64}}]", r.type_name()))
+        })
         .collect::<Result<_, _>>()?;
     let columns = columns.unwrap_or_else(|| {
         let mut cols: Vec<String> = Vec::new();
@@ -116,39 +120,74 @@ pub(super) fn register(a: &mut Api) {
         move |ctx: NativeCallContext, rel: &str| load_config(&st, rel).map_err(|e| fail(&ctx, e)),
     );
     let st = a.st.clone();
-    a.func("load_yaml", "load_yaml(path: string) -> map", "Read any YAML file (relative to the script's folder) as plain data.", move |ctx: NativeCallContext, rel: &str| -> Res<Dynamic> {
-        let path = st.script_file(rel).map_err(|e| fail(&ctx, e))?;
-        let text = std::fs::read_to_string(&path).map_err(|e| fail(&ctx, format!("cannot read {}: {e}", path.display())))?;
-        let v: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| fail(&ctx, format!("{}: {e}", path.display())))?;
-        Ok(to_dyn(&v))
-    });
+    a.func(
+        "load_yaml",
+        "load_yaml(path: string) -> map",
+        "Read any YAML file (relative to the script's folder) as plain data.",
+        move |ctx: NativeCallContext, rel: &str| -> Res<Dynamic> {
+            let path = st.script_file(rel).map_err(|e| fail(&ctx, e))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| fail(&ctx, format!("cannot read {}: {e}", path.display())))?;
+            let v: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| fail(&ctx, format!("{}: {e}", path.display())))?;
+            Ok(to_dyn(&v))
+        },
+    );
     let st = a.st.clone();
-    a.func("save_yaml", "save_yaml(value, path: string) -> string", "Write any value (handles as their plain form) as YAML into the out folder; returns the file's path.", move |ctx: NativeCallContext, v: Dynamic, name: &str| -> Res<String> {
-        let text = serde_yaml::to_string(&plain(&v)).map_err(|e| fail(&ctx, format!("save_yaml: {e}")))?;
-        write(&ctx, &st, name, &text)
-    });
+    a.func(
+        "save_yaml",
+        "save_yaml(value, path: string) -> string",
+        "Write any value (handles as their plain form) as YAML into the out folder; returns the file's path.",
+        move |ctx: NativeCallContext, v: Dynamic, name: &str| -> Res<String> {
+            let text = serde_yaml::to_string(&plain(&v)).map_err(|e| fail(&ctx, format!("save_yaml: {e}")))?;
+            write(&ctx, &st, name, &text)
+        },
+    );
     let st = a.st.clone();
-    a.func("save_json", "save_json(value, path: string) -> string", "Write any value as pretty JSON into the out folder; returns the file's path.", move |ctx: NativeCallContext, v: Dynamic, name: &str| -> Res<String> {
-        let text = serde_json::to_string_pretty(&plain(&v)).map_err(|e| fail(&ctx, format!("save_json: {e}")))?;
-        write(&ctx, &st, name, &(text + "\n"))
-    });
+    a.func(
+        "save_json",
+        "save_json(value, path: string) -> string",
+        "Write any value as pretty JSON into the out folder; returns the file's path.",
+        move |ctx: NativeCallContext, v: Dynamic, name: &str| -> Res<String> {
+            let text = serde_json::to_string_pretty(&plain(&v)).map_err(|e| fail(&ctx, format!("save_json: {e}")))?;
+            write(&ctx, &st, name, &(text + "\n"))
+        },
+    );
     let st = a.st.clone();
-    a.func("save_csv", "save_csv(rows: array, path: string) -> string", "Write an array of maps as CSV (columns: the keys, in first-seen order) into the out folder.", move |ctx: NativeCallContext, rows: Array, name: &str| -> Res<String> {
-        let text = csv(&rows, None).map_err(|e| fail(&ctx, e))?;
-        write(&ctx, &st, name, &text)
-    });
+    a.func(
+        "save_csv",
+        "save_csv(rows: array, path: string) -> string",
+        "Write an array of maps as CSV (columns: the keys, in first-seen order) into the out folder.",
+        move |ctx: NativeCallContext, rows: Array, name: &str| -> Res<String> {
+            let text = csv(&rows, None).map_err(|e| fail(&ctx, e))?;
+            write(&ctx, &st, name, &text)
+        },
+    );
     let st = a.st.clone();
-    a.func("save_csv", "save_csv(rows: array, path: string, columns: array) -> string", "Write an array of maps as CSV with these columns, in this order.", move |ctx: NativeCallContext, rows: Array, name: &str, cols: Array| -> Res<String> {
-        let cols: Vec<String> = cols.into_iter().map(|c| c.into_string().map_err(|t| fail(&ctx, format!("save_csv: column names must be strings (got {t})")))).collect::<Res<_>>()?;
-        let text = csv(&rows, Some(cols)).map_err(|e| fail(&ctx, e))?;
-        write(&ctx, &st, name, &text)
-    });
+    a.func(
+        "save_csv",
+        "save_csv(rows: array, path: string, columns: array) -> string",
+        "Write an array of maps as CSV with these columns, in this order.",
+        move |ctx: NativeCallContext, rows: Array, name: &str, cols: Array| -> Res<String> {
+            let cols: Vec<String> = cols
+                .into_iter()
+                .map(|c| c.into_string().map_err(|t| fail(&ctx, format!("save_csv: column names must be strings (got {t})"))))
+                .collect::<Res<_>>()?;
+            let text = csv(&rows, Some(cols)).map_err(|e| fail(&ctx, e))?;
+            write(&ctx, &st, name, &text)
+        },
+    );
     let st = a.st.clone();
     a.func("out_dir", "out_dir() -> string", "The script's out folder.", move || st.ctx.out_dir.display().to_string());
     let st = a.st.clone();
     a.func("log", "log(value)", "Print a line to stderr (kept in the run's output).", move |v: Dynamic| st.say(&v.to_string(), true));
-    a.func("fixed", "fixed(x: float, digits: int) -> string", "x with this many digits after the point, e.g. fixed(0.98765, 2) is \"0.99\".", |x: f64, digits: i64| format!("{x:.*}", digits.clamp(0, 17) as usize));
-    a.func("fixed", "fixed(x: int, digits: int) -> string", "An int written as a float with this many digits.", |x: i64, digits: i64| format!("{:.*}", digits.clamp(0, 17) as usize, x as f64));
+    a.func(
+        "fixed",
+        "fixed(x: float, digits: int) -> string",
+        "x with this many digits after the point, e.g. fixed(0.98765, 2) is \"0.99\".",
+        |x: f64, digits: i64| format!("{x:.*}", digits.clamp(0, 17) as usize),
+    );
+    a.func("fixed", "fixed(x: int, digits: int) -> string", "An int written as a float with this many digits.", |x: i64, digits: i64| {
+        format!("{:.*}", digits.clamp(0, 17) as usize, x as f64)
+    });
     let st = a.st.clone();
     a.func("quick", "quick() -> bool", "Whether the script runs in quick mode (`--quick`): shrink the work to seconds.", move || st.ctx.quick);
     let st = a.st.clone();
@@ -167,18 +206,28 @@ pub(super) fn register(a: &mut Api) {
         },
     );
     let st = a.st.clone();
-    a.func("param", "param(key: string) -> value", "The value of `--set key=value` (required: an error names the key when it is missing).", move |ctx: NativeCallContext, key: &str| -> Res<Dynamic> {
-        st.used_param(key);
-        match st.ctx.params.get(key) {
-            Some(raw) => param(key, raw, &Dynamic::UNIT).map_err(|e| fail(&ctx, e)),
-            None => Err(fail(&ctx, format!("this script needs --set {key}=VALUE"))),
-        }
-    });
+    a.func(
+        "param",
+        "param(key: string) -> value",
+        "The value of `--set key=value` (required: an error names the key when it is missing).",
+        move |ctx: NativeCallContext, key: &str| -> Res<Dynamic> {
+            st.used_param(key);
+            match st.ctx.params.get(key) {
+                Some(raw) => param(key, raw, &Dynamic::UNIT).map_err(|e| fail(&ctx, e)),
+                None => Err(fail(&ctx, format!("this script needs --set {key}=VALUE"))),
+            }
+        },
+    );
     let st = a.st.clone();
-    a.func("progress", "progress(total: int) -> Progress", "A progress bar of `total` steps on stderr.", move |ctx: NativeCallContext, total: i64| -> Res<ProgressHandle> {
-        let n = count("progress total", total).map_err(|e| fail(&ctx, e))?;
-        Ok(ProgressHandle(Arc::new(st.progress_bar(n as u64, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}"))))
-    });
+    a.func(
+        "progress",
+        "progress(total: int) -> Progress",
+        "A progress bar of `total` steps on stderr.",
+        move |ctx: NativeCallContext, total: i64| -> Res<ProgressHandle> {
+            let n = count("progress total", total).map_err(|e| fail(&ctx, e))?;
+            Ok(ProgressHandle(Arc::new(st.progress_bar(n as u64, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}"))))
+        },
+    );
     a.func("inc", "Progress.inc()", "Advance the bar by one.", |p: &mut ProgressHandle| p.0.inc(1));
     a.func("inc", "Progress.inc(n: int)", "Advance the bar by n.", |p: &mut ProgressHandle, n: i64| p.0.inc(n.max(0) as u64));
     a.func("set_message", "Progress.set_message(text: string)", "Show text beside the bar.", |p: &mut ProgressHandle, m: &str| p.0.set_message(m.to_string()));

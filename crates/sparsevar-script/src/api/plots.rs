@@ -7,7 +7,7 @@ use sparsevar_core::model::ModelSpec;
 use sparsevar_experiment::sweep::SweepSummary;
 use sparsevar_plot::{PlotError, PlotFile};
 
-use super::{fail, Api, Res, SweepResult, TrainResult};
+use super::{Api, Res, SweepResult, TrainResult, fail};
 use crate::engine::State;
 
 /// The figure as a script map: path, width, height, series (name → [[x, y], …]) and cells
@@ -57,7 +57,9 @@ fn title(r: &TrainResult) -> String {
 /// Sweeps to compare with their labels: an array of SweepResults (labelled by their names)
 /// or a map from label to SweepResult.
 fn entries(v: &Dynamic) -> Result<Vec<(String, SweepResult)>, String> {
-    let one = |label: String, d: &Dynamic| d.read_lock::<SweepResult>().map(|r| (label, r.clone())).ok_or_else(|| format!("plot_comparison: expected SweepResults (got {})", d.type_name()));
+    let one = |label: String, d: &Dynamic| {
+        d.read_lock::<SweepResult>().map(|r| (label, r.clone())).ok_or_else(|| format!("plot_comparison: expected SweepResults (got {})", d.type_name()))
+    };
     if let Some(a) = v.read_lock::<Array>() {
         return a.iter().map(|d| one(d.read_lock::<SweepResult>().map(|r| r.0.name.clone()).unwrap_or_default(), d)).collect();
     }
@@ -74,14 +76,18 @@ pub(super) fn register(a: &mut Api) {
         "plot_scaling",
         "plot_scaling(sweep: SweepResult, path: string) -> map",
         "m*(T) per model on log axes with its grid bracket, each seed's threshold, the log and power fits, and the baselines.",
-        move |ctx: NativeCallContext, r: SweepResult, path: &str| -> Res<Map> { draw(&ctx, &st, path, |p| sparsevar_plot::scaling_with_runs(&r.0.summary, &r.0.runs, p)) },
+        move |ctx: NativeCallContext, r: SweepResult, path: &str| -> Res<Map> {
+            draw(&ctx, &st, path, |p| sparsevar_plot::scaling_with_runs(&r.0.summary, &r.0.runs, p))
+        },
     );
     let st = a.st.clone();
     a.func(
         "plot_success_map",
         "plot_success_map(sweep: SweepResult, model: string, path: string) -> map",
         "One model's success rate over the (T, m) grid, m*(T) outlined.",
-        move |ctx: NativeCallContext, r: SweepResult, model: &str, path: &str| -> Res<Map> { draw(&ctx, &st, path, |p| sparsevar_plot::success_map(&r.0.summary, model, p)) },
+        move |ctx: NativeCallContext, r: SweepResult, model: &str, path: &str| -> Res<Map> {
+            draw(&ctx, &st, path, |p| sparsevar_plot::success_map(&r.0.summary, model, p))
+        },
     );
     let st = a.st.clone();
     a.func(
@@ -90,7 +96,10 @@ pub(super) fn register(a: &mut Api) {
         "Where one member's CLS token attends, per layer and head, S outlined (series `S`, `mass_on_s`, `best_head`).",
         move |ctx: NativeCallContext, r: TrainResult, i: i64, path: &str| -> Res<Map> {
             let members = &r.0.result.members;
-            let m = usize::try_from(i).ok().and_then(|i| members.get(i)).ok_or_else(|| fail(&ctx, format!("member {i} is out of range: this run has members 0 to {}", members.len().saturating_sub(1))))?;
+            let m = usize::try_from(i)
+                .ok()
+                .and_then(|i| members.get(i))
+                .ok_or_else(|| fail(&ctx, format!("member {i} is out of range: this run has members 0 to {}", members.len().saturating_sub(1))))?;
             let t = format!("{}, seed {}", title(&r), m.seed);
             draw(&ctx, &st, path, |p| sparsevar_plot::member_attention(m, &t, p))
         },
@@ -100,7 +109,9 @@ pub(super) fn register(a: &mut Api) {
         "plot_curves",
         "plot_curves(run: TrainResult, path: string) -> map",
         "Test accuracy, loss and attention mass on S against step per member, with the learned step (●) and the variable-creation step (▲) marked.",
-        move |ctx: NativeCallContext, r: TrainResult, path: &str| -> Res<Map> { draw(&ctx, &st, path, |p| sparsevar_plot::training_curves(&r.0.result.curves, &r.0.result.members, &title(&r), p)) },
+        move |ctx: NativeCallContext, r: TrainResult, path: &str| -> Res<Map> {
+            draw(&ctx, &st, path, |p| sparsevar_plot::training_curves(&r.0.result.curves, &r.0.result.members, &title(&r), p))
+        },
     );
     let st = a.st.clone();
     a.func(

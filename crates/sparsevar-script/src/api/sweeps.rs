@@ -8,10 +8,10 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use sparsevar_experiment::config::TrainConfig;
 use sparsevar_experiment::results::fresh_dir;
-use sparsevar_experiment::sweep::{read_runs, run_sweep, ModelSummary, RunRow, SweepConfig, SweepEvent, SweepSection, SweepSummary};
+use sparsevar_experiment::sweep::{ModelSummary, RunRow, SweepConfig, SweepEvent, SweepSection, SweepSummary, read_runs, run_sweep};
 
 use super::training::config_keys;
-use super::{code, fail, fields, overlay, stopped, string_of, to_dyn, unknown_key, Api, ModelHandle, Res, TaskHandle};
+use super::{Api, ModelHandle, Res, TaskHandle, code, fail, fields, overlay, stopped, string_of, to_dyn, unknown_key};
 use crate::engine::State;
 
 /// A loaded sweep config (`load_config` of a sweep YAML), runnable with `sweep(plan)`.
@@ -60,10 +60,17 @@ fn sweep_config(st: &State, base: Option<&SweepConfig>, opts: &Map) -> Result<Sw
         return Err(unknown_key("sweep", k, &valid));
     }
     let task = match opts.get("task") {
-        Some(v) => v.read_lock::<TaskHandle>().map(|t| (*t.0).clone()).ok_or_else(|| format!("sweep key `task` must be a Task, e.g. sparse_parity(8, 2) (got {})", v.type_name()))?,
+        Some(v) => v
+            .read_lock::<TaskHandle>()
+            .map(|t| (*t.0).clone())
+            .ok_or_else(|| format!("sweep key `task` must be a Task, e.g. sparse_parity(8, 2) (got {})", v.type_name()))?,
         None => base.map(|b| b.task.clone()).ok_or("sweep needs `task`, e.g. task: sparse_parity(8, 2) (its T comes from the sweep's `T`)")?,
     };
-    let model_of = |name: &str, v: &Dynamic| v.read_lock::<ModelHandle>().map(|m| (*m.0).clone()).ok_or_else(|| format!("sweep model `{name}` must be a Model, e.g. transformer() (got {})", v.type_name()));
+    let model_of = |name: &str, v: &Dynamic| {
+        v.read_lock::<ModelHandle>()
+            .map(|m| (*m.0).clone())
+            .ok_or_else(|| format!("sweep model `{name}` must be a Model, e.g. transformer() (got {})", v.type_name()))
+    };
     let models = match (opts.get("models"), opts.get("model")) {
         (Some(_), Some(_)) => return Err("give sweep either `models` (a map of name to model) or `model`, not both".into()),
         (Some(v), None) => {
@@ -155,7 +162,15 @@ pub(super) fn register(a: &mut Api) {
     a.group("Sweeps");
     a.ty::<SweepResult>("SweepResult", "a finished sample-complexity sweep: m*(T) per model with intervals, fits, baselines, and its results folder");
     a.ty::<SweepPlan>("SweepPlan", "a sweep config loaded from YAML with `load_config`, runnable with `sweep(plan)`");
-    a.display::<SweepResult>(|r| format!("SweepResult({}: models {:?}, T {:?}, {})", r.0.name, r.0.summary.models.iter().map(|m| m.model.as_str()).collect::<Vec<_>>(), r.0.cfg.sweep.t, r.0.dir.display()));
+    a.display::<SweepResult>(|r| {
+        format!(
+            "SweepResult({}: models {:?}, T {:?}, {})",
+            r.0.name,
+            r.0.summary.models.iter().map(|m| m.model.as_str()).collect::<Vec<_>>(),
+            r.0.cfg.sweep.t,
+            r.0.dir.display()
+        )
+    });
     a.display::<SweepPlan>(|p| format!("SweepPlan({}: T {:?})", p.name, p.cfg.sweep.t));
     let st = a.st.clone();
     a.func(
@@ -169,10 +184,15 @@ pub(super) fn register(a: &mut Api) {
         },
     );
     let st = a.st.clone();
-    a.func("sweep", "sweep(plan: SweepPlan) -> SweepResult", "Run a loaded sweep config as it is (on the script's backend).", move |ctx: NativeCallContext, plan: SweepPlan| -> Res<SweepResult> {
-        let cfg = sweep_config(&st, Some(&plan.cfg), &Map::new()).map_err(|e| fail(&ctx, e))?;
-        run(&ctx, &st, cfg, plan.name.to_string())
-    });
+    a.func(
+        "sweep",
+        "sweep(plan: SweepPlan) -> SweepResult",
+        "Run a loaded sweep config as it is (on the script's backend).",
+        move |ctx: NativeCallContext, plan: SweepPlan| -> Res<SweepResult> {
+            let cfg = sweep_config(&st, Some(&plan.cfg), &Map::new()).map_err(|e| fail(&ctx, e))?;
+            run(&ctx, &st, cfg, plan.name.to_string())
+        },
+    );
     let st = a.st.clone();
     a.func(
         "sweep",
@@ -212,23 +232,49 @@ pub(super) fn register(a: &mut Api) {
         "Per model the fits of m*(T): #{log: #{a, b, r2}, power: #{a, b, r2}, ratio, verdict}, or () with fewer than two m*.",
         |r: &mut SweepResult| per_model(r, |m| to_dyn(&m.fit)),
     );
-    a.prop("baselines", "SweepResult.baselines -> array", "Per T: info_floor (log2 C(T, s)), gf2_m_star, subset_search_m_star, subset_search_skipped.", |r: &mut SweepResult| to_dyn(&r.0.summary.baselines));
-    a.prop("runs", "SweepResult.runs -> array", "Every member trained: maps of model, variant, t, m, seed, learned, step, test_accuracy, mass_on_s, variable_step, ….", |r: &mut SweepResult| to_dyn(&r.0.runs));
+    a.prop(
+        "baselines",
+        "SweepResult.baselines -> array",
+        "Per T: info_floor (log2 C(T, s)), gf2_m_star, subset_search_m_star, subset_search_skipped.",
+        |r: &mut SweepResult| to_dyn(&r.0.summary.baselines),
+    );
+    a.prop(
+        "runs",
+        "SweepResult.runs -> array",
+        "Every member trained: maps of model, variant, t, m, seed, learned, step, test_accuracy, mass_on_s, variable_step, ….",
+        |r: &mut SweepResult| to_dyn(&r.0.runs),
+    );
     a.prop("summary", "SweepResult.summary -> map", "The whole summary (as in summary.json).", |r: &mut SweepResult| to_dyn(&r.0.summary));
-    a.prop("success_rule", "SweepResult.success_rule -> string", "When a (T, m) cell counts as learned.", |r: &mut SweepResult| r.0.summary.success_rule.clone());
+    a.prop("success_rule", "SweepResult.success_rule -> string", "When a (T, m) cell counts as learned.", |r: &mut SweepResult| {
+        r.0.summary.success_rule.clone()
+    });
     a.prop("dir", "SweepResult.dir -> string", "The sweep's results folder.", |r: &mut SweepResult| r.0.dir.display().to_string());
     a.prop("name", "SweepResult.name -> string", "The sweep's name.", |r: &mut SweepResult| r.0.name.clone());
     a.prop("seconds", "SweepResult.seconds -> float", "Wall time of the sweep.", |r: &mut SweepResult| r.0.summary.seconds);
-    a.func("m_star_at", "SweepResult.m_star_at(model: string, T: int) -> int or ()", "m* of one model at one T.", |ctx: NativeCallContext, r: &mut SweepResult, model: &str, t: i64| -> Res<Dynamic> {
-        let m = r.0.summary.models.iter().find(|m| m.model == model).ok_or_else(|| fail(&ctx, format!("no model `{model}` in this sweep; it has: {}", r.0.summary.models.iter().map(|m| m.model.as_str()).collect::<Vec<_>>().join(", "))))?;
-        let p = m.points.iter().find(|p| p.t as i64 == t).ok_or_else(|| fail(&ctx, format!("T = {t} was not swept; T: {:?}", r.0.cfg.sweep.t)))?;
-        Ok(to_dyn(&p.m_star))
-    });
+    a.func(
+        "m_star_at",
+        "SweepResult.m_star_at(model: string, T: int) -> int or ()",
+        "m* of one model at one T.",
+        |ctx: NativeCallContext, r: &mut SweepResult, model: &str, t: i64| -> Res<Dynamic> {
+            let m = r.0.summary.models.iter().find(|m| m.model == model).ok_or_else(|| {
+                fail(
+                    &ctx,
+                    format!("no model `{model}` in this sweep; it has: {}", r.0.summary.models.iter().map(|m| m.model.as_str()).collect::<Vec<_>>().join(", ")),
+                )
+            })?;
+            let p = m.points.iter().find(|p| p.t as i64 == t).ok_or_else(|| fail(&ctx, format!("T = {t} was not swept; T: {:?}", r.0.cfg.sweep.t)))?;
+            Ok(to_dyn(&p.m_star))
+        },
+    );
     let mut keys = vec![("task".to_string(), "required: a Task (its T is replaced by each swept T)".to_string())];
     keys.push(("models".into(), "required (or `model`): a map from name to Model".into()));
     keys.push(("model".into(), "one Model, named after its kind (`transformer` or `mlp`)".into()));
     keys.push(("name".into(), "`\"sweep\"` (the results folder, numbered if taken)".into()));
     keys.push(("backend".into(), "the script's backend".into()));
     keys.extend(code(fields(&default_section())).into_iter().map(|(k, v)| if k == "T" { (k, "required, e.g. `[8, 16, 32]`".into()) } else { (k, v) }));
-    a.keys("Sweep options", "Keys of `sweep(#{..})` besides the train keys (any key of Train options is accepted too; `samples` is replaced by the m grid).", keys);
+    a.keys(
+        "Sweep options",
+        "Keys of `sweep(#{..})` besides the train keys (any key of Train options is accepted too; `samples` is replaced by the m grid).",
+        keys,
+    );
 }

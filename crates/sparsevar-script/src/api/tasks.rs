@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use sparsevar_core::task::TaskSpec;
 
-use super::{code, count, fail, fields, overlay, to_dyn, Api, Res};
+use super::{Api, Res, code, count, fail, fields, overlay, to_dyn};
 use crate::engine::State;
 
 /// A task description (a `TaskSpec`): which function, T, s, and its options. S itself is

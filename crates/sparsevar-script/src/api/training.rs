@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
-use sparsevar_experiment::results::{fresh_dir, ResultsDir};
+use sparsevar_experiment::results::{ResultsDir, fresh_dir};
 use sparsevar_experiment::train::{EnsembleResult, MemberResult, Progress, RunSpec, Trainer};
 
-use super::{code, fail, fields, overlay, seeds_of, stopped, string_of, to_dyn, Api, ModelHandle, Res, TaskHandle};
+use super::{Api, ModelHandle, Res, TaskHandle, code, fail, fields, overlay, seeds_of, stopped, string_of, to_dyn};
 use crate::engine::State;
 
 /// A loaded experiment config (`load_config` of a train YAML), trainable with `train(exp)`.
@@ -164,13 +164,23 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: ExperimentConfig, name: String)
         return Err(stopped(ctx, format!("{why} at step {} of training {name}; the run so far is in {}", result.steps, dir.display())));
     }
     let learned = result.members.iter().filter(|m| m.learned).count();
-    st.say(&format!("trained {name}: {learned}/{} members learned, {} steps, {:.1} s -> {}", result.members.len(), result.steps, result.seconds, dir.display()), true);
+    st.say(
+        &format!("trained {name}: {learned}/{} members learned, {} steps, {:.1} s -> {}", result.members.len(), result.steps, result.seconds, dir.display()),
+        true,
+    );
     Ok(TrainResult(Arc::new(TrainData { name, dir, config: cfg, result })))
 }
 
 /// `train(task, model, opts)`.
 fn from_parts(ctx: &NativeCallContext, st: &State, task: &TaskHandle, model: &ModelHandle, opts: &Map) -> Res<TrainResult> {
-    let base = ExperimentConfig { task: (*task.0).clone(), model: (*model.0).clone(), train: TrainConfig::default(), seeds: vec![0], backend: String::new(), threads: None };
+    let base = ExperimentConfig {
+        task: (*task.0).clone(),
+        model: (*model.0).clone(),
+        train: TrainConfig::default(),
+        seeds: vec![0],
+        backend: String::new(),
+        threads: None,
+    };
     let name = format!("train-{}-T{}", task.0.kind, task.0.t);
     from_config(ctx, st, &ExperimentHandle { cfg: Arc::new(base), name: name.into() }, opts)
 }
@@ -191,7 +201,9 @@ pub(super) fn register(a: &mut Api) {
         let k = r.0.result.members.iter().filter(|m| m.learned).count();
         format!("TrainResult({}: {k}/{n} learned, {})", r.0.name, r.0.dir.display())
     });
-    a.display::<ExperimentHandle>(|e| format!("Experiment({}: {} T={} s={}, {} seeds)", e.name, e.cfg.task.kind, e.cfg.task.t, e.cfg.task.s, e.cfg.seeds.len()));
+    a.display::<ExperimentHandle>(|e| {
+        format!("Experiment({}: {} T={} s={}, {} seeds)", e.name, e.cfg.task.kind, e.cfg.task.t, e.cfg.task.s, e.cfg.seeds.len())
+    });
     let st = a.st.clone();
     a.func(
         "train",
@@ -200,9 +212,12 @@ pub(super) fn register(a: &mut Api) {
         move |ctx: NativeCallContext, task: TaskHandle, model: ModelHandle, opts: Map| from_parts(&ctx, &st, &task, &model, &opts),
     );
     let st = a.st.clone();
-    a.func("train", "train(task: Task, model: Model) -> TrainResult", "`train(task, model, #{})`: one seed (0), every train default.", move |ctx: NativeCallContext, task: TaskHandle, model: ModelHandle| {
-        from_parts(&ctx, &st, &task, &model, &Map::new())
-    });
+    a.func(
+        "train",
+        "train(task: Task, model: Model) -> TrainResult",
+        "`train(task, model, #{})`: one seed (0), every train default.",
+        move |ctx: NativeCallContext, task: TaskHandle, model: ModelHandle| from_parts(&ctx, &st, &task, &model, &Map::new()),
+    );
     let st = a.st.clone();
     a.func(
         "train",
@@ -211,9 +226,12 @@ pub(super) fn register(a: &mut Api) {
         move |ctx: NativeCallContext, exp: ExperimentHandle, opts: Map| from_config(&ctx, &st, &exp, &opts),
     );
     let st = a.st.clone();
-    a.func("train", "train(experiment: Experiment) -> TrainResult", "Train a loaded config as it is (on the script's backend).", move |ctx: NativeCallContext, exp: ExperimentHandle| {
-        from_config(&ctx, &st, &exp, &Map::new())
-    });
+    a.func(
+        "train",
+        "train(experiment: Experiment) -> TrainResult",
+        "Train a loaded config as it is (on the script's backend).",
+        move |ctx: NativeCallContext, exp: ExperimentHandle| from_config(&ctx, &st, &exp, &Map::new()),
+    );
     a.prop("learned", "TrainResult.learned -> array", "Per member: whether it reached the target accuracy.", |r: &mut TrainResult| -> Array {
         r.0.result.members.iter().map(|m| Dynamic::from(m.learned)).collect()
     });
@@ -238,13 +256,24 @@ pub(super) fn register(a: &mut Api) {
     a.prop("dir", "TrainResult.dir -> string", "The run's results folder.", |r: &mut TrainResult| r.0.dir.display().to_string());
     a.prop("name", "TrainResult.name -> string", "The run's name (its folder's name before numbering).", |r: &mut TrainResult| r.0.name.clone());
     a.prop("seconds", "TrainResult.seconds -> float", "Wall time of the training.", |r: &mut TrainResult| r.0.result.seconds);
-    a.prop("total_steps", "TrainResult.total_steps -> int", "Steps the ensemble trained (until every member finished or the budget ran out).", |r: &mut TrainResult| r.0.result.steps as i64);
+    a.prop(
+        "total_steps",
+        "TrainResult.total_steps -> int",
+        "Steps the ensemble trained (until every member finished or the budget ran out).",
+        |r: &mut TrainResult| r.0.result.steps as i64,
+    );
     a.prop("task", "TrainResult.task -> Task", "The task it trained on.", |r: &mut TrainResult| TaskHandle(Arc::new(r.0.config.task.clone())));
     a.prop("model", "TrainResult.model -> Model", "The model it trained.", |r: &mut TrainResult| ModelHandle(Arc::new(r.0.config.model.clone())));
     a.prop("train", "TrainResult.train -> map", "The train settings, every default written out.", |r: &mut TrainResult| to_dyn(&r.0.config.train));
-    a.func("all_learned", "TrainResult.all_learned() -> bool", "Whether every member learned.", |r: &mut TrainResult| r.0.result.members.iter().all(|m| m.learned));
-    a.func("num_learned", "TrainResult.num_learned() -> int", "How many members learned.", |r: &mut TrainResult| r.0.result.members.iter().filter(|m| m.learned).count() as i64);
-    a.func("steps", "TrainResult.steps() -> array", "Per member the step at which it learned, or ().", |r: &mut TrainResult| -> Array { r.0.result.members.iter().map(|m| to_dyn(&m.step)).collect() });
+    a.func("all_learned", "TrainResult.all_learned() -> bool", "Whether every member learned.", |r: &mut TrainResult| {
+        r.0.result.members.iter().all(|m| m.learned)
+    });
+    a.func("num_learned", "TrainResult.num_learned() -> int", "How many members learned.", |r: &mut TrainResult| {
+        r.0.result.members.iter().filter(|m| m.learned).count() as i64
+    });
+    a.func("steps", "TrainResult.steps() -> array", "Per member the step at which it learned, or ().", |r: &mut TrainResult| -> Array {
+        r.0.result.members.iter().map(|m| to_dyn(&m.step)).collect()
+    });
     a.func(
         "variable_steps",
         "TrainResult.variable_steps() -> array",
