@@ -4,6 +4,7 @@
 //!
 //! `cargo test -p sparsevar-wgpu --test conformance -- --nocapture` prints the largest errors.
 
+#[macro_use]
 mod common;
 
 use common::{F32, Rng, Tol, conform, download, run, upload};
@@ -11,7 +12,6 @@ use sparsevar_core::backend::{Backend, BinaryOp, Kernel, UnaryOp, Update, stride
 
 type Outputs = Vec<(String, Vec<f64>)>;
 
-#[test]
 fn matmul_all_transposes_and_shapes() {
     conform("matmul", F32, |be| {
         let mut rng = Rng::new(1);
@@ -32,7 +32,6 @@ fn matmul_all_transposes_and_shapes() {
     });
 }
 
-#[test]
 fn binary_with_broadcasts() {
     conform("binary", F32, |be| {
         let mut rng = Rng::new(2);
@@ -64,7 +63,6 @@ fn binary_with_broadcasts() {
     });
 }
 
-#[test]
 fn sum_to_every_reduction_pattern() {
     conform("sum_to", F32, |be| {
         let mut rng = Rng::new(3);
@@ -82,7 +80,6 @@ fn sum_to_every_reduction_pattern() {
     });
 }
 
-#[test]
 fn affine_and_fill() {
     conform("affine_fill", F32, |be| {
         let mut rng = Rng::new(4);
@@ -95,7 +92,6 @@ fn affine_and_fill() {
     });
 }
 
-#[test]
 fn unary_forward() {
     conform("unary", F32, |be| {
         let mut rng = Rng::new(5);
@@ -105,7 +101,6 @@ fn unary_forward() {
     });
 }
 
-#[test]
 fn unary_backward() {
     conform("unary_backward", F32, |be| {
         let mut rng = Rng::new(6);
@@ -121,7 +116,6 @@ fn unary_backward() {
     });
 }
 
-#[test]
 fn softmax_and_backward() {
     conform("softmax", F32, |be| {
         let mut rng = Rng::new(7);
@@ -135,7 +129,6 @@ fn softmax_and_backward() {
     });
 }
 
-#[test]
 fn layer_norm_and_backward() {
     conform("layer_norm", F32, |be| {
         let mut rng = Rng::new(8);
@@ -150,7 +143,6 @@ fn layer_norm_and_backward() {
     });
 }
 
-#[test]
 fn gather_and_scatter_add() {
     conform("gather_scatter", F32, |be| {
         let mut rng = Rng::new(9);
@@ -182,7 +174,6 @@ fn gather_and_scatter_add() {
     });
 }
 
-#[test]
 fn permute_axes() {
     conform("permute", Tol { abs: 0.0, rel: 0.0 }, |be| {
         let mut rng = Rng::new(10);
@@ -196,7 +187,6 @@ fn permute_axes() {
     });
 }
 
-#[test]
 fn narrow_and_backward() {
     conform("narrow", Tol { abs: 0.0, rel: 0.0 }, |be| {
         let mut rng = Rng::new(11);
@@ -211,7 +201,6 @@ fn narrow_and_backward() {
     });
 }
 
-#[test]
 fn cross_entropy_and_backward() {
     conform("cross_entropy", F32, |be| {
         let mut rng = Rng::new(12);
@@ -230,7 +219,6 @@ fn cross_entropy_and_backward() {
     });
 }
 
-#[test]
 fn zero_and_accumulate_squares() {
     conform("accumulate_squares", F32, |be| {
         let mut rng = Rng::new(13);
@@ -294,20 +282,17 @@ fn optimizer_steps(be: &mut dyn Backend, sgd: bool, clip: Option<f64>, weight_de
     outs
 }
 
-#[test]
 fn adam_with_and_without_clip() {
     // Clipping at 2 bites: each group's gradient norm is about 5.
     conform("adam", F32, |be| optimizer_steps(be, false, None, 0.0));
     conform("adamw_clip", F32, |be| optimizer_steps(be, false, Some(2.0), 0.01));
 }
 
-#[test]
 fn sgd_with_and_without_clip() {
     conform("sgd", F32, |be| optimizer_steps(be, true, None, 0.0));
     conform("sgd_clip", F32, |be| optimizer_steps(be, true, Some(2.0), 0.01));
 }
 
-#[test]
 fn a_chain_of_launches_sees_each_others_results() {
     // No read between launches: every kernel reads what the previous one wrote within the
     // same pass, and a write in the middle must not overtake earlier launches.
@@ -329,7 +314,6 @@ fn a_chain_of_launches_sees_each_others_results() {
 /// ScatterAdd and SumTo add in the CPU's order (increasing row; lexicographic over the
 /// reduced axes), so with plain f32 additions they agree with CPU f32 to the bit — which a
 /// tolerance could not tell from a wrong order.
-#[test]
 fn ordered_sums_match_cpu_f32_bit_for_bit() {
     let Some(mut gpu) = common::wgpu_or_skip("ordered_sums_match_cpu_f32_bit_for_bit") else { return };
     let mut cpu = sparsevar_cpu::CpuBackend::<f32>::new();
@@ -350,4 +334,29 @@ fn ordered_sums_match_cpu_f32_bit_for_bit() {
         let diff = want.iter().zip(&got).position(|(w, g)| w.to_bits() != g.to_bits());
         assert!(diff.is_none(), "{kern:?}: first difference at {diff:?}: cpu {:?}, wgpu {:?}", diff.map(|i| want[i]), diff.map(|i| got[i]));
     }
+}
+
+fn main() -> std::process::ExitCode {
+    common::harness(
+        tests![ordered_sums_match_cpu_f32_bit_for_bit],
+        tests![
+            matmul_all_transposes_and_shapes,
+            binary_with_broadcasts,
+            sum_to_every_reduction_pattern,
+            affine_and_fill,
+            unary_forward,
+            unary_backward,
+            softmax_and_backward,
+            layer_norm_and_backward,
+            gather_and_scatter_add,
+            permute_axes,
+            narrow_and_backward,
+            cross_entropy_and_backward,
+            zero_and_accumulate_squares,
+            adam_with_and_without_clip,
+            sgd_with_and_without_clip,
+            a_chain_of_launches_sees_each_others_results,
+        ],
+        &[],
+    )
 }

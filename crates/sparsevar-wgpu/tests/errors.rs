@@ -1,13 +1,13 @@
 //! Error paths on wgpu: the same `BackendError`s as the CPU backend for bad lengths, unknown
 //! buffers, aliasing and arity; NaN where an index is out of range; the no-adapter message.
 
+#[macro_use]
 mod common;
 
 use common::{download, upload, wgpu_or_skip};
 use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, UnaryOp, Update};
 use sparsevar_wgpu::{WgpuBackend, WgpuError};
 
-#[test]
 fn wrong_lengths_unknown_buffers_aliasing_and_arity() {
     let Some(mut be) = wgpu_or_skip("wrong_lengths_unknown_buffers_aliasing_and_arity") else { return };
     let kern = Kernel::MatMul { batch: 2, m: 3, k: 4, n: 5, trans_a: false, trans_b: false };
@@ -45,7 +45,6 @@ fn wrong_lengths_unknown_buffers_aliasing_and_arity() {
     assert_eq!(download(&mut be, z), [0.0, 2.0, 0.0, 4.0]);
 }
 
-#[test]
 fn out_of_range_indices_give_nan_not_garbage() {
     let Some(mut be) = wgpu_or_skip("out_of_range_indices_give_nan_not_garbage") else { return };
     // Gather: row 1 asks for table row 5 of 3.
@@ -72,7 +71,6 @@ fn out_of_range_indices_give_nan_not_garbage() {
     assert!(download(&mut be, loss)[0].is_nan());
 }
 
-#[test]
 fn no_adapter_message_names_the_fix() {
     let msg = WgpuError::NoAdapter.to_string();
     assert!(msg.contains("apt-get install mesa-vulkan-drivers libvulkan1"), "{msg}");
@@ -80,7 +78,6 @@ fn no_adapter_message_names_the_fix() {
     assert!(msg.contains('7') && msg.contains('1'), "{msg}");
 }
 
-#[test]
 fn adapters_are_listed_and_can_be_chosen() {
     let Some(be) = wgpu_or_skip("adapters_are_listed_and_can_be_chosen") else { return };
     let list = sparsevar_wgpu::adapters();
@@ -100,7 +97,6 @@ fn adapters_are_listed_and_can_be_chosen() {
     assert!(matches!(WgpuBackend::with_adapter(list.len()), Err(WgpuError::AdapterIndex { .. })));
 }
 
-#[test]
 fn a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go() {
     let Some(mut be) = wgpu_or_skip("a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go") else { return };
     let relu = Kernel::Unary { op: UnaryOp::Relu, len: 3 };
@@ -115,4 +111,17 @@ fn a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go() {
     let z = upload(&mut be, &[4.0, -5.0, 6.0]);
     be.launch(&relu, &[z], y).unwrap();
     assert_eq!(download(&mut be, y), [4.0, 0.0, 6.0]);
+}
+
+fn main() -> std::process::ExitCode {
+    common::harness(
+        tests![
+            wrong_lengths_unknown_buffers_aliasing_and_arity,
+            out_of_range_indices_give_nan_not_garbage,
+            adapters_are_listed_and_can_be_chosen,
+            a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go,
+        ],
+        &[],
+        tests![no_adapter_message_names_the_fix],
+    )
 }

@@ -2,6 +2,7 @@
 //! members trained alone, one submission per step with nothing created per step, and a
 //! small sparse parity really learned.
 
+#[macro_use]
 mod common;
 
 use common::{Tol, assert_close, wgpu_or_skip};
@@ -38,7 +39,6 @@ fn steps(be: &mut dyn Backend, spec: RunSpec, steps: usize) -> (Vec<Vec<f64>>, V
     (losses, t.parameters().unwrap())
 }
 
-#[test]
 fn five_steps_match_the_cpu() {
     let Some(mut gpu) = wgpu_or_skip("five_steps_match_the_cpu") else { return };
     // T = 12 with batch 24, two layers: the first layer's token table, a full layer with
@@ -97,7 +97,6 @@ fn member(p: &[f64], r: usize, m: usize) -> &[f64] {
     &p[m * n..(m + 1) * n]
 }
 
-#[test]
 fn members_trained_together_equal_members_trained_alone() {
     let Some(mut gpu) = wgpu_or_skip("members_trained_together_equal_members_trained_alone") else { return };
     let seeds = vec![3, 11, 42];
@@ -115,7 +114,6 @@ fn members_trained_together_equal_members_trained_alone() {
     assert_ne!(member(&params[0], 3, 0), member(&params[0], 3, 1), "different seeds give different numbers");
 }
 
-#[test]
 fn a_step_is_one_submission_and_creates_nothing() {
     let Some(mut gpu) = wgpu_or_skip("a_step_is_one_submission_and_creates_nothing") else { return };
     let counters = gpu.counters();
@@ -137,7 +135,6 @@ fn a_step_is_one_submission_and_creates_nothing() {
 
 /// The learning test of the CPU suite, on wgpu: both members learn the (8, 2) parity and
 /// attention concentrates on S.
-#[test]
 fn a_small_parity_is_learned_on_wgpu() {
     let Some(mut gpu) = wgpu_or_skip("a_small_parity_is_learned_on_wgpu") else { return };
     let spec = RunSpec {
@@ -157,4 +154,17 @@ fn a_small_parity_is_learned_on_wgpu() {
         let best = a.mass_on_s[a.best_head.0][a.best_head.1];
         assert!(best >= 0.5, "seed {}: best head mass on S {best}", m.seed);
     }
+}
+
+fn main() -> std::process::ExitCode {
+    common::harness(
+        tests![
+            five_steps_match_the_cpu,
+            members_trained_together_equal_members_trained_alone,
+            a_step_is_one_submission_and_creates_nothing,
+            a_small_parity_is_learned_on_wgpu,
+        ],
+        &[],
+        &[],
+    )
 }

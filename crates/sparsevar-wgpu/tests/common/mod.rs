@@ -22,6 +22,59 @@ pub fn wgpu_or_skip(test: &str) -> Option<WgpuBackend> {
     }
 }
 
+/// Which backend a conformance trial checks against the f64 reference (see [`harness`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    Cpu,
+    Wgpu,
+}
+
+/// Whether `conform` prints its largest errors (`-- --nocapture`).
+pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    /// Set by the harness around each trial; plain `cargo test` threads start on wgpu.
+    pub static SIDE: std::cell::Cell<Side> = const { std::cell::Cell::new(Side::Wgpu) };
+}
+
+/// The test harness of the wgpu test files (`harness = false`, libtest-mimic), so that a
+/// test that needs an adapter is reported as `ignored` — with the reason, once — on a machine
+/// without one, instead of passing without having run. Under `CI=true` nothing is ignored
+/// (the tests then fail on the missing adapter, see [`wgpu_or_skip`]). `wgpu_tests` run on
+/// wgpu only; each of `conformance` runs twice, `cpu/NAME` (CPU f32 against the f64
+/// reference, always) and `wgpu/NAME`; `always` need no adapter.
+pub fn harness(wgpu_tests: &[(&'static str, fn())], conformance: &[(&'static str, fn())], always: &[(&'static str, fn())]) -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    // This harness does not capture output: the error report of `conform` waits for --nocapture.
+    VERBOSE.store(args.nocapture, std::sync::atomic::Ordering::Relaxed);
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let missing = if ci { None } else { WgpuBackend::new().err() };
+    if let Some(e) = &missing {
+        println!("wgpu tests ignored: no adapter ({e})");
+    }
+    let trial = |name: String, f: fn(), side: Side| {
+        let t = libtest_mimic::Trial::test(name, move || {
+            SIDE.set(side);
+            f();
+            Ok(())
+        });
+        t.with_ignored_flag(side == Side::Wgpu && missing.is_some())
+    };
+    let mut trials: Vec<libtest_mimic::Trial> = wgpu_tests.iter().map(|&(n, f)| trial(n.to_string(), f, Side::Wgpu)).collect();
+    for &(n, f) in conformance {
+        trials.push(trial(format!("cpu/{n}"), f, Side::Cpu));
+        trials.push(trial(format!("wgpu/{n}"), f, Side::Wgpu));
+    }
+    trials.extend(always.iter().map(|&(n, f)| trial(n.to_string(), f, Side::Cpu)));
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// `[(name, fn)]` from function names, for [`harness`].
+#[macro_export]
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => { &[$((stringify!($f), $f as fn())),*] };
+}
+
 /// splitmix64: deterministic and dependency-free.
 pub struct Rng(u64);
 
@@ -117,16 +170,19 @@ pub fn assert_close(got: &[f64], want: &[f64], tol: Tol, what: &str) -> (f64, f6
 /// then on CPU f32 and wgpu (when an adapter exists), and compare each with the reference.
 pub fn conform(test: &str, tol: Tol, case: impl Fn(&mut dyn Backend) -> Vec<(String, Vec<f64>)>) {
     let want = case(&mut CpuBackend::<f64>::new());
-    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::<f32>::new())];
-    if let Some(be) = wgpu_or_skip(test) {
-        backends.push(Box::new(be));
+    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    match SIDE.get() {
+        Side::Cpu => backends.push(Box::new(CpuBackend::<f32>::new())),
+        Side::Wgpu => backends.extend(wgpu_or_skip(test).map(|be| Box::new(be) as Box<dyn Backend>)),
     }
     for be in &mut backends {
         let got = case(be.as_mut());
         assert_eq!(got.len(), want.len());
         for ((name, g), (_, w)) in got.iter().zip(&want) {
             let (abs, rel) = assert_close(g, w, tol, &format!("{test}/{name} on {}", be.name()));
-            println!("{test}/{name} on {}: max abs err {abs:.2e}, max rel err {rel:.2e} ({} values)", be.name(), g.len());
+            if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+                println!("{test}/{name} on {}: max abs err {abs:.2e}, max rel err {rel:.2e} ({} values)", be.name(), g.len());
+            }
         }
     }
 }
