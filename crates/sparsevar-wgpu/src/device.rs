@@ -78,7 +78,11 @@ pub(crate) fn enumerate() -> Vec<wgpu::Adapter> {
     let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     let backends = desc.backends;
     let instance = wgpu::Instance::new(desc);
-    pollster::block_on(instance.enumerate_adapters(backends))
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    // One GPU reached through two ICD manifests (see `headless`) is listed once.
+    let mut seen = std::collections::HashSet::new();
+    adapters.retain(|a| seen.insert(format!("{:?}", a.get_info())));
+    adapters
 }
 
 pub(crate) fn summary(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {

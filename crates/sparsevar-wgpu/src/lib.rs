@@ -40,6 +40,7 @@
 //! the CPU backend returns an error.
 
 mod device;
+mod headless;
 mod kernels;
 mod pipelines;
 
@@ -50,6 +51,7 @@ use std::sync::{Arc, Mutex};
 use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, Update};
 
 pub use device::{AdapterSummary, WgpuError, adapters};
+pub use headless::egl_manifest_to_add;
 use kernels::{Plan, WORDS};
 use pipelines::{Binding, Pipe, Pipelines, SLOTS, scoped};
 

@@ -154,7 +154,16 @@ fn bad<T>(msg: impl Into<String>) -> Result<T> {
     Err(BadInput(msg.into()).into())
 }
 
+#[allow(unsafe_code)]
 fn main() -> ExitCode {
+    // Before any thread or Vulkan instance exists: on a headless NVIDIA node, the packaged
+    // ICD manifest names a library that cannot create an instance without X; add one naming
+    // NVIDIA's EGL library (see sparsevar_wgpu::egl_manifest_to_add).
+    if let Some(manifest) = sparsevar_wgpu::egl_manifest_to_add() {
+        // SAFETY: the process is single-threaded here, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("VK_ADD_DRIVER_FILES", manifest) };
+    }
     let cli = Cli::parse();
     let host = Host::new(cli.plugins.as_deref());
     if !matches!(cli.command, Command::Plugins) {
