@@ -8,9 +8,9 @@
 //! the EGL library works. Measured on an H200 node (driver 580.159): no adapter with the
 //! packaged manifest; the H200 with a manifest naming libEGL_nvidia.so.0.
 //!
-//! [`egl_manifest_to_add`] decides from files and the environment alone (nothing is loaded)
-//! whether to add such a manifest; the program then points the loader at it through
-//! `VK_ADD_DRIVER_FILES` before anything else runs. Adapters that two manifests both reach are
+//! [`wants_egl_manifest`] decides from files and the environment alone (nothing is loaded)
+//! whether to add such a manifest; [`nvidia_egl_driver_env`] writes it and says which loader
+//! variables to set, which the program does before anything else runs. Adapters that two manifests both reach are
 //! listed once (see `device::enumerate`).
 
 use std::path::{Path, PathBuf};
@@ -81,13 +81,27 @@ pub(crate) fn wants_egl_manifest(m: &dyn Machine) -> bool {
     names(GLX) && !names(EGL) && m.has_library(EGL)
 }
 
-/// The ICD manifest for NVIDIA's EGL library, written once per user into the temporary
-/// folder, when [`wants_egl_manifest`] says this machine needs it; `None` otherwise. The
-/// caller adds it to `VK_ADD_DRIVER_FILES` before any Vulkan instance exists.
-pub fn egl_manifest_to_add() -> Option<PathBuf> {
+/// The environment to set, before any Vulkan instance exists, so that the loader also reads a
+/// manifest naming NVIDIA's EGL library — empty where [`wants_egl_manifest`] says this machine
+/// does not need one. The manifest is written once per user into the temporary folder. The
+/// loader ignores `VK_ADD_DRIVER_FILES` when the user lists drivers (`VK_DRIVER_FILES`, or its
+/// old name `VK_ICD_FILENAMES`), so then the manifest is appended to that list instead.
+pub fn nvidia_egl_driver_env() -> Vec<(&'static str, String)> {
     if !wants_egl_manifest(&Host) {
-        return None;
+        return Vec::new();
     }
+    let Some(manifest) = write_egl_manifest() else { return Vec::new() };
+    env_for(&Host, &manifest.display().to_string())
+}
+
+/// The variables that make the loader read `manifest` as well as what it reads now.
+pub(crate) fn env_for(m: &dyn Machine, manifest: &str) -> Vec<(&'static str, String)> {
+    let listed: Vec<(&'static str, String)> =
+        ["VK_DRIVER_FILES", "VK_ICD_FILENAMES"].into_iter().filter_map(|k| m.var(k).map(|v| (k, format!("{v}:{manifest}")))).collect();
+    if listed.is_empty() { vec![("VK_ADD_DRIVER_FILES", manifest.to_string())] } else { listed }
+}
+
+fn write_egl_manifest() -> Option<PathBuf> {
     let path = std::env::temp_dir().join(format!("sparsevar-nvidia-egl-icd-{}.json", std::env::var("USER").unwrap_or_default()));
     let text = format!("{{\"file_format_version\": \"1.0.0\", \"ICD\": {{\"library_path\": \"{EGL}\", \"api_version\": \"1.3.0\"}}}}\n");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
@@ -140,6 +154,16 @@ mod tests {
         let mut n = node();
         n.vars.insert("VK_ICD_FILENAMES", NV_GLX.0);
         assert!(wants_egl_manifest(&n));
+    }
+
+    #[test]
+    fn a_driver_list_the_user_set_is_extended_not_bypassed() {
+        let mut n = node();
+        assert_eq!(env_for(&n, "/tmp/egl.json"), vec![("VK_ADD_DRIVER_FILES", "/tmp/egl.json".to_string())]);
+        n.vars.insert("VK_ICD_FILENAMES", NV_GLX.0);
+        assert_eq!(env_for(&n, "/tmp/egl.json"), vec![("VK_ICD_FILENAMES", format!("{}:/tmp/egl.json", NV_GLX.0))]);
+        n.vars.insert("VK_DRIVER_FILES", NV_GLX.0);
+        assert_eq!(env_for(&n, "/tmp/egl.json").len(), 2, "both names extended");
     }
 
     #[test]

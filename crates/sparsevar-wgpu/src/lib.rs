@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, Update};
 
 pub use device::{AdapterSummary, WgpuError, adapters};
-pub use headless::egl_manifest_to_add;
+pub use headless::nvidia_egl_driver_env;
 use kernels::{Plan, WORDS};
 use pipelines::{Binding, Pipe, Pipelines, SLOTS, scoped};
 

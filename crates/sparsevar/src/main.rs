@@ -157,12 +157,12 @@ fn bad<T>(msg: impl Into<String>) -> Result<T> {
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
     // Before any thread or Vulkan instance exists: on a headless NVIDIA node, the packaged
-    // ICD manifest names a library that cannot create an instance without X; add one naming
-    // NVIDIA's EGL library (see sparsevar_wgpu::egl_manifest_to_add).
-    if let Some(manifest) = sparsevar_wgpu::egl_manifest_to_add() {
+    // ICD manifest names a library that cannot create an instance without X; let the loader
+    // also read one naming NVIDIA's EGL library (see sparsevar_wgpu::nvidia_egl_driver_env).
+    for (key, value) in sparsevar_wgpu::nvidia_egl_driver_env() {
         // SAFETY: the process is single-threaded here, so nothing reads the environment
         // concurrently.
-        unsafe { std::env::set_var("VK_ADD_DRIVER_FILES", manifest) };
+        unsafe { std::env::set_var(key, value) };
     }
     let cli = Cli::parse();
     let host = Host::new(cli.plugins.as_deref());
@@ -516,6 +516,12 @@ fn info(host: &Host) -> Result<()> {
     }
     println!("  {:<10} wgpu on a discrete or integrated GPU, else cpu (here: {})", "auto", host.resolve("auto"));
     let adapters = sparsevar_wgpu::adapters();
+    if let Some((key, value)) = ["VK_ADD_DRIVER_FILES", "VK_DRIVER_FILES", "VK_ICD_FILENAMES"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| v.contains("sparsevar-nvidia-egl-icd")).map(|v| (k, v)))
+    {
+        println!("vulkan: no display, so NVIDIA's EGL driver library was added ({key}={value}; SPARSEVAR_NVIDIA_EGL=0 turns this off)");
+    }
     if adapters.is_empty() {
         println!(
             "wgpu adapters: none. Install a Vulkan driver; on a machine without a GPU, Mesa's software driver: apt-get install mesa-vulkan-drivers libvulkan1"
