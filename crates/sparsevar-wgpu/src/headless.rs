@@ -102,7 +102,8 @@ pub(crate) fn env_for(m: &dyn Machine, manifest: &str) -> Vec<(&'static str, Str
 }
 
 fn write_egl_manifest() -> Option<PathBuf> {
-    let path = std::env::temp_dir().join(format!("sparsevar-nvidia-egl-icd-{}.json", std::env::var("USER").unwrap_or_default()));
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).map(|u| format!("-{u}")).unwrap_or_default();
+    let path = std::env::temp_dir().join(format!("sparsevar-nvidia-egl-icd{user}.json"));
     let text = format!("{{\"file_format_version\": \"1.0.0\", \"ICD\": {{\"library_path\": \"{EGL}\", \"api_version\": \"1.3.0\"}}}}\n");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
         // Written beside and renamed, so a concurrent reader never sees half a file.
