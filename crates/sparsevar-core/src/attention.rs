@@ -5,15 +5,34 @@
 
 use std::fmt::Debug;
 
+use crate::fault::PluginFault;
 use crate::graph::{Graph, NodeId};
+
+/// Why an attention variant could not build its weights.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttentionError {
+    /// The variant's own report (e.g. scores of a shape it cannot handle).
+    #[error("attention variant `{variant}` failed: {message}")]
+    Failed {
+        /// The variant's name.
+        variant: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A plugin's variant faulted: returned an error, panicked, or returned a node of the
+    /// wrong shape. The message names the plugin file and the call.
+    #[error(transparent)]
+    Fault(#[from] PluginFault),
+}
 
 /// Turns scores into weights. `scores`: [.., n_queries, n_keys], raw dot products q·k of
 /// head width `head_dim`; the result has the same shape.
 pub trait Attention: dyn_clone::DynClone + Send + Sync + Debug {
     /// Registry name ("softmax", …).
     fn name(&self) -> &str;
-    /// Build the weights from the scores.
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId;
+    /// Build the weights from the scores, or say why not: the model is then not built
+    /// (no stand-in weights are ever used).
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError>;
     /// Whether the weights depend on the scores at all (false for fixed pooling: the query
     /// and key projections then get no gradient).
     fn selects(&self) -> bool {
@@ -22,8 +41,12 @@ pub trait Attention: dyn_clone::DynClone + Send + Sync + Debug {
 }
 dyn_clone::clone_trait_object!(Attention);
 
-fn n_keys(g: &Graph, scores: NodeId) -> usize {
-    *g.shape(scores).last().expect("scores have a key axis")
+/// The number of keys: the last axis of `scores`.
+fn n_keys(variant: &str, g: &Graph, scores: NodeId) -> Result<usize, AttentionError> {
+    match g.shape(scores).last() {
+        Some(&n) if n > 0 => Ok(n),
+        _ => Err(AttentionError::Failed { variant: variant.into(), message: format!("scores of shape {:?} have no keys", g.shape(scores)) }),
+    }
 }
 
 /// softmax(q·k / sqrt(d_head)): the standard scaled dot-product attention.
@@ -33,9 +56,9 @@ impl Attention for Softmax {
     fn name(&self) -> &str {
         "softmax"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
         let s = g.scale(scores, 1.0 / (head_dim as f64).sqrt());
-        g.softmax(s)
+        Ok(g.softmax(s))
     }
 }
 
@@ -46,11 +69,11 @@ impl Attention for Relu {
     fn name(&self) -> &str {
         "relu"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
-        let t = n_keys(g, scores) as f64;
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
+        let t = n_keys(self.name(), g, scores)? as f64;
         let s = g.scale(scores, 1.0 / (head_dim as f64).sqrt());
         let r = g.relu(s);
-        g.scale(r, 1.0 / t)
+        Ok(g.scale(r, 1.0 / t))
     }
 }
 
@@ -62,10 +85,10 @@ impl Attention for Sigmoid {
     fn name(&self) -> &str {
         "sigmoid"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
-        let t = n_keys(g, scores) as f64;
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
+        let t = n_keys(self.name(), g, scores)? as f64;
         let s = g.affine(scores, 1.0 / (head_dim as f64).sqrt(), -t.ln());
-        g.sigmoid(s)
+        Ok(g.sigmoid(s))
     }
 }
 
@@ -76,9 +99,9 @@ impl Attention for Linear {
     fn name(&self) -> &str {
         "linear"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
-        let t = n_keys(g, scores) as f64;
-        g.scale(scores, 1.0 / ((head_dim as f64).sqrt() * t))
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
+        let t = n_keys(self.name(), g, scores)? as f64;
+        Ok(g.scale(scores, 1.0 / ((head_dim as f64).sqrt() * t)))
     }
 }
 
@@ -89,10 +112,10 @@ impl Attention for Uniform {
     fn name(&self) -> &str {
         "uniform"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, _head_dim: usize) -> NodeId {
+    fn weights(&self, g: &mut Graph, scores: NodeId, _head_dim: usize) -> Result<NodeId, AttentionError> {
         let shape = g.shape(scores).to_vec();
-        let t = n_keys(g, scores) as f64;
-        g.constant(&shape, 1.0 / t)
+        let t = n_keys(self.name(), g, scores)? as f64;
+        Ok(g.constant(&shape, 1.0 / t))
     }
     fn selects(&self) -> bool {
         false

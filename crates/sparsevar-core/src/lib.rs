@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod backend;
+pub mod fault;
 pub mod graph;
 pub mod model;
 pub mod optim;

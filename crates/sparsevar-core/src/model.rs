@@ -14,8 +14,32 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, AttentionError};
 use crate::graph::{Graph, Init, NodeId, ParamId, ParamStore};
+
+/// Why a model could not be declared or its graph built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// A size that cannot make a model; the message names the key and the rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// A transformer was declared without an attention variant.
+    #[error("a transformer needs an attention variant (model.attention)")]
+    MissingAttention,
+    /// The attention variant failed while building its weights.
+    #[error(transparent)]
+    Attention(#[from] AttentionError),
+    /// The attention variant returned weights that are not of the scores' shape.
+    #[error("attention variant `{variant}` returned weights of shape {got} for scores of shape {want:?}; weights must have the scores' shape")]
+    WeightsShape {
+        /// The variant's name.
+        variant: String,
+        /// The shape it returned (or "no such node").
+        got: String,
+        /// The scores' shape.
+        want: Vec<usize>,
+    },
+}
 
 /// Positional embedding.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -217,7 +241,25 @@ impl Model {
     /// Declare the parameters of `spec` for R = `members` and return the model and its store
     /// (not yet initialised: see [`ParamStore::initialize`]). `attention` is required for a
     /// transformer.
-    pub fn new(spec: &ModelSpec, data: DataShape, members: usize, attention: Option<Box<dyn Attention>>) -> (Model, ParamStore) {
+    pub fn new(spec: &ModelSpec, data: DataShape, members: usize, attention: Option<Box<dyn Attention>>) -> Result<(Model, ParamStore), ModelError> {
+        let bad = |m: String| Err(ModelError::Invalid(m));
+        if members == 0 {
+            return bad("a model needs at least one ensemble member".into());
+        }
+        if data.seq_len == 0 || data.alphabet == 0 || data.classes == 0 {
+            return bad(format!("the task's shape (T = {}, alphabet {}, {} classes) has a zero", data.seq_len, data.alphabet, data.classes));
+        }
+        if let ModelSpec::Transformer(cfg) = spec {
+            if attention.is_none() {
+                return Err(ModelError::MissingAttention);
+            }
+            if cfg.layers == 0 {
+                return bad("model.layers must be at least 1".into());
+            }
+            if cfg.d_model == 0 || cfg.heads == 0 || !cfg.d_model.is_multiple_of(cfg.heads) {
+                return bad(format!("model.heads = {} must divide model.d_model = {} (both at least 1)", cfg.heads, cfg.d_model));
+            }
+        }
         let mut p = ParamStore::new(members);
         let layout = match spec {
             ModelSpec::Transformer(cfg) => {
@@ -254,7 +296,7 @@ impl Model {
                 Layout::Mlp { layers }
             }
         };
-        (Model { spec: spec.clone(), data, attention, layout }, p)
+        Ok((Model { spec: spec.clone(), data, attention, layout }, p))
     }
 
     fn mlp_features(data: DataShape) -> usize {
@@ -310,14 +352,15 @@ impl Model {
 
     /// Build a graph for batches of `batch` samples per member. With `train`, the graph
     /// also holds the loss's gradient for every parameter it depends on.
-    pub fn build(&self, params: &ParamStore, batch: usize, train: bool) -> ModelGraph {
+    /// An attention variant that fails is an error; nothing stands in for it.
+    pub fn build(&self, params: &ParamStore, batch: usize, train: bool) -> Result<ModelGraph, ModelError> {
         let r = params.members;
         let mut g = Graph::new();
         let mut constants = Vec::new();
         let labels = g.input("labels", &[r, batch]);
         let (inputs, logits, attention) = match &self.layout {
             Layout::Transformer { cfg, tok, pos, blocks, ln_f, head } => {
-                self.build_transformer(&mut g, params, &mut constants, batch, cfg, *tok, *pos, blocks, ln_f.as_ref(), head)
+                self.build_transformer(&mut g, params, &mut constants, batch, cfg, *tok, *pos, blocks, ln_f.as_ref(), head)?
             }
             Layout::Mlp { layers } => {
                 let x = g.input("features", &[r, batch, self.input_width()]);
@@ -340,7 +383,7 @@ impl Model {
             let gs = g.backward(loss, &wrt);
             grads = param_nodes.iter().zip(gs).filter_map(|((p, _), gr)| gr.map(|gr| (*p, gr))).collect();
         }
-        ModelGraph { graph: g, batch, inputs, labels, logits, loss, attention, constants, grads }
+        Ok(ModelGraph { graph: g, batch, inputs, labels, logits, loss, attention, constants, grads })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -356,7 +399,7 @@ impl Model {
         blocks: &[Block],
         ln_f: Option<&LnParams>,
         head: &Linear,
-    ) -> (NodeId, NodeId, Vec<NodeId>) {
+    ) -> Result<(NodeId, NodeId, Vec<NodeId>), ModelError> {
         let r = params.members;
         let (d, h) = (cfg.d_model, cfg.heads);
         let dh = d / h;
@@ -423,7 +466,7 @@ impl Model {
             Rows::Table(t) => Rows::Table(f(g, t)),
             Rows::Full(t) => Rows::Full(f(g, t)),
         };
-        let attention = self.attention.as_ref().expect("a transformer needs an attention variant");
+        let attention = self.attention.as_ref().ok_or(ModelError::MissingAttention)?;
         let mut attn_nodes = Vec::new();
         let shortcut_possible = cfg.readout == Readout::Cls && cfg.cls_shortcut;
         for (l, blk) in blocks.iter().enumerate() {
@@ -442,7 +485,7 @@ impl Model {
                     // against the table once and gather per sample, instead of gathering and
                     // permuting B × N key and value rows.
                     let q = cls_only(g, q);
-                    let (w, o) = table_attention(g, attention.as_ref(), q, kt, vt, idx, [r, batch, n, h, dh]);
+                    let (w, o) = table_attention(g, attention.as_ref(), q, kt, vt, idx, [r, batch, n, h, dh])?;
                     attn_nodes.push(w);
                     o
                 }
@@ -456,7 +499,7 @@ impl Model {
                     };
                     let (qh, kh, vh) = (heads(g, q, nq), heads(g, k, n), heads(g, v, n));
                     let scores = g.matmul(qh, kh, false, true); // [R, B, H, Nq, N]
-                    let w = attention.weights(g, scores, dh);
+                    let w = weights(g, attention.as_ref(), scores, dh)?;
                     let cls_w = if nq == 1 { w } else { g.narrow(w, 3, 0, 1) };
                     attn_nodes.push(g.reshape(cls_w, &[r, batch, h, n]));
                     let o = g.matmul(w, vh, false, false); // [R, B, H, Nq, dh]
@@ -504,14 +547,33 @@ impl Model {
             None => pooled,
         };
         let logits = linear(g, params, pooled, head);
-        (idx, logits, attn_nodes)
+        Ok((idx, logits, attn_nodes))
+    }
+}
+
+/// The variant's weights for `scores`, checked to be a node of the scores' shape.
+fn weights(g: &mut Graph, attention: &dyn Attention, scores: NodeId, head_dim: usize) -> Result<NodeId, ModelError> {
+    let w = attention.weights(g, scores, head_dim)?;
+    let want = g.shape(scores).to_vec();
+    match g.nodes().get(w.0) {
+        Some(node) if node.shape == want => Ok(w),
+        Some(node) => Err(ModelError::WeightsShape { variant: attention.name().to_string(), got: format!("{:?}", node.shape), want }),
+        None => Err(ModelError::WeightsShape { variant: attention.name().to_string(), got: "(no such node)".into(), want }),
     }
 }
 
 /// CLS-query attention over keys and values given as (token, position) tables.
 /// q: [R, B, d]; kt, vt: [R, Vt, d]; idx: [R, B·N] (each sample's table rows).
 /// Returns the weights [R, B, H, N] and the attention output [R, B, d].
-fn table_attention(g: &mut Graph, attention: &dyn Attention, q: NodeId, kt: NodeId, vt: NodeId, idx: NodeId, dims: [usize; 5]) -> (NodeId, NodeId) {
+fn table_attention(
+    g: &mut Graph,
+    attention: &dyn Attention,
+    q: NodeId,
+    kt: NodeId,
+    vt: NodeId,
+    idx: NodeId,
+    dims: [usize; 5],
+) -> Result<(NodeId, NodeId), ModelError> {
     let [r, batch, n, h, dh] = dims;
     let d = h * dh;
     let vt_rows = g.shape(kt)[1];
@@ -528,7 +590,7 @@ fn table_attention(g: &mut Graph, attention: &dyn Attention, q: NodeId, kt: Node
     let scores = g.reshape(scores, &[r, batch, n, h]);
     let scores = g.permute(scores, &[0, 1, 3, 2]); // [R, B, H, N]
     let scores = g.reshape(scores, &[r, batch, h, 1, n]);
-    let w = attention.weights(g, scores, dh);
+    let w = weights(g, attention, scores, dh)?;
     let w = g.reshape(w, &[r, batch, h, n]);
     // Σ_t w_t V[idx_t] = Σ_j (Σ_{t: idx_t = j} w_t) V_j: pool the weights per table row first.
     let wt = g.permute(w, &[0, 1, 3, 2]); // [R, B, N, H]
@@ -538,7 +600,7 @@ fn table_attention(g: &mut Graph, attention: &dyn Attention, q: NodeId, kt: Node
     let pooled = g.permute(pooled, &[0, 3, 1, 2]); // [R, H, B, Vt]
     let o = g.matmul(pooled, vh, false, false); // [R, H, B, dh]
     let o = g.permute(o, &[0, 2, 1, 3]); // [R, B, H, dh]
-    (w, g.reshape(o, &[r, batch, d]))
+    Ok((w, g.reshape(o, &[r, batch, d])))
 }
 
 /// x [R, .., fan_in] · W [R, fan_in, fan_out] + b.

@@ -140,7 +140,7 @@ mod tests {
 
     fn parity_data(t: usize, s: usize, m: usize, seed: u64) -> (Dataset, Vec<usize>) {
         let task = build_task(&TaskSpec::new("sparse_parity", t, s), seed).unwrap();
-        (Dataset::draw(task.as_ref(), m, &mut Pcg32::new(seed, 2)), task.relevant().to_vec())
+        (Dataset::draw(task.as_ref(), m, &mut Pcg32::new(seed, 2)).unwrap(), task.relevant().to_vec())
     }
 
     #[test]

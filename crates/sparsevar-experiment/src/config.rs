@@ -192,11 +192,11 @@ impl ExperimentConfig {
             return bad(format!("seeds {:?} repeat a seed: each member needs its own", self.seeds));
         }
         for &seed in &self.seeds {
-            registry.task(&self.task, seed).map_err(ConfigError::Invalid)?;
+            registry.task(&self.task, seed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         match &self.model {
             ModelSpec::Transformer(m) => {
-                registry.attention(&m.attention).map_err(ConfigError::Invalid)?;
+                registry.attention(&m.attention).map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 if m.layers == 0 || m.d_model == 0 || m.heads == 0 {
                     return bad("model.layers, model.d_model and model.heads must be at least 1".into());
                 }

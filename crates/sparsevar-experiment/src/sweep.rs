@@ -6,6 +6,12 @@
 //! the same initialisation, S and batch stream at every m, and its training sets are nested
 //! (the first m samples of one stream), so success is close to monotone in m.
 //! `runs.csv` is appended and flushed after each ensemble; `--resume` skips what it holds.
+//!
+//! A member whose (plugin) task faults is not a failure to learn: it is written with the
+//! fault in its `faulted` column, the rest of its ensemble is trained again without it
+//! (members are independent, so their numbers do not change), it counts neither for nor
+//! against m*, and the summary lists it. A fault that belongs to no one member stops the
+//! sweep with the error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -26,7 +32,7 @@ use crate::baselines::{SubsetSearch, gf2_parity, log2_binomial, subset_search_pa
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, wilson};
 use crate::results::Provenance;
-use crate::train::{EnsembleResult, RunSpec, Trainer};
+use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
 
 /// The m grid: explicit values or a geometric progression.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -242,7 +248,12 @@ impl SweepConfig {
 
     /// Seeds that must learn for a cell to count as a success.
     pub fn needed(&self) -> usize {
-        let k = self.sweep.seeds.len();
+        self.needed_of(self.sweep.seeds.len())
+    }
+
+    /// Seeds that must learn for a cell of `k` seeds (those that did not fault) to count as
+    /// a success.
+    pub fn needed_of(&self, k: usize) -> usize {
         match self.sweep.success_fraction {
             Some(p) => ((p * k as f64) - 1e-9).ceil().max(1.0) as usize,
             None => k / 2 + 1,
@@ -286,9 +297,12 @@ pub struct RunRow {
     pub variable_step: Option<usize>,
     /// Wall time of the ensemble this member trained in.
     pub seconds: f64,
+    /// The fault that stopped this member (plugin file, call, message); such a member is
+    /// excluded from m*. `None` for a member that trained normally.
+    pub faulted: Option<String>,
 }
 
-const HEADER: &str = "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds";
+const HEADER: &str = "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted";
 
 impl RunRow {
     fn key(&self) -> (String, usize, usize, u64) {
@@ -298,7 +312,7 @@ impl RunRow {
     fn to_csv(&self) -> String {
         let opt = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_default();
         format!(
-            "{},{},{},{},{},{},{},{},{},{:.6},{},{},{:.3}",
+            "{},{},{},{},{},{},{},{},{},{:.6},{},{},{:.3},{}",
             self.model,
             self.variant,
             self.t,
@@ -311,13 +325,16 @@ impl RunRow {
             self.test_accuracy,
             self.mass_on_s.map(|x| format!("{x:.6}")).unwrap_or_default(),
             opt(self.variable_step),
-            self.seconds
+            self.seconds,
+            // One field: no separators or line breaks inside.
+            self.faulted.as_deref().map(|f| f.replace([',', '\n', '\r'], ";")).unwrap_or_default()
         )
     }
 
     fn from_csv(line: &str) -> Option<RunRow> {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 13 {
+        // 13 fields: written before the `faulted` column existed.
+        if f.len() != 13 && f.len() != 14 {
             return None;
         }
         let opt = |s: &str| if s.is_empty() { Ok(None) } else { s.parse().map(Some) };
@@ -335,6 +352,7 @@ impl RunRow {
             mass_on_s: if f[10].is_empty() { None } else { Some(f[10].parse().ok()?) },
             variable_step: opt(f[11]).ok()?,
             seconds: f[12].parse().ok()?,
+            faulted: f.get(13).filter(|x| !x.is_empty()).map(|x| x.to_string()),
         })
     }
 }
@@ -388,6 +406,18 @@ pub struct ModelSummary {
     pub fit: Option<ScalingFit>,
 }
 
+/// A member that faulted, as listed in the summary.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FaultedRun {
+    pub model: String,
+    #[serde(rename = "T")]
+    pub t: usize,
+    pub m: usize,
+    pub seed: u64,
+    /// The fault: plugin file, call and message.
+    pub fault: String,
+}
+
 /// The sweep's summary.json content.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepSummary {
@@ -397,6 +427,8 @@ pub struct SweepSummary {
     pub max_steps: usize,
     pub models: Vec<ModelSummary>,
     pub baselines: Vec<BaselinePoint>,
+    /// Members whose task faulted: excluded from m*, neither successes nor failures.
+    pub faulted: Vec<FaultedRun>,
     pub seconds: f64,
 }
 
@@ -510,7 +542,7 @@ pub fn run_sweep(
             }
         }
     }
-    let summary = summarize(cfg, &rows, started.elapsed().as_secs_f64(), registry);
+    let summary = summarize(cfg, &rows, started.elapsed().as_secs_f64(), registry)?;
     let doc = json!({ "summary": summary, "provenance": provenance });
     let p = dir.join("summary.json");
     std::fs::write(&p, serde_json::to_string_pretty(&doc).expect("json") + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
@@ -528,27 +560,65 @@ fn train_cells(
     make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
     events: &mut dyn FnMut(SweepEvent),
 ) -> Result<Vec<RunRow>, String> {
-    let spec = RunSpec {
-        task: TaskSpec { t, ..cfg.task.clone() },
-        model: model.clone(),
-        train: cfg.train.clone(),
-        seeds: members.iter().map(|x| x.1).collect(),
-        samples: (!cfg.train.online).then(|| members.iter().map(|x| x.0).collect()),
-    };
-    let mut backend = make_backend()?;
-    let mut trainer = Trainer::new(backend.as_mut(), spec, registry).map_err(|e| format!("T = {t}, model {name}: {e}"))?;
-    let result = trainer
-        .run(&mut |p| {
-            let crate::train::Progress::Evaluated { step, max_steps, finished, members, .. } = p;
-            events(SweepEvent::Step { step, max_steps, finished, members });
-            true
-        })
-        .map_err(|e| format!("T = {t}, model {name}: {e}"))?;
     let variant = match model {
         ModelSpec::Transformer(c) => c.attention.clone(),
         ModelSpec::Mlp(_) => "mlp".into(),
     };
-    Ok(rows_of(&result, name, &variant, t, members))
+    let mut members = members.to_vec();
+    let mut faulted_rows = Vec::new();
+    loop {
+        if members.is_empty() {
+            return Ok(faulted_rows);
+        }
+        let spec = RunSpec {
+            task: TaskSpec { t, ..cfg.task.clone() },
+            model: model.clone(),
+            train: cfg.train.clone(),
+            seeds: members.iter().map(|x| x.1).collect(),
+            samples: (!cfg.train.online).then(|| members.iter().map(|x| x.0).collect()),
+        };
+        let mut backend = make_backend()?;
+        let result = Trainer::new(backend.as_mut(), spec, registry).and_then(|mut trainer| {
+            trainer.run(&mut |p| {
+                let crate::train::Progress::Evaluated { step, max_steps, finished, members, .. } = p;
+                events(SweepEvent::Step { step, max_steps, finished, members });
+                true
+            })
+        });
+        match result {
+            Ok(result) => {
+                let mut rows = rows_of(&result, name, &variant, t, &members);
+                rows.extend(faulted_rows);
+                return Ok(rows);
+            }
+            // Members whose task faulted are written as faulted; the others train again
+            // without them (members are independent, so their numbers are unchanged).
+            Err(TrainError::MemberFaults { step, faults }) => {
+                for f in &faults {
+                    let (m, seed) = members[f.member];
+                    faulted_rows.push(RunRow {
+                        model: name.to_string(),
+                        variant: variant.clone(),
+                        t,
+                        m,
+                        seed,
+                        learned: false,
+                        diverged: false,
+                        step: None,
+                        steps_trained: step,
+                        test_accuracy: f64::NAN,
+                        mass_on_s: None,
+                        variable_step: None,
+                        seconds: 0.0,
+                        faulted: Some(f.error.to_string()),
+                    });
+                }
+                let gone: BTreeSet<usize> = faults.iter().map(|f| f.member).collect();
+                members = members.iter().enumerate().filter(|(i, _)| !gone.contains(i)).map(|(_, x)| *x).collect();
+            }
+            Err(e) => return Err(format!("T = {t}, model {name}: {e}")),
+        }
+    }
 }
 
 fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, members: &[(usize, u64)]) -> Vec<RunRow> {
@@ -572,6 +642,7 @@ fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, member
                 mass_on_s: r.attention.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
                 variable_step,
                 seconds: result.seconds,
+                faulted: None,
             }
         })
         .collect()
@@ -588,14 +659,16 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 /// Cells, m* and the bracket below it for one model at one T.
 pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) -> PointSummary {
-    let needed = cfg.needed();
     let mut by_m: BTreeMap<usize, Vec<&RunRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.model == model && r.t == t) {
+    // Faulted members count neither for nor against a cell; a cell of only faulted
+    // members is no cell at all.
+    for r in rows.iter().filter(|r| r.model == model && r.t == t && r.faulted.is_none()) {
         by_m.entry(r.m).or_default().push(r);
     }
     let cells: Vec<Cell> = by_m
         .iter()
         .map(|(&m, rs)| {
+            let needed = cfg.needed_of(rs.len());
             let learned = rs.iter().filter(|r| r.learned).count();
             let (lo, hi) = wilson(learned, rs.len());
             Cell {
@@ -624,7 +697,7 @@ pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize
 }
 
 /// Baseline m* per T on the same training sets the models saw.
-pub fn baseline_points(cfg: &SweepConfig, registry: &Registry) -> Vec<BaselinePoint> {
+pub fn baseline_points(cfg: &SweepConfig, registry: &Registry) -> Result<Vec<BaselinePoint>, String> {
     let grid = cfg.sweep.m.values();
     let needed = cfg.needed();
     let s = cfg.task.s;
@@ -633,42 +706,44 @@ pub fn baseline_points(cfg: &SweepConfig, registry: &Registry) -> Vec<BaselinePo
         .iter()
         .map(|&t| {
             let spec = TaskSpec { t, ..cfg.task.clone() };
-            let run = |learner: &dyn Fn(&Dataset, &[usize]) -> Option<bool>| -> (Option<usize>, bool) {
+            // A task that cannot be made or sampled is an error, never a missing m*.
+            let run = |learner: &dyn Fn(&Dataset, &[usize]) -> Option<bool>| -> Result<(Option<usize>, bool), String> {
                 for &m in &grid {
                     let mut ok = 0;
                     for &seed in &cfg.sweep.seeds {
-                        let Ok(task) = registry.task(&spec, seed) else { return (None, false) };
-                        let data = Dataset::draw(task.as_ref(), m, &mut Pcg32::new(seed, streams::TRAIN_DATA));
+                        let task = registry.task(&spec, seed).map_err(|e| format!("baselines, T = {t}, seed {seed}: {e}"))?;
+                        let data = Dataset::draw(task.as_ref(), m, &mut Pcg32::new(seed, streams::TRAIN_DATA))
+                            .map_err(|e| format!("baselines, T = {t}, seed {seed}: {e}"))?;
                         match learner(&data, task.relevant()) {
                             Some(true) => ok += 1,
                             Some(false) => {}
-                            None => return (None, true),
+                            None => return Ok((None, true)),
                         }
                     }
                     if ok >= needed {
-                        return (Some(m), false);
+                        return Ok((Some(m), false));
                     }
                 }
-                (None, false)
+                Ok((None, false))
             };
-            let gf2 = cfg.sweep.baselines.iter().any(|b| b == "gf2").then(|| run(&|d, rel| Some(gf2_parity(d).as_deref() == Some(rel))).0).flatten();
+            let gf2 = if cfg.sweep.baselines.iter().any(|b| b == "gf2") { run(&|d, rel| Some(gf2_parity(d).as_deref() == Some(rel)))?.0 } else { None };
             let cap = cfg.sweep.subset_search_cap;
             let (ss, skipped) = if cfg.sweep.baselines.iter().any(|b| b == "subset_search") {
                 run(&|d, rel| match subset_search_parity(d, s, cap) {
                     SubsetSearch::Unique(found) => Some(found == rel),
                     SubsetSearch::TooLarge => None,
                     _ => Some(false),
-                })
+                })?
             } else {
                 (None, false)
             };
-            BaselinePoint { t, info_floor: log2_binomial(t, s), gf2_m_star: gf2, subset_search_m_star: ss, subset_search_skipped: skipped }
+            Ok(BaselinePoint { t, info_floor: log2_binomial(t, s), gf2_m_star: gf2, subset_search_m_star: ss, subset_search_skipped: skipped })
         })
         .collect()
 }
 
 /// The summary of every model, with fits and baselines.
-pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Registry) -> SweepSummary {
+pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Registry) -> Result<SweepSummary, String> {
     let models = cfg
         .models
         .iter()
@@ -683,20 +758,27 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
         })
         .collect();
     let needed = cfg.needed();
-    SweepSummary {
+    let faulted: Vec<FaultedRun> =
+        rows.iter().filter_map(|r| r.faulted.as_ref().map(|f| FaultedRun { model: r.model.clone(), t: r.t, m: r.m, seed: r.seed, fault: f.clone() })).collect();
+    let mut success_rule = format!(
+        "a cell (T, m) succeeds when at least {needed} of {} seeds reach test accuracy {} within {} steps",
+        cfg.sweep.seeds.len(),
+        cfg.train.target_accuracy,
+        cfg.train.max_steps
+    );
+    if !faulted.is_empty() {
+        success_rule.push_str("; members whose task faulted are left out, and the rule applies to the seeds that remain in their cell");
+    }
+    Ok(SweepSummary {
         s: cfg.task.s,
         task: cfg.task.kind.clone(),
-        success_rule: format!(
-            "a cell (T, m) succeeds when at least {needed} of {} seeds reach test accuracy {} within {} steps",
-            cfg.sweep.seeds.len(),
-            cfg.train.target_accuracy,
-            cfg.train.max_steps
-        ),
+        success_rule,
         max_steps: cfg.train.max_steps,
         models,
-        baselines: if cfg.sweep.baselines.is_empty() { Vec::new() } else { baseline_points(cfg, registry) },
+        baselines: if cfg.sweep.baselines.is_empty() { Vec::new() } else { baseline_points(cfg, registry)? },
+        faulted,
         seconds,
-    }
+    })
 }
 
 /// Read a sweep folder's runs.csv (for scripts and plots).

@@ -6,17 +6,24 @@
 //! state of the rest are copied into a smaller one, so the remaining steps cost only what the
 //! unfinished members need, and each member's numbers equal those of training it alone with
 //! the same seed.
+//!
+//! Faults of plugin code stop training; nothing is substituted. A member whose task fails to
+//! sample is named in [`TrainError::MemberFaults`] (a sweep trains the others again without
+//! it); a fault that belongs to no one member (an attention variant, a backend, a call
+//! without an error channel, seen through the registry's fault probes at every evaluation)
+//! is [`TrainError::Fault`].
 
 use std::time::Instant;
 
 use serde::Serialize;
 use sparsevar_core::backend::{Backend, BackendError, BufferId};
+use sparsevar_core::fault::PluginFault;
 use sparsevar_core::graph::{Executor, NodeId, ParamId, ParamStore};
-use sparsevar_core::model::{DataShape, Model, ModelGraph, ModelSpec};
+use sparsevar_core::model::{DataShape, Model, ModelError, ModelGraph, ModelSpec};
 use sparsevar_core::optim::Optimizer;
-use sparsevar_core::registry::Registry;
+use sparsevar_core::registry::{FaultMark, Registry, RegistryError};
 use sparsevar_core::rng::{Pcg32, streams};
-use sparsevar_core::task::{Dataset, Task, TaskSpec};
+use sparsevar_core::task::{Dataset, Task, TaskError, TaskSpec};
 
 use crate::config::TrainConfig;
 
@@ -92,15 +99,60 @@ pub struct EnsembleResult {
     pub seconds: f64,
 }
 
+/// A member whose task failed: which member, its seed, and the error (for a plugin task it
+/// names the plugin file and the call).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberFault {
+    /// The member (position of its seed in the run's seeds).
+    pub member: usize,
+    pub seed: u64,
+    pub error: TaskError,
+}
+
 /// Why a run could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{0}")]
     Setup(String),
     #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("interrupted at step {step}")]
     Interrupted { step: usize },
+    /// The tasks of these members failed (at least one); training stopped.
+    #[error("member {} (seed {}) at step {step}: {}{}", .faults[0].member, .faults[0].seed, .faults[0].error, more_members(.faults.len()))]
+    MemberFaults { step: usize, faults: Vec<MemberFault> },
+    /// A plugin faulted in a way no one member owns; training stopped.
+    #[error("{fault} (found at step {step}, all members stopped)")]
+    Fault { step: usize, fault: PluginFault },
+}
+
+fn more_members(n: usize) -> String {
+    if n > 1 { format!(" (and {} more members)", n - 1) } else { String::new() }
+}
+
+/// A member has diverged when its training loss rises above this multiple of its initial
+/// loss (and above [`DIVERGENCE_FLOOR`]), or any loss stops being finite.
+///
+/// Why 100×: the initial loss of a K-class task is about ln K (0.69 for a balanced Boolean
+/// task). Training on a fixed set only lowers the train loss; a minibatch whose loss is 100
+/// times the starting value has an average log-loss around 70 nats, i.e. logits tens of
+/// units wrong on typical samples — an optimizer that is blowing up, not one that is slow
+/// or briefly unstable (loss spikes of healthy runs stay within a few times the initial
+/// loss). Test loss is not used: an overfitting model can be confidently wrong on held-out
+/// samples without diverging.
+pub const DIVERGENCE_FACTOR: f64 = 100.0;
+/// The absolute floor of the divergence rule, in nats per sample: a task whose initial loss
+/// is tiny (very unbalanced labels) is not called diverged for ordinary fluctuations.
+pub const DIVERGENCE_FLOOR: f64 = 10.0;
+
+/// Whether a member with training loss `train_loss` and test loss `test_loss`, whose first
+/// training batch had loss `initial`, has diverged (see [`DIVERGENCE_FACTOR`]).
+pub fn has_diverged(train_loss: f64, test_loss: f64, initial: f64) -> bool {
+    !train_loss.is_finite() || !test_loss.is_finite() || (initial.is_finite() && train_loss > DIVERGENCE_FACTOR * initial && train_loss > DIVERGENCE_FLOOR)
 }
 
 /// What the trainer tells its caller as it goes.
@@ -119,7 +171,7 @@ struct BatchSource {
 }
 
 impl BatchSource {
-    fn next(&mut self, task: &dyn Task, batch: usize, tokens: &mut Vec<u8>, labels: &mut Vec<f64>) {
+    fn next(&mut self, task: &dyn Task, batch: usize, tokens: &mut Vec<u8>, labels: &mut Vec<f64>) -> Result<(), TaskError> {
         let t = task.seq_len();
         match &self.train {
             Some(ds) => {
@@ -138,17 +190,18 @@ impl BatchSource {
                 let start = tokens.len();
                 tokens.resize(start + batch * t, 0);
                 for b in 0..batch {
-                    let y = task.sample(&mut self.rng, &mut tokens[start + b * t..start + (b + 1) * t]);
+                    let y = task.sample(&mut self.rng, &mut tokens[start + b * t..start + (b + 1) * t])?;
                     labels.push(y as f64);
                 }
             }
         }
+        Ok(())
     }
 }
 
 /// Build the task of each member (validated).
 pub fn member_tasks(registry: &Registry, spec: &TaskSpec, seeds: &[u64]) -> Result<Vec<Box<dyn Task>>, TrainError> {
-    seeds.iter().map(|&s| registry.task(spec, s).map_err(TrainError::Setup)).collect()
+    seeds.iter().map(|&s| Ok(registry.task(spec, s)?)).collect()
 }
 
 /// An ensemble set up on a backend: model, parameters, planned graphs, optimizer and data.
@@ -171,6 +224,12 @@ pub struct Trainer<'b> {
     active: Vec<usize>,
     /// Parameters of members that left the ensemble, as they were when they finished.
     finished_params: Vec<Option<Vec<Vec<f64>>>>,
+    /// Each member's loss on its first training batch (the divergence rule's reference);
+    /// read after the first step of [`Trainer::run`].
+    initial_loss: Option<Vec<f64>>,
+    /// The plugins' fault record (through the registry's probes) and where it stood when
+    /// this trainer was made: any later fault stops training.
+    faults: (Registry, FaultMark),
     // Reused host buffers: nothing is allocated per step once these have grown.
     tokens: Vec<u8>,
     labels: Vec<f64>,
@@ -193,11 +252,11 @@ struct Graphs {
 }
 
 impl Graphs {
-    fn plan(backend: &mut dyn Backend, model: &Model, params: &ParamStore, tc: &TrainConfig) -> Result<Self, BackendError> {
-        let train = model.build(params, tc.batch, true);
+    fn plan(backend: &mut dyn Backend, model: &Model, params: &ParamStore, tc: &TrainConfig) -> Result<Self, TrainError> {
+        let train = model.build(params, tc.batch, true)?;
         let outputs: Vec<_> = std::iter::once(train.loss).chain(train.grads.iter().map(|g| g.1)).collect();
         let train_exec = Self::executor(backend, &train, &outputs, params)?;
-        let eval = model.build(params, EVAL_CHUNK.min(tc.test_samples), false);
+        let eval = model.build(params, EVAL_CHUNK.min(tc.test_samples), false)?;
         let outputs: Vec<_> = std::iter::once(eval.logits).chain(eval.attention.iter().copied()).collect();
         let eval_exec = Self::executor(backend, &eval, &outputs, params)?;
         Ok(Graphs { train, train_exec, eval, eval_exec })
@@ -238,14 +297,15 @@ impl<'b> Trainer<'b> {
         {
             return Err(TrainError::Setup(format!("{} per-member sample counts for {r} members (each at least 1)", s.len())));
         }
+        let mark = registry.fault_mark();
         let tasks = member_tasks(registry, &spec.task, &spec.seeds)?;
         let t0 = &tasks[0];
         let data = DataShape { seq_len: t0.seq_len(), alphabet: t0.alphabet(), classes: t0.num_classes() };
         let attention = match &spec.model {
-            ModelSpec::Transformer(c) => Some(registry.attention(&c.attention).map_err(TrainError::Setup)?),
+            ModelSpec::Transformer(c) => Some(registry.attention(&c.attention)?),
             ModelSpec::Mlp(_) => None,
         };
-        let (model, mut params) = Model::new(&spec.model, data, r, attention);
+        let (model, mut params) = Model::new(&spec.model, data, r, attention)?;
         let mut init: Vec<Pcg32> = spec.seeds.iter().map(|&s| Pcg32::new(s, streams::INIT)).collect();
         params.initialize(backend, &mut init)?;
 
@@ -255,16 +315,34 @@ impl<'b> Trainer<'b> {
 
         let mut sources = Vec::new();
         let mut tests = Vec::new();
+        // Every member's data is drawn even after one fails, so that one error names every
+        // member whose task fails here (a sweep then retrains the rest once).
+        let mut faults = Vec::new();
         for (m, (task, &seed)) in tasks.iter().zip(&spec.seeds).enumerate() {
-            let train = (!tc.online).then(|| Dataset::draw(task.as_ref(), spec.samples_of(m), &mut Pcg32::new(seed, streams::TRAIN_DATA)));
+            let drawn = (|| -> Result<_, TaskError> {
+                let train = if tc.online { None } else { Some(Dataset::draw(task.as_ref(), spec.samples_of(m), &mut Pcg32::new(seed, streams::TRAIN_DATA))?) };
+                let test = Dataset::draw(task.as_ref(), tc.test_samples, &mut Pcg32::new(seed, streams::TEST_DATA))?;
+                Ok((train, test))
+            })();
+            let (train, test) = match drawn {
+                Ok(d) => d,
+                Err(error) => {
+                    faults.push(MemberFault { member: m, seed, error });
+                    continue;
+                }
+            };
             let n = train.as_ref().map_or(0, |d| d.len());
             let stream = if tc.online { streams::ONLINE } else { streams::BATCH };
             let mut rng = Pcg32::new(seed, stream);
             let mut order: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut order);
             sources.push(BatchSource { train, order, pos: 0, rng });
-            tests.push(Dataset::draw(task.as_ref(), tc.test_samples, &mut Pcg32::new(seed, streams::TEST_DATA)));
+            tests.push(test);
         }
+        if !faults.is_empty() {
+            return Err(TrainError::MemberFaults { step: 0, faults });
+        }
+        registry.faults_since(&mark).map_err(|fault| TrainError::Fault { step: 0, fault })?;
         Ok(Self {
             backend,
             spec,
@@ -278,6 +356,8 @@ impl<'b> Trainer<'b> {
             step: 0,
             active: (0..r).collect(),
             finished_params: vec![None; r],
+            initial_loss: None,
+            faults: (registry.clone(), mark),
             tokens: Vec::new(),
             labels: Vec::new(),
             encoded: Vec::new(),
@@ -331,16 +411,29 @@ impl<'b> Trainer<'b> {
         self.step
     }
 
+    /// `Err` if a plugin recorded a fault since this trainer was made.
+    fn check_faults(&self) -> Result<(), TrainError> {
+        self.faults.0.faults_since(&self.faults.1).map_err(|fault| TrainError::Fault { step: self.step, fault })
+    }
+
     /// Draw each member's next minibatch and write it to the training graph's inputs.
     fn load_batch(&mut self) -> Result<(), TrainError> {
         let b = self.spec.train.batch;
         self.tokens.clear();
         self.labels.clear();
         self.encoded.clear();
+        let mut faults = Vec::new();
         for &m in &self.active {
             let start = self.tokens.len();
-            self.sources[m].next(self.tasks[m].as_ref(), b, &mut self.tokens, &mut self.labels);
+            if let Err(error) = self.sources[m].next(self.tasks[m].as_ref(), b, &mut self.tokens, &mut self.labels) {
+                // Go on drawing the others: one error names every member that fails now.
+                faults.push(MemberFault { member: m, seed: self.spec.seeds[m], error });
+                continue;
+            }
             self.model.encode(b, &self.tokens[start..], &mut self.encoded);
+        }
+        if !faults.is_empty() {
+            return Err(TrainError::MemberFaults { step: self.step, faults });
         }
         let g = &self.graphs;
         g.train_exec.write(self.backend, g.train.inputs, &self.encoded)?;
@@ -472,11 +565,23 @@ impl<'b> Trainer<'b> {
         let mut last_train_loss = vec![f64::NAN; r];
         while self.step < tc.max_steps && !self.active.is_empty() {
             self.step()?;
+            if self.initial_loss.is_none() {
+                // The loss of the first batch, at the initial parameters: the divergence
+                // rule's reference (one extra read, once).
+                let mut initial = vec![f64::NAN; r];
+                for (slot, loss) in self.train_loss()?.into_iter().enumerate() {
+                    initial[self.active[slot]] = loss;
+                }
+                self.initial_loss = Some(initial);
+            }
             if !self.step.is_multiple_of(tc.eval_every) && self.step != tc.max_steps {
                 continue;
             }
             let train_loss = self.train_loss()?;
             let evals = self.evaluate()?;
+            // A plugin fault without an error channel (or one a caller swallowed) stops the
+            // run here, before anything it may have touched is recorded.
+            self.check_faults()?;
             let mut points = Vec::new();
             let mut leaving = Vec::new();
             for (slot, ((acc, test_loss, attn), &loss)) in evals.into_iter().zip(&train_loss).enumerate() {
@@ -491,7 +596,8 @@ impl<'b> Trainer<'b> {
                     best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
                 });
                 last_train_loss[m] = loss;
-                let diverged = !loss.is_finite() || !test_loss.is_finite();
+                let initial = self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
+                let diverged = has_diverged(loss, test_loss, initial);
                 let learned = !diverged && acc >= tc.target_accuracy;
                 if diverged || learned {
                     leaving.push(slot);
@@ -519,6 +625,7 @@ impl<'b> Trainer<'b> {
                 break;
             }
         }
+        self.check_faults()?;
         let members = done
             .into_iter()
             .enumerate()

@@ -181,8 +181,8 @@ fn model_case(spec: ModelSpec, data: DataShape, batch: usize, rng: &mut Pcg32) -
         ModelSpec::Transformer(c) => builtin_attention(&c.attention),
         ModelSpec::Mlp(_) => None,
     };
-    let (model, params) = Model::new(&spec, data, 2, attention);
-    let mg = model.build(&params, batch, true);
+    let (model, params) = Model::new(&spec, data, 2, attention).unwrap();
+    let mg = model.build(&params, batch, true).unwrap();
     let mut fixed = Vec::new();
     let mut enc = Vec::new();
     for _ in 0..2 {
@@ -237,11 +237,11 @@ fn whole_model_gradients_match_finite_differences() {
 /// Read loss and every gradient of a model graph built with the given options.
 fn loss_and_grads(cfg: TransformerConfig, batch: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     let data = DataShape { seq_len: 6, alphabet: 2, classes: 2 };
-    let (model, mut params) = Model::new(&ModelSpec::Transformer(cfg.clone()), data, 3, builtin_attention(&cfg.attention));
+    let (model, mut params) = Model::new(&ModelSpec::Transformer(cfg.clone()), data, 3, builtin_attention(&cfg.attention)).unwrap();
     let mut be = CpuBackend::<f64>::new();
     let mut rngs: Vec<Pcg32> = (0..3).map(|i| Pcg32::new(i, 1)).collect();
     params.initialize(&mut be, &mut rngs).unwrap();
-    let mg = model.build(&params, batch, true);
+    let mg = model.build(&params, batch, true).unwrap();
     let mut outputs = vec![mg.loss];
     outputs.extend(mg.grads.iter().map(|g| g.1));
     let exec = Executor::new(&mut be, mg.graph.clone(), &outputs, &params).unwrap();
@@ -292,10 +292,10 @@ fn cls_shortcut_and_token_table_change_nothing_but_the_work() {
 fn the_shortcut_really_does_less_work() {
     let data = DataShape { seq_len: 32, alphabet: 2, classes: 2 };
     let flops = |cfg: TransformerConfig| {
-        let (model, mut params) = Model::new(&ModelSpec::Transformer(cfg.clone()), data, 1, builtin_attention("softmax"));
+        let (model, mut params) = Model::new(&ModelSpec::Transformer(cfg.clone()), data, 1, builtin_attention("softmax")).unwrap();
         let mut be = CpuBackend::<f32>::new();
         params.initialize(&mut be, &mut [Pcg32::new(0, 1)]).unwrap();
-        let mg = model.build(&params, 32, true);
+        let mg = model.build(&params, 32, true).unwrap();
         let mut outputs = vec![mg.loss];
         outputs.extend(mg.grads.iter().map(|g| g.1));
         Executor::new(&mut be, mg.graph, &outputs, &params).unwrap().flops()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sparsevar_experiment::fits::{Fit, ScalingFit};
-use sparsevar_experiment::sweep::{BaselinePoint, Cell, ModelSummary, PointSummary, SweepSummary};
+use sparsevar_experiment::sweep::{BaselinePoint, Cell, FaultedRun, ModelSummary, PointSummary, SweepSummary};
 use sparsevar_experiment::train::{AttentionSummary, CurvePoint, MemberResult};
 
 use crate::PlotError;
@@ -95,7 +95,19 @@ struct SweepJ {
     #[serde(default)]
     baselines: Vec<BaselineJ>,
     #[serde(default)]
+    faulted: Vec<FaultedJ>,
+    #[serde(default)]
     seconds: f64,
+}
+
+#[derive(Deserialize)]
+struct FaultedJ {
+    model: String,
+    #[serde(rename = "T")]
+    t: usize,
+    m: usize,
+    seed: u64,
+    fault: String,
 }
 
 /// summary.json of a sweep: `{"summary": …, "provenance": …}`, or the bare summary.
@@ -117,6 +129,7 @@ impl From<SweepJ> for SweepSummary {
             task: s.task,
             success_rule: s.success_rule,
             max_steps: s.max_steps,
+            faulted: s.faulted.into_iter().map(|f| FaultedRun { model: f.model, t: f.t, m: f.m, seed: f.seed, fault: f.fault }).collect(),
             models: s
                 .models
                 .into_iter()
@@ -337,6 +350,7 @@ mod tests {
                 fit: Some(ScalingFit { log: f("log"), power: f("power"), ratio: 1.0, verdict: "v".into() }),
             }],
             baselines: vec![BaselinePoint { t: 8, info_floor: 4.8, gf2_m_star: Some(16), subset_search_m_star: None, subset_search_skipped: true }],
+            faulted: vec![FaultedRun { model: "a".into(), t: 8, m: 64, seed: 3, fault: "plugin libx.so: Task::sample of task `t` panicked: boom".into() }],
             seconds: 1.0,
         };
         let doc = serde_json::json!({ "summary": s, "provenance": { "program": "test" } });
@@ -345,6 +359,7 @@ mod tests {
         let back = sweep_summary(&d).unwrap();
         assert_eq!(back.models, s.models);
         assert_eq!(back.baselines, s.baselines);
+        assert_eq!(back.faulted, s.faulted);
         assert_eq!((back.s, &back.task, &back.success_rule, back.max_steps), (s.s, &s.task, &s.success_rule, s.max_steps));
         // The bare form loads too.
         std::fs::write(d.join("bare.json"), serde_json::to_string(&s).unwrap()).unwrap();

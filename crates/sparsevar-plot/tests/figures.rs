@@ -127,6 +127,7 @@ fn sweep() -> SweepSummary {
                 subset_search_skipped: false,
             })
             .collect(),
+        faulted: Vec::new(),
         seconds: 1.0,
     }
 }
@@ -149,6 +150,7 @@ fn online_sweep() -> SweepSummary {
         max_steps: 3000,
         models: vec![ModelSummary { model: "attn".into(), fit: fit_scaling(&[(8, 300.0), (16, 450.0)]), points }],
         baselines: vec![BaselinePoint { t: 8, info_floor: 4.0, gf2_m_star: Some(16), subset_search_m_star: Some(8), subset_search_skipped: false }],
+        faulted: Vec::new(),
         seconds: 1.0,
     }
 }
@@ -168,6 +170,7 @@ fn run_row(model: &str, t: usize, m: usize, seed: u64, learned: bool) -> RunRow 
         mass_on_s: None,
         variable_step: None,
         seconds: 1.0,
+        faulted: None,
     }
 }
 

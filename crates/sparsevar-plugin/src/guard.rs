@@ -9,18 +9,26 @@
 //! the plugin's object through an `Arc`: cloning a guard never calls plugin code. A task's
 //! shape (name, `T`, alphabet, classes, `S`) is read once, under the guard, when it is made
 //! and checked for sense; `sample` and `clean_label` results are checked on every call.
+//!
+//! Nothing is ever substituted for what a plugin failed to produce: a call that can fail
+//! returns an error naming the plugin file, the call and what happened
+//! ([`PluginFault`]); every fault is also recorded in the host's fault log, which the
+//! trainer reads at every evaluation through the registry's fault probe, so a fault in a
+//! call without an error channel (`describe`, `clean_label`, `Backend::name`) stops the run
+//! too.
 
 use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use sparsevar_core::attention::Attention;
+use sparsevar_core::attention::{Attention, AttentionError};
 use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, Update};
+use sparsevar_core::fault::PluginFault;
 use sparsevar_core::graph::{Graph, NodeId};
 use sparsevar_core::registry::{AttentionFactory, BackendFactory, TaskFactory};
 use sparsevar_core::rng::Pcg32;
-use sparsevar_core::task::{Task, TaskSpec};
+use sparsevar_core::task::{Task, TaskError, TaskSpec};
 
 use crate::registrar::{FaultSink, Registrar};
 
@@ -56,11 +64,11 @@ impl Ctx {
         Arc::new(Ctx { origin: r.origin().to_string(), sink: r.fault_sink() })
     }
 
-    /// Report a fault to the host and return the one-line message that also goes into an
-    /// error, e.g. "plugin libx.so: Task::sample of task `t` panicked: boom".
-    fn fault(&self, what: &str, message: &str) -> String {
-        self.sink.record(what, message);
-        format!("plugin {}: {what} {message}", self.origin)
+    /// Record a fault in the host's log and return it, to go into an error; it reads e.g.
+    /// "plugin libx.so: Task::sample of task `t` panicked: boom".
+    fn fault(&self, call: &str, message: &str) -> PluginFault {
+        self.sink.record(call, message);
+        PluginFault { plugin: self.origin.clone(), call: call.to_string(), message: message.to_string() }
     }
 }
 
@@ -87,7 +95,7 @@ struct GuardedTask {
 
 impl GuardedTask {
     /// Read and check the task's shape; a panic or nonsense becomes an error.
-    fn new(registered: &str, task: Box<dyn Task>, ctx: Arc<Ctx>) -> Result<Self, String> {
+    fn new(registered: &str, task: Box<dyn Task>, ctx: Arc<Ctx>) -> Result<Self, TaskError> {
         let what = format!("task `{registered}`");
         let read = guarded(|| TaskShape {
             name: task.name().to_string(),
@@ -101,7 +109,7 @@ impl GuardedTask {
             Err(msg) => {
                 let e = ctx.fault(&what, &format!("panicked while describing itself: {msg}"));
                 guarded_drop(task);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let bad = if shape.seq_len == 0 {
@@ -117,7 +125,7 @@ impl GuardedTask {
         };
         if let Some(b) = bad {
             guarded_drop(task);
-            return Err(format!("plugin {}: {what} {b}", ctx.origin));
+            return Err(ctx.fault(&what, &b).into());
         }
         Ok(GuardedTask { inner: Some(Arc::from(task)), shape: Arc::new(shape), ctx })
     }
@@ -162,6 +170,8 @@ impl Task for GuardedTask {
         &self.shape.relevant
     }
 
+    /// No error channel: a fault is recorded (the trainer's fault probe stops the run at
+    /// its next evaluation) and 0 returned to the caller, which is never a trainer.
     fn clean_label(&self, tokens: &[u8]) -> u8 {
         match guarded(|| self.inner().clean_label(tokens)) {
             Ok(y) if (y as usize) < self.shape.num_classes => y,
@@ -176,23 +186,22 @@ impl Task for GuardedTask {
         }
     }
 
-    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> u8 {
+    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> Result<u8, TaskError> {
         let problem = match guarded(|| self.inner().sample(rng, tokens)) {
-            Ok(y) => {
+            Ok(Ok(y)) => {
                 let a = self.shape.alphabet;
                 if (y as usize) >= self.shape.num_classes {
                     format!("returned label {y}, outside 0..{}", self.shape.num_classes)
                 } else if let Some(&t) = tokens.iter().find(|&&t| t as usize >= a) {
                     format!("wrote token {t}, outside the alphabet 0..{a}")
                 } else {
-                    return y;
+                    return Ok(y);
                 }
             }
+            Ok(Err(e)) => format!("returned an error: {e}"),
             Err(msg) => format!("panicked: {msg}"),
         };
-        self.ctx.fault(&self.what("sample"), &problem);
-        tokens.fill(0);
-        0
+        Err(self.ctx.fault(&self.what("sample"), &problem).into())
     }
 
     fn describe(&self) -> String {
@@ -206,13 +215,14 @@ impl Task for GuardedTask {
 /// Wrap a plugin's task factory: panics become errors, tasks come back guarded.
 pub(crate) fn task_factory<F>(name: &str, ctx: Arc<Ctx>, make: F) -> TaskFactory
 where
-    F: Fn(&TaskSpec, u64) -> Result<Box<dyn Task>, String> + Send + Sync + 'static,
+    F: Fn(&TaskSpec, u64) -> Result<Box<dyn Task>, TaskError> + Send + Sync + 'static,
 {
     let name = name.to_string();
     Arc::new(move |spec: &TaskSpec, seed: u64| match guarded(|| make(spec, seed)) {
         Ok(Ok(task)) => Ok(Box::new(GuardedTask::new(&name, task, ctx.clone())?) as Box<dyn Task>),
+        // The factory's own refusal (usually a config error naming the key) passes as is.
         Ok(Err(e)) => Err(e),
-        Err(msg) => Err(ctx.fault(&format!("the factory of task `{name}`"), &format!("panicked: {msg}"))),
+        Err(msg) => Err(ctx.fault(&format!("the factory of task `{name}`"), &format!("panicked: {msg}")).into()),
     })
 }
 
@@ -222,6 +232,7 @@ where
 /// A plugin's attention variant behind the guard.
 #[derive(Clone)]
 struct GuardedAttention {
+    /// `None` only while dropping.
     inner: Option<Arc<dyn Attention>>,
     name: String,
     selects: bool,
@@ -242,33 +253,24 @@ impl fmt::Debug for GuardedAttention {
     }
 }
 
-/// Uniform weights of `scores`' shape: what a variant that failed is replaced by.
-fn uniform_weights(g: &mut Graph, scores: NodeId) -> NodeId {
-    let shape = g.shape(scores).to_vec();
-    let n = shape.last().copied().unwrap_or(1).max(1);
-    g.constant(&shape, 1.0 / n as f64)
-}
-
 impl Attention for GuardedAttention {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
-        let Some(inner) = self.inner.as_deref() else { return uniform_weights(g, scores) };
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
         let what = format!("Attention::weights of `{}`", self.name);
-        match guarded(|| inner.weights(g, scores, head_dim)) {
-            Ok(w) if w.0 < g.nodes().len() && g.shape(w) == g.shape(scores) => w,
-            Ok(w) => {
+        let inner = self.inner.as_deref().ok_or_else(|| self.ctx.fault(&what, "called while dropping"))?;
+        let problem = match guarded(|| inner.weights(g, scores, head_dim)) {
+            Ok(Ok(w)) if w.0 < g.nodes().len() && g.shape(w) == g.shape(scores) => return Ok(w),
+            Ok(Ok(w)) => {
                 let got = g.nodes().get(w.0).map(|n| format!("{:?}", n.shape)).unwrap_or_else(|| "no such node".into());
-                self.ctx.fault(&what, &format!("returned a node of shape {got} for scores of shape {:?}", g.shape(scores)));
-                uniform_weights(g, scores)
+                format!("returned a node of shape {got} for scores of shape {:?}", g.shape(scores))
             }
-            Err(msg) => {
-                self.ctx.fault(&what, &format!("panicked: {msg}"));
-                uniform_weights(g, scores)
-            }
-        }
+            Ok(Err(e)) => format!("returned an error: {e}"),
+            Err(msg) => format!("panicked: {msg}"),
+        };
+        Err(self.ctx.fault(&what, &problem).into())
     }
 
     fn selects(&self) -> bool {
@@ -276,8 +278,8 @@ impl Attention for GuardedAttention {
     }
 }
 
-/// Wrap a plugin's attention factory. A factory has no error channel, so a panic is
-/// recorded as a fault and a uniform (non-selecting) stand-in is returned.
+/// Wrap a plugin's attention factory: a panic (in the factory or in `selects`) becomes an
+/// error naming the plugin, variants come back guarded.
 pub(crate) fn attention_factory<F>(name: &str, ctx: Arc<Ctx>, make: F) -> AttentionFactory
 where
     F: Fn() -> Box<dyn Attention> + Send + Sync + 'static,
@@ -289,14 +291,12 @@ where
             let selects = a.selects();
             (a, selects)
         });
-        let (inner, selects) = match made {
-            Ok((a, s)) => (Some(Arc::from(a)), s),
-            Err(msg) => {
-                ctx.fault(&format!("the factory of attention variant `{name}`"), &format!("panicked: {msg}"));
-                (None, false)
+        match made {
+            Ok((a, selects)) => {
+                Ok(Box::new(GuardedAttention { inner: Some(Arc::from(a)), name: name.clone(), selects, ctx: ctx.clone() }) as Box<dyn Attention>)
             }
-        };
-        Box::new(GuardedAttention { inner, name: name.clone(), selects, ctx: ctx.clone() }) as Box<dyn Attention>
+            Err(msg) => Err(ctx.fault(&format!("the factory of attention variant `{name}`"), &format!("panicked: {msg}")).into()),
+        }
     })
 }
 
@@ -330,7 +330,7 @@ impl GuardedBackend {
         match guarded(|| f(inner)) {
             Ok(r) => r,
             Err(msg) => {
-                let e = self.ctx.fault(&format!("Backend::{method} of backend `{}`", self.name), &format!("panicked: {msg}"));
+                let e = self.ctx.fault(&format!("Backend::{method} of backend `{}`", self.name), &format!("panicked: {msg}")).to_string();
                 self.poisoned = Some(e.clone());
                 Err(BackendError::Device { backend: self.name.clone(), message: e })
             }
@@ -374,12 +374,15 @@ impl Backend for GuardedBackend {
 /// Wrap a plugin's backend factory: panics become errors, backends come back guarded.
 pub(crate) fn backend_factory<F>(name: &str, ctx: Arc<Ctx>, make: F) -> BackendFactory
 where
-    F: Fn() -> Result<Box<dyn Backend>, String> + Send + Sync + 'static,
+    F: Fn() -> Result<Box<dyn Backend>, BackendError> + Send + Sync + 'static,
 {
     let name = name.to_string();
     Arc::new(move || match guarded(&make) {
         Ok(Ok(b)) => Ok(Box::new(GuardedBackend { inner: Some(b), name: name.clone(), poisoned: None, ctx: ctx.clone() }) as Box<dyn Backend>),
         Ok(Err(e)) => Err(e),
-        Err(msg) => Err(ctx.fault(&format!("the factory of backend `{name}`"), &format!("panicked: {msg}"))),
+        Err(msg) => {
+            let e = ctx.fault(&format!("the factory of backend `{name}`"), &format!("panicked: {msg}"));
+            Err(BackendError::Device { backend: name.clone(), message: e.to_string() })
+        }
     })
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use sparsevar_core::fault::{FaultProbe, PluginFault};
 use sparsevar_core::registry::{AttentionFactory, BackendFactory, DuplicateName, Registry, TaskFactory};
 
 use crate::compat::{CompatInfo, CompatRecord};
@@ -89,8 +90,8 @@ pub enum PluginError {
         /// The panic message.
         message: String,
     },
-    /// A guard caught a fault (a panic, or a result outside the contract) in a plugin method
-    /// that cannot return an error, e.g. `Task::sample`; see [`PluginHost::check_faults`].
+    /// A guard caught a fault (a panic, an error, or a result outside the contract) in a
+    /// plugin method; see [`PluginHost::check_faults`].
     #[error("plugin {}: {what} {message}", file.display())]
     Fault {
         /// The file.
@@ -123,20 +124,40 @@ impl From<Fault> for PluginError {
 const KEPT_FAULTS: usize = 16;
 
 /// The host's fault sink for one plugin. Its methods never panic: they run beneath the
-/// plugin's frames, where a host panic could not be caught.
+/// plugin's frames, where a host panic could not be caught. It is also the plugin's
+/// [`FaultProbe`] in the registry, through which the trainer sees every fault.
 struct FaultLog {
     file: PathBuf,
-    faults: Mutex<(Vec<Fault>, usize)>,
+    /// The first faults (at most [`KEPT_FAULTS`]), how many there were, and the latest.
+    faults: Mutex<(Vec<Fault>, usize, Option<Fault>)>,
+}
+
+impl FaultLog {
+    fn new(file: &Path) -> Self {
+        FaultLog { file: file.to_path_buf(), faults: Mutex::new((Vec::new(), 0, None)) }
+    }
 }
 
 impl FaultSink for FaultLog {
     fn record(&self, what: &str, message: &str) {
         let mut guard = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        let (kept, count) = &mut *guard;
+        let (kept, count, latest) = &mut *guard;
         *count += 1;
+        let fault = Fault { file: self.file.clone(), what: what.to_string(), message: message.to_string() };
         if kept.len() < KEPT_FAULTS {
-            kept.push(Fault { file: self.file.clone(), what: what.to_string(), message: message.to_string() });
+            kept.push(fault.clone());
         }
+        *latest = Some(fault);
+    }
+}
+
+impl FaultProbe for FaultLog {
+    fn count(&self) -> u64 {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).1 as u64
+    }
+    fn latest(&self) -> Option<PluginFault> {
+        let guard = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        guard.2.as_ref().map(|f| PluginFault { plugin: f.file.display().to_string(), call: f.what.clone(), message: f.message.clone() })
     }
 }
 
@@ -206,7 +227,7 @@ impl Registrar for HostRegistrar {
 impl HostRegistrar {
     fn new(file: &Path) -> Self {
         let origin = file.display().to_string();
-        let sink = Arc::new(FaultLog { file: file.to_path_buf(), faults: Mutex::new((Vec::new(), 0)) });
+        let sink = Arc::new(FaultLog::new(file));
         HostRegistrar { origin, sink, tasks: Vec::new(), attention: Vec::new(), backends: Vec::new() }
     }
 
@@ -236,6 +257,8 @@ impl HostRegistrar {
         for (n, f) in self.backends {
             trial.register_backend(&n, &self.origin, f).map_err(dup)?;
         }
+        // The trainer reads this plugin's faults through the registry at every evaluation.
+        trial.add_fault_probe(&self.origin, self.sink.clone());
         *registry = trial;
         Ok((info, self.sink))
     }
@@ -261,11 +284,10 @@ static LIBRARIES: Mutex<Vec<libloading::Library>> = Mutex::new(Vec::new());
 ///         eprintln!("warning: {e}"); // the host carries on without that plugin
 ///     }
 ///     let mut backend = CpuBackend::<f32>::new();
+///     // A plugin's fault is an error of `Trainer::new` or `run` naming the plugin file, the
+///     // call and the member: the trainer reads the plugins' fault logs itself.
 ///     let mut trainer = Trainer::new(&mut backend, spec, &registry)?;
-///     host.check_faults()?;
-///     // Stop at the first evaluation after a plugin's guard caught a fault.
-///     let result = trainer.run(&mut |_| host.check_faults().is_ok())?;
-///     host.check_faults()?;
+///     let result = trainer.run(&mut |_| true)?;
 ///     println!("{} steps", result.steps);
 ///     Ok(())
 /// }
@@ -439,9 +461,9 @@ impl PluginHost {
         self.logs.iter().map(|l| l.faults.lock().unwrap_or_else(|e| e.into_inner()).1).sum()
     }
 
-    /// `Err` with the first fault a plugin's guard reported, if any: call it while training
-    /// (e.g. from the trainer's progress callback) to stop with an error naming the plugin
-    /// file, since methods like `Task::sample` cannot return one themselves.
+    /// `Err` with the first fault a plugin's guard reported, if any. The trainer already
+    /// reads the same logs through the registry's fault probes at every evaluation, so a
+    /// training front end need not call this; it serves listings and checks outside training.
     pub fn check_faults(&self) -> Result<(), PluginError> {
         match self.faults().into_iter().next() {
             Some(f) => Err(f.into()),
@@ -610,13 +632,30 @@ mod tests {
 
     #[test]
     fn a_fault_log_keeps_the_first_faults_and_counts_all() {
-        let log = FaultLog { file: PathBuf::from("libx.so"), faults: Mutex::new((Vec::new(), 0)) };
+        let log = FaultLog::new(Path::new("libx.so"));
         for i in 0..20 {
             log.record("Task::sample of task `t`", &format!("panicked: {i}"));
         }
-        let (kept, count) = &*log.faults.lock().unwrap();
+        let (kept, count, _) = &*log.faults.lock().unwrap();
         assert_eq!((kept.len(), *count), (KEPT_FAULTS, 20));
         let e = PluginError::from(kept[0].clone()).to_string();
         assert_eq!(e, "plugin libx.so: Task::sample of task `t` panicked: 0");
+    }
+
+    #[test]
+    fn a_fault_log_is_the_probe_the_registry_reads() {
+        let log = Arc::new(FaultLog::new(Path::new("libx.so")));
+        let mut registry = Registry::default();
+        registry.add_fault_probe("libx.so", log.clone());
+        let mark = registry.fault_mark();
+        assert_eq!(registry.faults_since(&mark), Ok(()));
+        log.record("Task::describe of task `t`", "panicked: one");
+        log.record("Backend::name of backend `b`", "panicked: two");
+        // The latest fault since the mark, naming plugin, call and message.
+        let e = registry.faults_since(&mark).unwrap_err();
+        assert_eq!(e.to_string(), "plugin libx.so: Backend::name of backend `b` panicked: two");
+        // Faults before a mark are not new.
+        let later = registry.fault_mark();
+        assert_eq!(registry.faults_since(&later), Ok(()));
     }
 }

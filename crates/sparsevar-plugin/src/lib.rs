@@ -46,11 +46,15 @@
 //!   `catch_unwind` would see a foreign exception and abort the process. So the catching is
 //!   done *inside the plugin*: the [`Registrar`] methods a plugin calls wrap every factory
 //!   and every object it makes in guard types compiled into the plugin (module `guard`),
-//!   whose trait methods run the plugin's code under `std::panic::catch_unwind`. A panic in
-//!   a method that returns a `Result` becomes an error naming the plugin file; a panic in
-//!   one that cannot fail (e.g. [`Task::sample`]) is recorded for the host
-//!   ([`PluginHost::check_faults`]) and a safe value is returned. Plugins must therefore be
-//!   built with `panic = "unwind"` (the default); the host refuses `panic = "abort"` builds.
+//!   whose trait methods run the plugin's code under `std::panic::catch_unwind`.
+//! * **A fault fails loudly, nothing is substituted.** A panic, an error or a result outside
+//!   the contract in [`Task::sample`], [`Attention::weights`] or a factory becomes an error
+//!   naming the plugin file, the call and what happened ([`PluginFault`]); the trainer stops
+//!   the member (a sweep marks it `faulted`) or the run. Every fault is also recorded in the
+//!   host's log, which the registry exposes as a fault probe and the trainer reads at every
+//!   evaluation, so a fault in a method without an error channel (`describe`,
+//!   `clean_label`, `Backend::name`) stops the run too. Plugins must be built with
+//!   `panic = "unwind"` (the default); the host refuses `panic = "abort"` builds.
 //! * **Types are identified by name strings only**, never `TypeId` (two separate builds of
 //!   the same crate need not agree on it): tasks, attention variants and backends are
 //!   registered and looked up by name.
@@ -68,12 +72,12 @@
 //! register function adds its names, and one `export_plugin!` at its crate root:
 //!
 //! ```
-//! use sparsevar_plugin::{PluginHost, Registrar, Task, TaskSpec};
+//! use sparsevar_plugin::{PluginHost, Registrar, Task, TaskError, TaskSpec};
 //! use sparsevar_plugin::core::registry::Registry;
 //!
 //! pub fn register(r: &mut dyn Registrar) {
-//!     r.task("my_task", |spec: &TaskSpec, seed: u64| -> Result<Box<dyn Task>, String> {
-//!         Err(format!("my_task is not written yet (T = {}, seed {seed})", spec.t))
+//!     r.task("my_task", |spec: &TaskSpec, seed: u64| -> Result<Box<dyn Task>, TaskError> {
+//!         Err(TaskError::invalid(format!("my_task is not written yet (T = {}, seed {seed})", spec.t)))
 //!     });
 //! }
 //! sparsevar_plugin::export_plugin!(register);
@@ -83,7 +87,7 @@
 //! let info = PluginHost::new().register_static(&PLUGIN, "example", &mut registry).unwrap();
 //! assert_eq!(info.tasks, ["my_task"]);
 //! let e = registry.task(&TaskSpec::new("my_task", 8, 2), 0).unwrap_err();
-//! assert_eq!(e, "my_task is not written yet (T = 8, seed 0)");
+//! assert_eq!(e.to_string(), "my_task is not written yet (T = 8, seed 0)");
 //! ```
 //!
 //! `cargo build` puts `lib<crate>.so` next to the `sparsevar` program, where the host finds
@@ -102,11 +106,12 @@ pub use compat::{CompatInfo, CompatRecord, RecordStr};
 pub use host::{Fault, LoadedPlugin, PLUGIN_PATH_ENV, PluginError, PluginHost, discover, search_path};
 pub use registrar::{FaultSink, GuardedAttentionFactory, GuardedBackendFactory, GuardedTaskFactory, Plugin, Registrar};
 
-pub use sparsevar_core::attention::Attention;
+pub use sparsevar_core::attention::{Attention, AttentionError};
 pub use sparsevar_core::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, UnaryOp, Update, strides_of};
+pub use sparsevar_core::fault::PluginFault;
 pub use sparsevar_core::graph::{Graph, NodeId};
 pub use sparsevar_core::rng::{Pcg32, streams};
-pub use sparsevar_core::task::{Task, TaskSpec};
+pub use sparsevar_core::task::{Task, TaskError, TaskSpec};
 
 /// The whole of sparsevar-core, for plugins that need more than the re-exports above (e.g.
 /// tests that build graphs with parameters). It is compiled into the plugin from the same

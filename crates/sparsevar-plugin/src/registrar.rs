@@ -5,15 +5,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use sparsevar_core::attention::Attention;
-use sparsevar_core::backend::Backend;
+use sparsevar_core::backend::{Backend, BackendError};
 use sparsevar_core::registry::{AttentionFactory, BackendFactory, TaskFactory};
-use sparsevar_core::task::{Task, TaskSpec};
+use sparsevar_core::task::{Task, TaskError, TaskSpec};
 
 use crate::guard;
 
-/// Where a plugin's guards report what they caught in methods that cannot return an error
-/// (a panic in [`Task::sample`], a label outside the task's classes, …). Implemented by the
-/// host; a plugin never calls it directly.
+/// Where a plugin's guards record every fault they catch (a panic, an error from
+/// [`Task::sample`], a label outside the task's classes, …), including those of methods that
+/// cannot return an error (`describe`, `clean_label`, `Backend::name`). Implemented by the
+/// host, whose log the trainer reads through the registry's fault probe; a plugin never
+/// calls it directly.
 pub trait FaultSink: Send + Sync {
     /// Record that `what` (e.g. "Task::sample of task `x`") went wrong: `message` says how
     /// (e.g. "panicked: index out of bounds").
@@ -61,12 +63,12 @@ pub trait Registrar {
 
 impl dyn Registrar + '_ {
     /// Register a task kind: `make(spec, member_seed)` builds one ensemble member's task
-    /// from the config's `task:` section, or says what is wrong with it (name the key, as in
-    /// `task.params.alphabet must be …`). Options beyond [`TaskSpec`]'s fields arrive in
-    /// `spec.params`; reject the ones you do not know.
+    /// from the config's `task:` section, or says what is wrong with it
+    /// (`TaskError::invalid("task.params.alphabet must be …")`: name the key). Options
+    /// beyond [`TaskSpec`]'s fields arrive in `spec.params`; reject the ones you do not know.
     pub fn task<F>(&mut self, name: &str, make: F)
     where
-        F: Fn(&TaskSpec, u64) -> Result<Box<dyn Task>, String> + Send + Sync + 'static,
+        F: Fn(&TaskSpec, u64) -> Result<Box<dyn Task>, TaskError> + Send + Sync + 'static,
     {
         let f = guard::task_factory(name, guard::Ctx::new(self), make);
         self.add_task(name, GuardedTaskFactory(f));
@@ -82,10 +84,11 @@ impl dyn Registrar + '_ {
         self.add_attention(name, GuardedAttentionFactory(f));
     }
 
-    /// Register a backend: `make()` returns a fresh one, or says why it cannot (no device…).
+    /// Register a backend: `make()` returns a fresh one, or says why it cannot
+    /// (`BackendError::Device { .. }`: no device, …).
     pub fn backend<F>(&mut self, name: &str, make: F)
     where
-        F: Fn() -> Result<Box<dyn Backend>, String> + Send + Sync + 'static,
+        F: Fn() -> Result<Box<dyn Backend>, BackendError> + Send + Sync + 'static,
     {
         let f = guard::backend_factory(name, guard::Ctx::new(self), make);
         self.add_backend(name, GuardedBackendFactory(f));

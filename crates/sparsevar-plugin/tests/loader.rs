@@ -55,7 +55,7 @@ fn loading_registers_every_name_under_the_plugin_file() {
     // A config error from the plugin reaches the caller as the plugin wrote it.
     let mut bad = sparse_sum(10, 3, 5);
     bad.params.insert("alphabets".into(), 3.0);
-    let e = registry.task(&bad, 0).unwrap_err();
+    let e = registry.task(&bad, 0).unwrap_err().to_string();
     assert!(e.contains("task.params.alphabets: task kind `sparse_sum` takes no option `alphabets`"), "{e}");
     host.check_faults().unwrap();
 }

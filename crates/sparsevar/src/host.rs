@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use sparsevar_core::backend::Backend;
+use sparsevar_core::backend::{Backend, BackendError};
 use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_plugin::{PluginError, PluginHost, discover, search_path};
@@ -34,7 +34,15 @@ impl Host {
         registry.register_backend("cpu", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f32>::new()) as Box<dyn Backend>))).expect("distinct");
         registry.register_backend("cpu-f64", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f64>::new()) as Box<dyn Backend>))).expect("distinct");
         registry
-            .register_backend("wgpu", "built-in", Arc::new(|| WgpuBackend::new().map(|b| Box::new(b) as Box<dyn Backend>).map_err(|e| e.to_string())))
+            .register_backend(
+                "wgpu",
+                "built-in",
+                Arc::new(|| {
+                    WgpuBackend::new()
+                        .map(|b| Box::new(b) as Box<dyn Backend>)
+                        .map_err(|e| BackendError::Device { backend: "wgpu".into(), message: e.to_string() })
+                }),
+            )
             .expect("distinct");
         let search = search_path(plugin_dir);
         let mut plugins = PluginHost::new();
@@ -66,7 +74,7 @@ impl Host {
     pub fn backend(&self, name: &str) -> Result<Box<dyn Backend>> {
         let name = self.resolve(name);
         if !self.registry.backends.contains_key(&name) {
-            let mut msg = self.registry.backend(&name).err().unwrap_or_default();
+            let mut msg = self.registry.backend(&name).err().map(|e| e.to_string()).unwrap_or_default();
             msg.push_str(", auto");
             return bad(msg);
         }

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sparsevar_core::backend::BackendError;
 use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
 use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
@@ -233,7 +234,8 @@ fn train(host: &Host, config: &Path, out: Option<PathBuf>, overrides: &[String])
 /// The registry for validating configs: every backend plus the `auto` choice.
 fn registry_with_auto(host: &Host) -> Registry {
     let mut r = host.registry.clone();
-    r.register_backend("auto", "built-in", Arc::new(|| Err("auto is resolved before use".into()))).ok();
+    r.register_backend("auto", "built-in", Arc::new(|| Err(BackendError::Device { backend: "auto".into(), message: "auto is resolved before use".into() })))
+        .ok();
     r
 }
 
@@ -266,15 +268,15 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
             write_error = Some(e);
             return false;
         }
-        // A plugin that panicked stops training here; what was written stays.
-        host.plugins.check_faults().is_ok()
+        true
     });
     pb.finish_and_clear();
     if let Some(e) = write_error {
         return Err(e).context("writing metrics");
     }
-    host.plugins.check_faults().with_context(|| format!("training stopped; the curves so far are in {}", out.display()))?;
-    let result = result.context("training")?;
+    // A plugin fault is an error of the trainer itself, naming the plugin, the member and
+    // the call; what was written so far stays.
+    let result = result.with_context(|| format!("training stopped; the curves so far are in {}", out.display()))?;
     let summary = results.write_summary(&result, &provenance)?;
     let title = format!("{} T={} s={}, {} members", cfg.task.kind, cfg.task.t, cfg.task.s, cfg.seeds.len());
     let drawn = figures::train_figures(&out, &result.curves, &result.members, &title);
@@ -285,7 +287,10 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
         });
         let outcome = match (m.learned, m.diverged, m.step) {
             (true, _, Some(s)) => format!("learned at step {s}"),
-            (_, true, _) => format!("diverged by step {} (loss became NaN or infinite: lower train.lr or set train.clip)", m.steps_trained),
+            (_, true, _) => format!(
+                "diverged by step {} (loss became NaN or infinite, or rose above 100 times its initial value: lower train.lr or set train.clip)",
+                m.steps_trained
+            ),
             _ => format!("not learned in {} steps", m.steps_trained),
         };
         println!("seed {}: {outcome}, test accuracy {:.4}{}", m.seed, m.test_accuracy, attn.unwrap_or_default());
@@ -340,7 +345,7 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
         out.display()
     );
     let pb = progress_bar(cfg.train.max_steps as u64);
-    let mut make = || registry.backend(&cfg.backend);
+    let mut make = || registry.backend(&cfg.backend).map_err(|e| e.to_string());
     let summary = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut |e| match e {
         SweepEvent::Ensemble { model, t, members, done, total } => {
             pb.set_position(0);
@@ -582,7 +587,7 @@ fn run_script(
 ) -> Result<()> {
     let backend = host.resolve(backend);
     if !host.registry.backends.contains_key(&backend) {
-        return bad(host.registry.backend(&backend).err().unwrap_or_default());
+        return bad(host.registry.backend(&backend).err().map(|e| e.to_string()).unwrap_or_default());
     }
     let out = out.unwrap_or_else(|| fresh_dir(Path::new("runs"), script.file_stem().and_then(|s| s.to_str()).unwrap_or("script")));
     let mut ctx = sparsevar_script::ScriptContext::new(script, &out, Arc::new(host.registry.clone()));

@@ -22,11 +22,14 @@
 
 #![warn(missing_docs)]
 
-use sparsevar_plugin::{Attention, Graph, NodeId, Registrar};
+use sparsevar_plugin::{Attention, AttentionError, Graph, NodeId, Registrar};
 
-/// The number of keys: the last axis of the scores.
-fn n_keys(g: &Graph, scores: NodeId) -> usize {
-    *g.shape(scores).last().expect("scores have a key axis")
+/// The number of keys: the last axis of the scores (an error, not a panic, if there is none).
+fn n_keys(variant: &str, g: &Graph, scores: NodeId) -> Result<usize, AttentionError> {
+    match g.shape(scores).last() {
+        Some(&n) if n > 0 => Ok(n),
+        _ => Err(AttentionError::Failed { variant: variant.into(), message: format!("scores of shape {:?} have no keys", g.shape(scores)) }),
+    }
 }
 
 /// `softmax(ln(N) · scores / sqrt(d_head))`.
@@ -44,10 +47,10 @@ impl Attention for ScalableSoftmax {
     fn name(&self) -> &str {
         "ssmax"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
         // scores, result: [.., n_queries, N]
-        let s = g.scale(scores, Self::scale(n_keys(g, scores), head_dim));
-        g.softmax(s)
+        let s = g.scale(scores, Self::scale(n_keys(self.name(), g, scores)?, head_dim));
+        Ok(g.softmax(s))
     }
 }
 
@@ -59,13 +62,13 @@ impl Attention for SquaredRelu {
     fn name(&self) -> &str {
         "relu2"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
         // scores, result: [.., n_queries, N]
-        let n = n_keys(g, scores) as f64;
+        let n = n_keys(self.name(), g, scores)? as f64;
         let s = g.scale(scores, 1.0 / (head_dim as f64).sqrt());
         let r = g.relu(s);
         let r2 = g.mul(r, r);
-        g.scale(r2, 1.0 / n)
+        Ok(g.scale(r2, 1.0 / n))
     }
 }
 

@@ -26,7 +26,7 @@ fn case(variant: &dyn Attention, shape: [usize; 3], head_dim: usize, seed: u64) 
     params.initialize(&mut be, &mut rngs).unwrap();
     let mut g = Graph::new();
     let s = g.param(&params, sid);
-    let weights = variant.weights(&mut g, s, head_dim);
+    let weights = variant.weights(&mut g, s, head_dim).unwrap();
     assert_eq!(g.shape(weights), &shape, "weights keep the shape of the scores");
     let c = g.input("c", &shape);
     let p = g.mul(weights, c);
@@ -127,7 +127,7 @@ fn peak(variant: &dyn Attention, n: usize, gap: f64) -> f64 {
     let mut be = CpuBackend::<f64>::new();
     let mut g = Graph::new();
     let s = g.input("s", &[1, 1, n]);
-    let w = variant.weights(&mut g, s, 1);
+    let w = variant.weights(&mut g, s, 1).unwrap();
     let exec = Executor::new(&mut be, g, &[w], &ParamStore::new(1)).unwrap();
     let mut row = vec![0.0; n];
     row[0] = gap;

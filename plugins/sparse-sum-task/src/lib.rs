@@ -21,7 +21,7 @@
 
 #![warn(missing_docs)]
 
-use sparsevar_plugin::{Pcg32, Registrar, Task, TaskSpec, streams};
+use sparsevar_plugin::{Pcg32, Registrar, Task, TaskError, TaskSpec, streams};
 
 /// The registry name of the task kind.
 pub const KIND: &str = "sparse_sum";
@@ -65,8 +65,13 @@ impl SparseSum {
     }
 }
 
-/// Build a member's task from its config section (see the crate docs for the keys).
-pub fn build(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, String> {
+/// Build a member's task from its config section (see the crate docs for the keys); an
+/// error names the key (`TaskError::Invalid`).
+pub fn build(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, TaskError> {
+    checked(spec, member_seed).map_err(TaskError::invalid)
+}
+
+fn checked(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, String> {
     let mut q = DEFAULT_ALPHABET;
     for (key, &value) in &spec.params {
         match key.as_str() {
@@ -124,13 +129,16 @@ impl Task for SparseSum {
     }
     /// Tokens by `rng.below(q)` in order, then one `bernoulli(noise)` draw, then (only when
     /// it says so) one `below(q − 1)` for the replacement class.
-    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> u8 {
-        assert_eq!(tokens.len(), self.t, "sample: expected a buffer of T = {} tokens", self.t);
+    /// A buffer of the wrong length is an error (the guard reports it naming this plugin).
+    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> Result<u8, TaskError> {
+        if tokens.len() != self.t {
+            return Err(TaskError::BufferLength { task: KIND.into(), t: self.t, len: tokens.len() });
+        }
         for x in tokens.iter_mut() {
             *x = rng.below(self.q as u64) as u8;
         }
         let y = self.clean_label(tokens) as usize;
-        if rng.bernoulli(self.noise) { ((y + 1 + rng.below(self.q as u64 - 1) as usize) % self.q) as u8 } else { y as u8 }
+        Ok(if rng.bernoulli(self.noise) { ((y + 1 + rng.below(self.q as u64 - 1) as usize) % self.q) as u8 } else { y as u8 })
     }
     fn describe(&self) -> String {
         format!("{KIND} T={} s={} S={:?} q={} noise={}", self.t, self.relevant.len(), self.relevant, self.q, self.noise)

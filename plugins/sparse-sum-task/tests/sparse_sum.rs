@@ -18,7 +18,7 @@ fn spec(t: usize, s: usize, q: usize) -> TaskSpec {
 }
 
 fn err(sp: &TaskSpec) -> String {
-    build(sp, 0).unwrap_err()
+    build(sp, 0).unwrap_err().to_string()
 }
 
 #[test]
@@ -27,7 +27,7 @@ fn the_label_is_the_sum_at_s_mod_q() {
     assert_eq!(task.relevant(), &[1, 3, 6]);
     assert_eq!(task.clean_label(&[0, 4, 0, 3, 0, 0, 2, 0]), (4 + 3 + 2) % 5);
     assert_eq!(task.clean_label(&[4, 0, 4, 0, 4, 4, 0, 4]), 0, "tokens outside S do not count");
-    let data = Dataset::draw(&task, 2000, &mut Pcg32::new(1, streams::TRAIN_DATA));
+    let data = Dataset::draw(&task, 2000, &mut Pcg32::new(1, streams::TRAIN_DATA)).unwrap();
     for i in 0..data.len() {
         let x = data.row(i);
         let sum: usize = [1, 3, 6].iter().map(|&j| x[j] as usize).sum();
@@ -40,7 +40,7 @@ fn the_label_is_the_sum_at_s_mod_q() {
 fn tokens_and_labels_are_uniform() {
     let task = build(&spec(10, 3, 4), 2).unwrap();
     let n = 40_000;
-    let data = Dataset::draw(task.as_ref(), n, &mut Pcg32::new(2, streams::TRAIN_DATA));
+    let data = Dataset::draw(task.as_ref(), n, &mut Pcg32::new(2, streams::TRAIN_DATA)).unwrap();
     let mut tokens = [0usize; 4];
     let mut labels = [0usize; 4];
     data.tokens.iter().for_each(|&v| tokens[v as usize] += 1);
@@ -87,7 +87,7 @@ fn noise_replaces_that_fraction_of_labels_by_another_class() {
     let mut sp = spec(6, 2, 3);
     sp.noise = 0.2;
     let task = build(&sp, 4).unwrap();
-    let data = Dataset::draw(task.as_ref(), 20_000, &mut Pcg32::new(4, streams::TRAIN_DATA));
+    let data = Dataset::draw(task.as_ref(), 20_000, &mut Pcg32::new(4, streams::TRAIN_DATA)).unwrap();
     let changed = (0..data.len()).filter(|&i| data.labels[i] != task.clean_label(data.row(i))).count();
     let rate = changed as f64 / data.len() as f64;
     assert!((rate - 0.2).abs() < 0.015, "replacement rate {rate}");

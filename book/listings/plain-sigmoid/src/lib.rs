@@ -9,7 +9,7 @@
 
 #![warn(missing_docs)]
 
-use sparsevar_plugin::{Attention, Graph, NodeId, Registrar};
+use sparsevar_plugin::{Attention, AttentionError, Graph, NodeId, Registrar};
 
 /// `sigmoid(scores / sqrt(d_head))`, each key weighted on its own.
 #[derive(Clone, Debug, Default)]
@@ -19,10 +19,10 @@ impl Attention for PlainSigmoid {
     fn name(&self) -> &str {
         "plain_sigmoid"
     }
-    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> NodeId {
+    fn weights(&self, g: &mut Graph, scores: NodeId, head_dim: usize) -> Result<NodeId, AttentionError> {
         // scores, result: [.., n_queries, N]
         let s = g.scale(scores, 1.0 / (head_dim as f64).sqrt());
-        g.sigmoid(s)
+        Ok(g.sigmoid(s))
     }
 }
 

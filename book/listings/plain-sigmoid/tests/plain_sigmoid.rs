@@ -12,7 +12,7 @@ fn weights_at_zero(variant: &dyn Attention, n: usize) -> Vec<f64> {
     let mut backend = CpuBackend::<f64>::new();
     let mut g = Graph::new();
     let scores = g.input("scores", &[1, 1, n]);
-    let w = variant.weights(&mut g, scores, 16);
+    let w = variant.weights(&mut g, scores, 16).unwrap();
     let exec = Executor::new(&mut backend, g, &[w], &ParamStore::new(1)).unwrap();
     exec.write(&mut backend, scores, &vec![0.0; n]).unwrap();
     exec.run(&mut backend).unwrap();

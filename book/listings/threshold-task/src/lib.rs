@@ -10,7 +10,7 @@
 
 #![warn(missing_docs)]
 
-use sparsevar_plugin::{Pcg32, Registrar, Task, TaskSpec, streams};
+use sparsevar_plugin::{Pcg32, Registrar, Task, TaskError, TaskSpec, streams};
 
 /// The registry name of the task kind.
 pub const KIND: &str = "sparse_threshold";
@@ -27,28 +27,29 @@ pub struct SparseThreshold {
 
 /// Build a member's task from its config section: `task.params.k` (default: a majority,
 /// `(s + 1) / 2`), `bias`, `noise`, and `S` from `subset`, `subset_seed` or the member seed.
-pub fn build(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, String> {
+/// A bad value is `TaskError::invalid`, with a message that names the key.
+pub fn build(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, TaskError> {
     let (t, s) = (spec.t, spec.s);
     if t == 0 || s == 0 || s > t {
-        return Err(format!("task.s = {s} with task.T = {t}: s must be between 1 and T"));
+        return Err(TaskError::invalid(format!("task.s = {s} with task.T = {t}: s must be between 1 and T")));
     }
     let mut k = s.div_ceil(2);
     for (key, &value) in &spec.params {
         match key.as_str() {
             "k" => {
                 if value.fract() != 0.0 || value < 1.0 || value > s as f64 {
-                    return Err(format!("task.params.k must be a whole number from 1 to s = {s} (got {value})"));
+                    return Err(TaskError::invalid(format!("task.params.k must be a whole number from 1 to s = {s} (got {value})")));
                 }
                 k = value as usize;
             }
-            other => return Err(format!("task.params.{other}: task kind `{KIND}` takes no option `{other}`; it takes: k")),
+            other => return Err(TaskError::invalid(format!("task.params.{other}: task kind `{KIND}` takes no option `{other}`; it takes: k"))),
         }
     }
     if !(spec.bias > 0.0 && spec.bias < 1.0) {
-        return Err(format!("task.bias must be in (0, 1) (got {}): it is P[x_i = 1]", spec.bias));
+        return Err(TaskError::invalid(format!("task.bias must be in (0, 1) (got {}): it is P[x_i = 1]", spec.bias)));
     }
     if !(0.0..=0.5).contains(&spec.noise) {
-        return Err(format!("task.noise must be in [0, 0.5] (got {}): it is the probability that a label is flipped", spec.noise));
+        return Err(TaskError::invalid(format!("task.noise must be in [0, 0.5] (got {}): it is the probability that a label is flipped", spec.noise)));
     }
     let relevant = match &spec.subset {
         Some(given) => {
@@ -56,7 +57,7 @@ pub fn build(spec: &TaskSpec, member_seed: u64) -> Result<Box<dyn Task>, String>
             sorted.sort_unstable();
             sorted.dedup();
             if sorted.len() != s || sorted.iter().any(|&p| p >= t) {
-                return Err(format!("task.subset {given:?} must list s = {s} distinct positions from 0 to T-1 = {}", t - 1));
+                return Err(TaskError::invalid(format!("task.subset {given:?} must list s = {s} distinct positions from 0 to T-1 = {}", t - 1)));
             }
             sorted
         }
@@ -88,12 +89,15 @@ impl Task for SparseThreshold {
     }
     /// The built-in tasks' order of draws: one `bernoulli(bias)` per token, position 0
     /// first, then one `bernoulli(noise)` that flips the label.
-    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> u8 {
+    /// It cannot fail, so it always returns `Ok`; a task that can (a table that runs out, a
+    /// file it reads) returns `Err(TaskError::Failed { .. })`, and the trainer stops that
+    /// member instead of training on a made-up sample.
+    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> Result<u8, TaskError> {
         for x in tokens.iter_mut() {
             *x = u8::from(rng.bernoulli(self.bias));
         }
         let flip = rng.bernoulli(self.noise);
-        self.clean_label(tokens) ^ u8::from(flip)
+        Ok(self.clean_label(tokens) ^ u8::from(flip))
     }
     fn describe(&self) -> String {
         format!("{KIND} T={} s={} S={:?} k={} p={} noise={}", self.t, self.relevant.len(), self.relevant, self.k, self.bias, self.noise)

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sparsevar_core::backend::Backend;
+use sparsevar_core::backend::{Backend, BackendError};
 use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::ExperimentConfig;
@@ -192,8 +192,14 @@ pub fn registry_with(extra: &[(&sparsevar_plugin::Plugin, &str)]) -> Arc<Registr
     r.register_backend("cpu", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f32>::new()) as Box<dyn Backend>))).unwrap();
     r.register_backend("cpu-f64", "built-in", Arc::new(|| Ok(Box::new(CpuBackend::<f64>::new()) as Box<dyn Backend>))).unwrap();
     for name in ["wgpu", "auto"] {
-        r.register_backend(name, "built-in", Arc::new(move || Err(format!("the book's tests do not start the {name} backend: mark the block `ignore`"))))
-            .unwrap();
+        r.register_backend(
+            name,
+            "built-in",
+            Arc::new(move || {
+                Err(BackendError::Device { backend: name.into(), message: "the book's tests do not start this backend: mark the block `ignore`".into() })
+            }),
+        )
+        .unwrap();
     }
     let mut host = PluginHost::new();
     let plugins =

@@ -220,13 +220,15 @@ impl Task for BooleanTask {
     /// Draws `T` bits with `bias` (one `uniform` each, position 0 first), then one more
     /// `uniform` that decides the label flip. That last draw happens even when `noise = 0`,
     /// so tasks that differ only in noise see the same inputs from the same generator.
-    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> u8 {
-        assert_eq!(tokens.len(), self.t, "sample: expected a buffer of T = {} tokens", self.t);
+    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> Result<u8, TaskError> {
+        if tokens.len() != self.t {
+            return Err(TaskError::BufferLength { task: self.kind.name().to_string(), t: self.t, len: tokens.len() });
+        }
         for x in tokens.iter_mut() {
             *x = u8::from(rng.bernoulli(self.options.bias));
         }
         let flip = rng.bernoulli(self.options.noise);
-        self.clean_label(tokens) ^ u8::from(flip)
+        Ok(self.clean_label(tokens) ^ u8::from(flip))
     }
 
     /// `"<name> T=<T> s=<s> S=[..] p=<bias> noise=<noise>"`, and for a junta also
@@ -344,7 +346,7 @@ mod tests {
         let mut rng = Pcg32::new(2, streams::ONLINE);
         let mut buf = [0u8; 9];
         for _ in 0..500 {
-            let y = t.sample(&mut rng, &mut buf);
+            let y = t.sample(&mut rng, &mut buf).unwrap();
             assert_eq!(y, t.clean_label(&buf));
         }
     }

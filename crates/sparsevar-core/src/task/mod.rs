@@ -16,6 +16,7 @@ mod boolean;
 
 pub use boolean::{BooleanKind, BooleanOptions, BooleanTask, MAX_JUNTA_S};
 
+use crate::fault::PluginFault;
 use crate::rng::{Pcg32, streams};
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +42,10 @@ pub trait Task: dyn_clone::DynClone + Send + Sync + std::fmt::Debug {
     /// [`Task::sample`] before label noise is applied, and by tests and baselines.
     fn clean_label(&self, tokens: &[u8]) -> u8;
     /// Fill `tokens` (length `T`) with one input drawn from the task's input distribution
-    /// and return its (possibly noisy) label.
-    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> u8;
+    /// and return its (possibly noisy) label, or say why it cannot ([`TaskError::Failed`];
+    /// a plugin's guard turns any error or panic into [`TaskError::Fault`]). The trainer
+    /// stops the member on an error: no substitute sample is ever used.
+    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> Result<u8, TaskError>;
     /// A one-line description with every parameter, e.g.
     /// `"sparse_parity T=16 s=3 S=[1, 7, 9] p=0.5 noise=0"`.
     fn describe(&self) -> String;
@@ -137,6 +140,48 @@ pub enum TaskError {
         /// The repeated position.
         pos: usize,
     },
+    /// A plugin's task rejected its config section; the message names the key (e.g.
+    /// "task.params.alphabet must be at least 2").
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// `sample` was handed a buffer that is not `T` tokens long.
+    #[error("task `{task}`: sample needs a buffer of T = {t} tokens, got {len}")]
+    BufferLength {
+        /// The task's name.
+        task: String,
+        /// Its sequence length.
+        t: usize,
+        /// The buffer's length.
+        len: usize,
+    },
+    /// A task could not do what was asked (a task's own report; see [`Task::sample`]).
+    #[error("task `{task}` failed: {message}")]
+    Failed {
+        /// The task's name.
+        task: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A plugin's task faulted: returned an error, panicked, or returned a value outside
+    /// its contract. The message names the plugin file and the call.
+    #[error(transparent)]
+    Fault(#[from] PluginFault),
+}
+
+impl TaskError {
+    /// A plugin task's config error (see [`TaskError::Invalid`]).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        TaskError::Invalid { message: message.into() }
+    }
+
+    /// Whether the error is about the config (the user's input) rather than a failure
+    /// while running.
+    pub fn is_config_error(&self) -> bool {
+        !matches!(self, TaskError::BufferLength { .. } | TaskError::Failed { .. } | TaskError::Fault(_))
+    }
 }
 
 /// Default for [`TaskSpec::bias`]: uniform input bits.
@@ -241,15 +286,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Draw `n` independent samples of `task` from `rng`, in order.
-    pub fn draw(task: &dyn Task, n: usize, rng: &mut Pcg32) -> Dataset {
+    /// Draw `n` independent samples of `task` from `rng`, in order; the first error of
+    /// [`Task::sample`] stops the draw.
+    pub fn draw(task: &dyn Task, n: usize, rng: &mut Pcg32) -> Result<Dataset, TaskError> {
         let t = task.seq_len();
         let mut tokens = vec![0u8; n * t];
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
-            labels.push(task.sample(rng, &mut tokens[i * t..(i + 1) * t]));
+            labels.push(task.sample(rng, &mut tokens[i * t..(i + 1) * t])?);
         }
-        Dataset { t, tokens, labels }
+        Ok(Dataset { t, tokens, labels })
     }
 
     /// The number of samples.
@@ -409,10 +455,10 @@ mod tests {
     #[test]
     fn same_seed_same_dataset_different_seed_different() {
         let task = build_task(&spec("sparse_parity", 20, 3), 5).unwrap();
-        let a = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(1, streams::TRAIN_DATA));
-        let b = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(1, streams::TRAIN_DATA));
-        let c = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(2, streams::TRAIN_DATA));
-        let d = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(1, streams::TEST_DATA));
+        let a = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(1, streams::TRAIN_DATA)).unwrap();
+        let b = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(1, streams::TRAIN_DATA)).unwrap();
+        let c = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(2, streams::TRAIN_DATA)).unwrap();
+        let d = Dataset::draw(task.as_ref(), 100, &mut Pcg32::new(1, streams::TEST_DATA)).unwrap();
         assert_eq!(a, b);
         assert_ne!(a.tokens, c.tokens);
         assert_ne!(a.tokens, d.tokens);
@@ -423,7 +469,7 @@ mod tests {
         for i in 0..a.len() {
             assert_eq!(a.labels[i], task.clean_label(a.row(i)));
         }
-        let empty = Dataset::draw(task.as_ref(), 0, &mut Pcg32::new(1, 0));
+        let empty = Dataset::draw(task.as_ref(), 0, &mut Pcg32::new(1, 0)).unwrap();
         assert!(empty.is_empty());
     }
 
@@ -431,7 +477,7 @@ mod tests {
     fn parity_labels_balanced_on_uniform_inputs() {
         let task = build_task(&spec("sparse_parity", 30, 5), 11).unwrap();
         let n = 20_000;
-        let data = Dataset::draw(task.as_ref(), n, &mut Pcg32::new(11, streams::TRAIN_DATA));
+        let data = Dataset::draw(task.as_ref(), n, &mut Pcg32::new(11, streams::TRAIN_DATA)).unwrap();
         let ones = data.labels.iter().filter(|&&l| l == 1).count() as f64 / n as f64;
         assert!((ones - 0.5).abs() < 0.02, "fraction of ones {ones}");
     }
@@ -441,7 +487,7 @@ mod tests {
         let mut sp = spec("sparse_or", 10, 2);
         sp.bias = 0.9;
         let task = build_task(&sp, 0).unwrap();
-        let data = Dataset::draw(task.as_ref(), 10_000, &mut Pcg32::new(3, streams::TRAIN_DATA));
+        let data = Dataset::draw(task.as_ref(), 10_000, &mut Pcg32::new(3, streams::TRAIN_DATA)).unwrap();
         let ones = data.tokens.iter().filter(|&&b| b == 1).count() as f64 / data.tokens.len() as f64;
         assert!((ones - 0.9).abs() < 0.01, "fraction of ones {ones}");
         assert!(data.tokens.iter().all(|&b| b <= 1));
@@ -452,7 +498,7 @@ mod tests {
         let mut sp = spec("sparse_majority", 15, 5);
         sp.noise = 0.2;
         let task = build_task(&sp, 0).unwrap();
-        let data = Dataset::draw(task.as_ref(), 20_000, &mut Pcg32::new(4, streams::TRAIN_DATA));
+        let data = Dataset::draw(task.as_ref(), 20_000, &mut Pcg32::new(4, streams::TRAIN_DATA)).unwrap();
         let flipped = (0..data.len()).filter(|&i| data.labels[i] != task.clean_label(data.row(i))).count();
         let rate = flipped as f64 / data.len() as f64;
         assert!((rate - 0.2).abs() < 0.015, "flip rate {rate}");
@@ -464,8 +510,8 @@ mod tests {
         let mut sp = spec("sparse_parity", 12, 3);
         sp.noise = 0.3;
         let noisy = build_task(&sp, 8).unwrap();
-        let a = Dataset::draw(clean.as_ref(), 50, &mut Pcg32::new(1, streams::TRAIN_DATA));
-        let b = Dataset::draw(noisy.as_ref(), 50, &mut Pcg32::new(1, streams::TRAIN_DATA));
+        let a = Dataset::draw(clean.as_ref(), 50, &mut Pcg32::new(1, streams::TRAIN_DATA)).unwrap();
+        let b = Dataset::draw(noisy.as_ref(), 50, &mut Pcg32::new(1, streams::TRAIN_DATA)).unwrap();
         assert_eq!(a.tokens, b.tokens);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use indicatif::ProgressBar;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
+use sparsevar_core::backend::BackendError;
 use sparsevar_core::registry::Registry;
 use sparsevar_experiment::config::ExperimentConfig;
 use sparsevar_experiment::sweep::SweepConfig;
@@ -89,7 +90,8 @@ fn param(key: &str, raw: &str, default: &Dynamic) -> Result<Dynamic, String> {
 /// replaces it anyway).
 fn with_auto(r: &Registry) -> Registry {
     let mut r = r.clone();
-    r.register_backend("auto", "built-in", Arc::new(|| Err("auto is resolved by the host".into()))).ok();
+    r.register_backend("auto", "built-in", Arc::new(|| Err(BackendError::Device { backend: "auto".into(), message: "auto is resolved by the host".into() })))
+        .ok();
     r
 }
 

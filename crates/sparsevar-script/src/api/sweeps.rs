@@ -117,7 +117,7 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
             *stop.borrow_mut() = Some(why.clone());
             return Err(why);
         }
-        registry.backend(&cfg.backend)
+        registry.backend(&cfg.backend).map_err(|e| e.to_string())
     };
     let mut events = |e: SweepEvent| match e {
         SweepEvent::Ensemble { model, t, members, done, total } => {

@@ -26,14 +26,14 @@ fn build(st: &State, base: &TaskSpec, opts: &Map, allow_kind: bool) -> Result<Ta
         valid.insert(0, "kind".into());
     }
     let spec: TaskSpec = overlay(base, "task", opts, &valid, &[])?;
-    st.ctx.registry.task(&spec, 0)?;
+    st.ctx.registry.task(&spec, 0).map_err(|e| e.to_string())?;
     Ok(spec)
 }
 
 fn shorthand(ctx: &NativeCallContext, st: &State, kind: &str, t: i64, s: i64) -> Res<TaskHandle> {
     let spec = (|| {
         let spec = TaskSpec::new(kind, count("T", t)?, count("s", s)?);
-        st.ctx.registry.task(&spec, 0)?;
+        st.ctx.registry.task(&spec, 0).map_err(|e| e.to_string())?;
         Ok::<_, String>(spec)
     })()
     .map_err(|e| fail(ctx, e))?;
