@@ -116,8 +116,10 @@ pub enum TrainError {
     Setup(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Model(#[from] ModelError),
+    /// The model could not be built (e.g. its attention variant failed); it is shared by
+    /// every member, so all of them are named.
+    #[error("building the model of the members with seeds {seeds:?}: {source}")]
+    Model { seeds: Vec<u64>, source: ModelError },
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("interrupted at step {step}")]
@@ -252,11 +254,13 @@ struct Graphs {
 }
 
 impl Graphs {
-    fn plan(backend: &mut dyn Backend, model: &Model, params: &ParamStore, tc: &TrainConfig) -> Result<Self, TrainError> {
-        let train = model.build(params, tc.batch, true)?;
+    /// `seeds`: the members', to name them in an error.
+    fn plan(backend: &mut dyn Backend, model: &Model, params: &ParamStore, tc: &TrainConfig, seeds: &[u64]) -> Result<Self, TrainError> {
+        let model_error = |source| TrainError::Model { seeds: seeds.to_vec(), source };
+        let train = model.build(params, tc.batch, true).map_err(model_error)?;
         let outputs: Vec<_> = std::iter::once(train.loss).chain(train.grads.iter().map(|g| g.1)).collect();
         let train_exec = Self::executor(backend, &train, &outputs, params)?;
-        let eval = model.build(params, EVAL_CHUNK.min(tc.test_samples), false)?;
+        let eval = model.build(params, EVAL_CHUNK.min(tc.test_samples), false).map_err(model_error)?;
         let outputs: Vec<_> = std::iter::once(eval.logits).chain(eval.attention.iter().copied()).collect();
         let eval_exec = Self::executor(backend, &eval, &outputs, params)?;
         Ok(Graphs { train, train_exec, eval, eval_exec })
@@ -305,12 +309,13 @@ impl<'b> Trainer<'b> {
             ModelSpec::Transformer(c) => Some(registry.attention(&c.attention)?),
             ModelSpec::Mlp(_) => None,
         };
-        let (model, mut params) = Model::new(&spec.model, data, r, attention)?;
+        let model_error = |source| TrainError::Model { seeds: spec.seeds.clone(), source };
+        let (model, mut params) = Model::new(&spec.model, data, r, attention).map_err(model_error)?;
         let mut init: Vec<Pcg32> = spec.seeds.iter().map(|&s| Pcg32::new(s, streams::INIT)).collect();
         params.initialize(backend, &mut init)?;
 
         let tc = &spec.train;
-        let graphs = Graphs::plan(backend, &model, &params, tc)?;
+        let graphs = Graphs::plan(backend, &model, &params, tc, &spec.seeds)?;
         let optimizer = Optimizer::new(backend, tc.optim(), &params, &graphs.grads())?;
 
         let mut sources = Vec::new();
@@ -401,7 +406,8 @@ impl<'b> Trainer<'b> {
             return Ok(());
         }
         self.params.retain(self.backend, &keep)?;
-        let graphs = Graphs::plan(self.backend, &self.model, &self.params, &self.spec.train)?;
+        let seeds: Vec<u64> = self.active.iter().map(|&m| self.spec.seeds[m]).collect();
+        let graphs = Graphs::plan(self.backend, &self.model, &self.params, &self.spec.train, &seeds)?;
         self.optimizer.retain(self.backend, &keep, &self.params, &graphs.grads())?;
         std::mem::replace(&mut self.graphs, graphs).free(self.backend)?;
         Ok(())

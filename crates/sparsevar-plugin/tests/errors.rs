@@ -184,39 +184,38 @@ fn panicky() -> (PluginHost, Registry, PathBuf) {
     (host, registry, path)
 }
 
-fn task(kind: &str, panic_after: Option<usize>) -> TaskSpec {
+fn task(kind: &str, after: Option<usize>) -> TaskSpec {
     let mut t = TaskSpec::new(kind, 6, 1);
-    if let Some(n) = panic_after {
-        t.params.insert("panic_after".into(), n as f64);
+    if let Some(n) = after {
+        t.params.insert("after".into(), n as f64);
     }
     t
 }
 
 #[test]
-fn a_task_that_panics_in_sample_stops_training_with_an_error_naming_the_file() {
+fn a_task_that_panics_in_sample_stops_training_with_an_error_naming_file_member_and_call() {
     let (host, registry, path) = panicky();
-    // Online training: 32 test samples per member at setup, then 16 per step; member 0's
-    // task panics at its 100th sample, i.e. in step 5.
-    let mut spec = small_run(task("sample_panics", Some(100)), "softmax", vec![0, 1]);
+    // Online training: 32 test samples per member at setup, then 16 per step; each member's
+    // task panics at its 100th sample, i.e. while drawing the batch of step 5.
+    let mut spec = small_run(task("sample_panics", Some(100)), "softmax", vec![3, 4]);
     spec.train.online = true;
     spec.train.test_samples = 32;
     spec.train.max_steps = 1000;
     spec.train.eval_every = 10;
     let mut be = CpuBackend::<f32>::new();
     let mut trainer = Trainer::new(&mut be, spec, &registry).unwrap();
-    host.check_faults().expect("no fault while setting up");
-    // The progress callback stops training at the first evaluation after a fault.
-    let result = trainer.run(&mut |_| host.check_faults().is_ok());
-    let steps = trainer.steps_taken();
-    assert_eq!(steps, 10, "stopped at the first evaluation after the panic ({result:?})");
-    let e = host.check_faults().expect_err("the panic was recorded");
-    assert!(matches!(&e, PluginError::Fault { file, .. } if file == &path), "{e:?}");
+    let e = trainer.run(&mut |_| true).map(|_| ()).expect_err("a panicking task stops training");
+    assert_eq!(trainer.steps_taken(), 4, "no step ran on a made-up batch");
+    let TrainError::MemberFaults { step: 4, faults } = &e else { panic!("{e:?}") };
+    // Both members' tasks fail at the same sample: one error names them all.
+    assert_eq!(faults.iter().map(|f| (f.member, f.seed)).collect::<Vec<_>>(), [(0, 3), (1, 4)]);
     let msg = e.to_string();
+    assert!(msg.starts_with("member 0 (seed 3) at step 4: plugin "), "{msg}");
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert!(msg.contains("Task::sample of task `sample_panics` panicked: sample_panics: sample number 100 exploded"), "{msg}");
-    // Every later sample panicked too and was recorded (16 kept, all counted).
-    assert_eq!(host.faults().len(), 16);
-    assert!(host.fault_count() > 16);
+    assert!(msg.ends_with("(and 1 more members)") && !msg.contains('\n'), "{msg}");
+    // The host's fault log has it too.
+    assert!(matches!(host.check_faults(), Err(PluginError::Fault { file, .. }) if file == path));
     // The host is fine: a good plugin task still trains in this process.
     let mut registry = registry;
     let mut host = host;
@@ -226,13 +225,32 @@ fn a_task_that_panics_in_sample_stops_training_with_an_error_naming_the_file() {
 }
 
 #[test]
-fn a_label_outside_the_classes_is_a_fault_not_a_backend_error() {
-    let (host, registry, path) = panicky();
+fn a_task_whose_sample_returns_an_error_names_only_the_members_it_failed_for() {
+    let (_host, registry, path) = panicky();
+    let mut spec = task("sample_fails", Some(50));
+    spec.params.insert("fail_seed".into(), 8.0);
+    // 200 training samples are drawn at setup: the member with seed 8 fails there.
+    let e = Trainer::new(&mut CpuBackend::<f32>::new(), small_run(spec, "softmax", vec![7, 8, 9]), &registry).map(|_| ()).expect_err("fails");
+    let TrainError::MemberFaults { step: 0, faults } = &e else { panic!("{e:?}") };
+    assert_eq!(faults.len(), 1);
+    assert_eq!((faults[0].member, faults[0].seed), (1, 8));
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "member 1 (seed 8) at step 0: plugin {}: Task::sample of task `sample_fails` returned an error: task `sample_fails` failed: the table ran out at sample 50",
+            path.display()
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_label_outside_the_classes_is_a_fault_no_label_is_made_up() {
+    let (_host, registry, path) = panicky();
     let spec = small_run(task("bad_label", None), "softmax", vec![0]);
     let mut be = CpuBackend::<f32>::new();
-    let trainer = Trainer::new(&mut be, spec, &registry);
-    assert!(trainer.is_ok(), "the guard replaced the bad labels");
-    let e = host.check_faults().expect_err("recorded");
+    let e = Trainer::new(&mut be, spec, &registry).map(|_| ()).expect_err("no substitute label");
+    assert!(matches!(e, TrainError::MemberFaults { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains(&path.display().to_string()) && msg.contains("Task::sample of task `bad_label` returned label 7, outside 0..2"), "{msg}");
 }
@@ -242,28 +260,54 @@ fn a_task_factory_that_panics_fails_the_setup_with_the_file() {
     let (_host, registry, path) = panicky();
     let spec = small_run(task("factory_panics", None), "softmax", vec![0]);
     let mut be = CpuBackend::<f32>::new();
-    match Trainer::new(&mut be, spec, &registry) {
-        Err(TrainError::Setup(msg)) => {
-            assert!(msg.contains(&path.display().to_string()), "{msg}");
-            assert!(msg.contains("the factory of task `factory_panics` panicked: factory_panics: out of ideas"), "{msg}");
-        }
-        other => panic!("{:?}", other.map(|_| ())),
+    let e = Trainer::new(&mut be, spec, &registry).map(|_| ()).expect_err("fails");
+    assert!(matches!(&e, TrainError::Registry(r) if !r.is_user_input()), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("the factory of task `factory_panics` panicked: factory_panics: out of ideas"), "{msg}");
+}
+
+#[test]
+fn an_attention_variant_that_fails_stops_the_setup_no_uniform_stand_in() {
+    let (_host, registry, path) = panicky();
+    for (variant, says) in [
+        ("weights_panic", "Attention::weights of `weights_panic` panicked: weights_panic: no weights today"),
+        ("weights_error", "Attention::weights of `weights_error` returned an error: attention variant `weights_error` failed: heads must be odd"),
+    ] {
+        let spec = small_run(TaskSpec::new("sparse_parity", 6, 2), variant, vec![0]);
+        let mut be = CpuBackend::<f32>::new();
+        let e = Trainer::new(&mut be, spec, &registry).map(|_| ()).expect_err("no model is built without its attention");
+        assert!(matches!(&e, TrainError::Model { seeds, .. } if seeds == &[0]), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains(says), "{msg}");
     }
 }
 
 #[test]
-fn an_attention_variant_that_panics_is_replaced_and_reported() {
-    let (host, registry, path) = panicky();
-    let spec = small_run(TaskSpec::new("sparse_parity", 6, 2), "weights_panic", vec![0]);
+fn a_fault_without_an_error_channel_stops_the_run_at_the_next_evaluation() {
+    let (_host, registry, path) = panicky();
+    // A fault from before the trainer existed is not this run's.
+    let early = registry.task(&task("describe_panics", None), 0).unwrap();
+    assert!(early.describe().contains("describe panicked"));
+    let mut spec = small_run(task("describe_panics", None), "softmax", vec![0]);
+    spec.train.max_steps = 60;
     let mut be = CpuBackend::<f32>::new();
-    let mut trainer = Trainer::new(&mut be, spec, &registry).expect("the guard put uniform weights in its place");
-    trainer.step().unwrap();
-    let e = host.check_faults().expect_err("recorded");
-    let msg = e.to_string();
-    assert!(
-        msg.contains(&path.display().to_string()) && msg.contains("Attention::weights of `weights_panic` panicked: weights_panic: no weights today"),
-        "{msg}"
-    );
+    let mut trainer = Trainer::new(&mut be, spec, &registry).expect("describe is not called while setting up");
+    // As `sparsevar train` does after setting up: describe each member's task.
+    let _ = trainer.tasks[0].describe();
+    let mut evaluations = 0;
+    let e = trainer
+        .run(&mut |_| {
+            evaluations += 1;
+            true
+        })
+        .map(|_| ())
+        .expect_err("the trainer reads the fault log itself");
+    assert_eq!(evaluations, 0, "stopped at the first evaluation, before reporting it");
+    let TrainError::Fault { step: 20, fault } = &e else { panic!("{e:?}") };
+    assert_eq!(fault.plugin, path.display().to_string());
+    assert_eq!(fault.call, "Task::describe of task `describe_panics`");
+    assert!(e.to_string().contains("panicked: describe_panics: lost for words (found at step 20, all members stopped)"), "{e}");
 }
 
 #[test]
@@ -279,4 +323,6 @@ fn a_backend_that_panics_returns_errors_naming_the_file() {
     let again = be.alloc(3).expect_err("poisoned").to_string();
     assert!(again.contains("unusable after an earlier panic"), "{again}");
     assert!(host.check_faults().is_err());
+    // Through the registry, a fault probe sees it too.
+    assert!(registry.faults_since(&Default::default()).is_err());
 }

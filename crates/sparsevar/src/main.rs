@@ -375,6 +375,12 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
             println!("  {}", f.verdict);
         }
     }
+    if !summary.faulted.is_empty() {
+        println!("{} members faulted and are left out of m* (the `faulted` column of runs.csv):", summary.faulted.len());
+        for f in &summary.faulted {
+            println!("  {} T={} m={} seed {}: {}", f.model, f.t, f.m, f.seed, f.fault);
+        }
+    }
     for b in &summary.baselines {
         println!(
             "baselines T={}: log2 C(T,s) = {:.1}, GF(2) m* = {:?}, subset search m* = {:?}{}",

@@ -72,7 +72,7 @@ const BROKEN: &[(&str, &str)] = &[
         "abi_mismatch",
         r#"
 pub fn register(r: &mut dyn sparsevar_plugin::Registrar) {
-    r.task("from_abi_mismatch", |_, _| Err("never called".into()));
+    r.task("from_abi_mismatch", |_, _| Err(sparsevar_plugin::TaskError::invalid("never called")));
 }
 sparsevar_plugin::export_plugin!(@with register, name = "abi_mismatch", version = "1.0.0",
     abi_version = 999,
@@ -83,7 +83,7 @@ sparsevar_plugin::export_plugin!(@with register, name = "abi_mismatch", version 
         "compiler_mismatch",
         r#"
 pub fn register(r: &mut dyn sparsevar_plugin::Registrar) {
-    r.task("from_compiler_mismatch", |_, _| Err("never called".into()));
+    r.task("from_compiler_mismatch", |_, _| Err(sparsevar_plugin::TaskError::invalid("never called")));
 }
 sparsevar_plugin::export_plugin!(@with register, name = "compiler_mismatch", version = "1.0.0",
     abi_version = sparsevar_plugin::ABI_VERSION,
@@ -95,7 +95,7 @@ sparsevar_plugin::export_plugin!(@with register, name = "compiler_mismatch", ver
         "crate_mismatch",
         r#"
 pub fn register(r: &mut dyn sparsevar_plugin::Registrar) {
-    r.task("from_crate_mismatch", |_, _| Err("never called".into()));
+    r.task("from_crate_mismatch", |_, _| Err(sparsevar_plugin::TaskError::invalid("never called")));
 }
 sparsevar_plugin::export_plugin!(@with register, name = "crate_mismatch", version = "1.0.0",
     abi_version = sparsevar_plugin::ABI_VERSION,
@@ -107,7 +107,7 @@ sparsevar_plugin::export_plugin!(@with register, name = "crate_mismatch", versio
         "abort_strategy",
         r#"
 pub fn register(r: &mut dyn sparsevar_plugin::Registrar) {
-    r.task("from_abort_strategy", |_, _| Err("never called".into()));
+    r.task("from_abort_strategy", |_, _| Err(sparsevar_plugin::TaskError::invalid("never called")));
 }
 // As if built with panic = "abort": its guards could not catch anything.
 sparsevar_plugin::export_plugin!(@with register, name = "abort_strategy", version = "1.0.0",
@@ -120,7 +120,7 @@ sparsevar_plugin::export_plugin!(@with register, name = "abort_strategy", versio
         r#"
 pub fn register(r: &mut dyn sparsevar_plugin::Registrar) {
     std::panic::set_hook(Box::new(|_| {})); // this library's own std: keep the test output quiet
-    r.task("registered_before_the_panic", |_, _| Err("never called".into()));
+    r.task("registered_before_the_panic", |_, _| Err(sparsevar_plugin::TaskError::invalid("never called")));
     panic!("register_panics: cannot find my configuration");
 }
 sparsevar_plugin::export_plugin!(register);
@@ -130,7 +130,7 @@ sparsevar_plugin::export_plugin!(register);
         "clashes_with_builtin",
         r#"
 pub fn register(r: &mut dyn sparsevar_plugin::Registrar) {
-    r.task("fresh_name_before_the_clash", |_, _| Err("never called".into()));
+    r.task("fresh_name_before_the_clash", |_, _| Err(sparsevar_plugin::TaskError::invalid("never called")));
     r.attention("softmax", || Box::new(sparsevar_plugin::core::attention::Softmax));
 }
 sparsevar_plugin::export_plugin!(register);
@@ -139,46 +139,66 @@ sparsevar_plugin::export_plugin!(register);
     (
         "panicky",
         r#"
-//! Tasks, an attention variant and a backend that fail in every way a guard must survive.
+//! Tasks, attention variants and a backend that fail in every way a guard must survive.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use sparsevar_plugin::{Attention, Backend, BackendError, BufferId, Graph, Kernel, NodeId, Pcg32, Registrar, Task, TaskSpec, Update};
+use sparsevar_plugin::{Attention, AttentionError, Backend, BackendError, BufferId, Graph, Kernel, NodeId, Pcg32, Registrar, Task, TaskError, TaskSpec, Update};
 
-/// Label = the first bit. `mode` says how it misbehaves: "panic" in `sample` once it has
-/// been called `after` times (all clones counting together), or "label" (a label outside
-/// the two classes).
+/// Label = the first bit. `mode` says how it misbehaves once `sample` has been called
+/// `after` times (all clones counting together): "panic" panics, "error" returns an error,
+/// "label" returns a label outside the two classes, "describe" panics in `describe` only.
+/// With `task.params.fail_seed`, only the member with that seed misbehaves.
 #[derive(Clone, Debug)]
-struct Flaky { t: usize, mode: &'static str, after: usize, calls: Arc<AtomicUsize> }
+struct Flaky { t: usize, mode: &'static str, after: usize, active: bool, calls: Arc<AtomicUsize> }
 
 impl Task for Flaky {
-    fn name(&self) -> &str { if self.mode == "panic" { "sample_panics" } else { "bad_label" } }
+    fn name(&self) -> &str {
+        match self.mode { "panic" => "sample_panics", "error" => "sample_fails", "label" => "bad_label", _ => "describe_panics" }
+    }
     fn seq_len(&self) -> usize { self.t }
     fn alphabet(&self) -> usize { 2 }
     fn num_classes(&self) -> usize { 2 }
     fn relevant(&self) -> &[usize] { &[0] }
     fn clean_label(&self, tokens: &[u8]) -> u8 { tokens[0] }
-    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> u8 {
+    fn sample(&self, rng: &mut Pcg32, tokens: &mut [u8]) -> Result<u8, TaskError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.mode == "panic" && n >= self.after {
-            panic!("sample_panics: sample number {n} exploded");
+        if self.active && n >= self.after {
+            match self.mode {
+                "panic" => panic!("sample_panics: sample number {n} exploded"),
+                "error" => return Err(TaskError::Failed { task: "sample_fails".into(), message: format!("the table ran out at sample {n}") }),
+                _ => {}
+            }
         }
         for x in tokens.iter_mut() { *x = rng.below(2) as u8; }
-        if self.mode == "label" { 7 } else { tokens[0] }
+        Ok(if self.mode == "label" && self.active { 7 } else { tokens[0] })
     }
-    fn describe(&self) -> String { format!("{} T={}", self.name(), self.t) }
+    fn describe(&self) -> String {
+        if self.mode == "describe" { panic!("describe_panics: lost for words") }
+        format!("{} T={}", self.name(), self.t)
+    }
 }
 
-fn flaky(spec: &TaskSpec, mode: &'static str) -> Result<Box<dyn Task>, String> {
-    let after = spec.params.get("panic_after").copied().unwrap_or(0.0) as usize;
-    Ok(Box::new(Flaky { t: spec.t, mode, after, calls: Arc::new(AtomicUsize::new(0)) }))
+fn flaky(spec: &TaskSpec, seed: u64, mode: &'static str) -> Result<Box<dyn Task>, TaskError> {
+    let after = spec.params.get("after").copied().unwrap_or(0.0) as usize;
+    let active = spec.params.get("fail_seed").is_none_or(|&s| s as u64 == seed);
+    Ok(Box::new(Flaky { t: spec.t, mode, after, active, calls: Arc::new(AtomicUsize::new(0)) }))
 }
 
 #[derive(Clone, Debug)]
 struct Exploding;
 impl Attention for Exploding {
     fn name(&self) -> &str { "weights_panic" }
-    fn weights(&self, _g: &mut Graph, _scores: NodeId, _head_dim: usize) -> NodeId {
+    fn weights(&self, _g: &mut Graph, _scores: NodeId, _head_dim: usize) -> Result<NodeId, AttentionError> {
         panic!("weights_panic: no weights today")
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Refusing;
+impl Attention for Refusing {
+    fn name(&self) -> &str { "weights_error" }
+    fn weights(&self, _g: &mut Graph, _scores: NodeId, _head_dim: usize) -> Result<NodeId, AttentionError> {
+        Err(AttentionError::Failed { variant: "weights_error".into(), message: "heads must be odd".into() })
     }
 }
 
@@ -198,10 +218,13 @@ pub fn register(r: &mut dyn Registrar) {
     // This library has its own std, whose panic messages the test harness does not capture:
     // keep them quiet (the guards still catch every panic and report its message).
     std::panic::set_hook(Box::new(|_| {}));
-    r.task("sample_panics", |spec, _| flaky(spec, "panic"));
-    r.task("bad_label", |spec, _| flaky(spec, "label"));
+    r.task("sample_panics", |spec, seed| flaky(spec, seed, "panic"));
+    r.task("sample_fails", |spec, seed| flaky(spec, seed, "error"));
+    r.task("bad_label", |spec, seed| flaky(spec, seed, "label"));
+    r.task("describe_panics", |spec, seed| flaky(spec, seed, "describe"));
     r.task("factory_panics", |_, _| panic!("factory_panics: out of ideas"));
     r.attention("weights_panic", || Box::new(Exploding));
+    r.attention("weights_error", || Box::new(Refusing));
     r.backend("launch_panics", || Ok(Box::new(LaunchPanics)));
 }
 sparsevar_plugin::export_plugin!(register);

@@ -150,6 +150,9 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
         let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
         st.say(&format!("swept {name}/{}: m* {}", m.model, stars.join(", ")), true);
     }
+    for f in &summary.faulted {
+        st.say(&format!("warning: sweep {name}: {} T={} m={} seed {} faulted and is left out of m*: {}", f.model, f.t, f.m, f.seed, f.fault), true);
+    }
     Ok(SweepResult(Arc::new(SweepData { name, dir, cfg, summary, runs })))
 }
 
@@ -243,6 +246,12 @@ pub(super) fn register(a: &mut Api) {
         "SweepResult.runs -> array",
         "Every member trained: maps of model, variant, t, m, seed, learned, step, test_accuracy, mass_on_s, variable_step, ….",
         |r: &mut SweepResult| to_dyn(&r.0.runs),
+    );
+    a.prop(
+        "faulted",
+        "SweepResult.faulted -> array",
+        "Members whose (plugin) task faulted, left out of m*: maps of model, T, m, seed, fault (plugin file, call, message).",
+        |r: &mut SweepResult| to_dyn(&r.0.summary.faulted),
     );
     a.prop("summary", "SweepResult.summary -> map", "The whole summary (as in summary.json).", |r: &mut SweepResult| to_dyn(&r.0.summary));
     a.prop("success_rule", "SweepResult.success_rule -> string", "When a (T, m) cell counts as learned.", |r: &mut SweepResult| {
