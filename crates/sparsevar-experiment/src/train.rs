@@ -118,8 +118,8 @@ pub enum TrainError {
     Registry(#[from] RegistryError),
     /// The model could not be built (e.g. its attention variant failed); it is shared by
     /// every member, so all of them are named.
-    #[error("building the model of the members with seeds {seeds:?}: {source}")]
-    Model { seeds: Vec<u64>, source: ModelError },
+    #[error("building the model of the members with seeds {seeds:?}: {error}")]
+    Model { seeds: Vec<u64>, error: ModelError },
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("interrupted at step {step}")]
@@ -256,7 +256,7 @@ struct Graphs {
 impl Graphs {
     /// `seeds`: the members', to name them in an error.
     fn plan(backend: &mut dyn Backend, model: &Model, params: &ParamStore, tc: &TrainConfig, seeds: &[u64]) -> Result<Self, TrainError> {
-        let model_error = |source| TrainError::Model { seeds: seeds.to_vec(), source };
+        let model_error = |error| TrainError::Model { seeds: seeds.to_vec(), error };
         let train = model.build(params, tc.batch, true).map_err(model_error)?;
         let outputs: Vec<_> = std::iter::once(train.loss).chain(train.grads.iter().map(|g| g.1)).collect();
         let train_exec = Self::executor(backend, &train, &outputs, params)?;
@@ -309,7 +309,7 @@ impl<'b> Trainer<'b> {
             ModelSpec::Transformer(c) => Some(registry.attention(&c.attention)?),
             ModelSpec::Mlp(_) => None,
         };
-        let model_error = |source| TrainError::Model { seeds: spec.seeds.clone(), source };
+        let model_error = |error| TrainError::Model { seeds: spec.seeds.clone(), error };
         let (model, mut params) = Model::new(&spec.model, data, r, attention).map_err(model_error)?;
         let mut init: Vec<Pcg32> = spec.seeds.iter().map(|&s| Pcg32::new(s, streams::INIT)).collect();
         params.initialize(backend, &mut init)?;
