@@ -151,6 +151,7 @@ fn a_sweep_marks_faulted_members_lists_them_and_leaves_them_out_of_m_star() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let h = summary(&d.join("healthy"));
     assert_eq!(s["models"], h["models"], "the faulted seed changed m* or its cells");
+    assert!(s["models"][0]["points"][0]["m_star"].is_u64(), "the seeds that remain learn: {}", s["models"]);
     for cell in s["models"][0]["points"][0]["cells"].as_array().unwrap() {
         assert_eq!(cell["seeds"], 2, "{cell}");
     }
