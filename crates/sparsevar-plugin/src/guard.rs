@@ -204,6 +204,8 @@ impl Task for GuardedTask {
         Err(self.ctx.fault(&self.what("sample"), &problem).into())
     }
 
+    /// No error channel: a panic is recorded as a fault of "Task::describe of task `…`"
+    /// (the trainer's fault probe stops the run at its next evaluation).
     fn describe(&self) -> String {
         guarded(|| self.inner().describe()).unwrap_or_else(|msg| {
             self.ctx.fault(&self.what("describe"), &format!("panicked: {msg}"));
