@@ -2,17 +2,22 @@
 //! reader needs to judge them (R² in the same space for both, the end-to-end ratio, and a
 //! one-line verdict). Also the Wilson score interval for success rates.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::results::nan_if_null;
 
 /// One fitted law.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Fit {
     /// "log": m = a + b ln T; "power": m = c T^alpha (a = c, b = alpha).
     pub law: String,
+    #[serde(deserialize_with = "nan_if_null")]
     pub a: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub b: f64,
     /// Coefficient of determination of the fitted m against the measured m (linear space,
     /// for both laws, so they compare).
+    #[serde(deserialize_with = "nan_if_null")]
     pub r2: f64,
 }
 
@@ -23,11 +28,12 @@ impl Fit {
 }
 
 /// Both fits and their comparison for one model.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ScalingFit {
     pub log: Fit,
     pub power: Fit,
     /// m*(T_max) / m*(T_min).
+    #[serde(deserialize_with = "nan_if_null")]
     pub ratio: f64,
     pub verdict: String,
 }

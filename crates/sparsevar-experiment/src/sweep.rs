@@ -14,13 +14,11 @@
 //! sweep with the error.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use serde_yaml::Value;
 use sparsevar_core::backend::Backend;
 use sparsevar_core::model::ModelSpec;
@@ -31,8 +29,9 @@ use sparsevar_core::task::{Dataset, TaskSpec};
 use crate::baselines::{SubsetSearch, gf2_parity, log2_binomial, subset_search_parity};
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, wilson};
-use crate::results::Provenance;
+use crate::results::{CsvLog, Provenance, ResultsError, file_in, holds_files, io, nan_if_null, parse_csv, read_csv, read_json, write_json};
 use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
+use crate::workflow::{Event, Observer, RunError};
 
 /// The m grid: explicit values or a geometric progression.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -279,10 +278,11 @@ impl SweepConfig {
 }
 
 /// One member's outcome: a row of runs.csv.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
     pub model: String,
     pub variant: String,
+    #[serde(rename = "T")]
     pub t: usize,
     /// Training-set size (0 in online mode).
     pub m: usize,
@@ -292,79 +292,36 @@ pub struct RunRow {
     pub step: Option<usize>,
     pub steps_trained: usize,
     pub test_accuracy: f64,
+    #[serde(rename = "mass_on_S")]
     pub mass_on_s: Option<f64>,
     /// First evaluation at which the best head put more than half its CLS attention on S.
     pub variable_step: Option<usize>,
     /// Wall time of the ensemble this member trained in.
     pub seconds: f64,
     /// The fault that stopped this member (plugin file, call, message); such a member is
-    /// excluded from m*. `None` for a member that trained normally.
+    /// excluded from m*. `None` for a member that trained normally (and in files written
+    /// before the column existed).
+    #[serde(default)]
     pub faulted: Option<String>,
 }
-
-const HEADER: &str = "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted";
 
 impl RunRow {
     fn key(&self) -> (String, usize, usize, u64) {
         (self.model.clone(), self.t, self.m, self.seed)
     }
-
-    fn to_csv(&self) -> String {
-        let opt = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_default();
-        format!(
-            "{},{},{},{},{},{},{},{},{},{:.6},{},{},{:.3},{}",
-            self.model,
-            self.variant,
-            self.t,
-            self.m,
-            self.seed,
-            self.learned,
-            self.diverged,
-            opt(self.step),
-            self.steps_trained,
-            self.test_accuracy,
-            self.mass_on_s.map(|x| format!("{x:.6}")).unwrap_or_default(),
-            opt(self.variable_step),
-            self.seconds,
-            // One field: no separators or line breaks inside.
-            self.faulted.as_deref().map(|f| f.replace([',', '\n', '\r'], ";")).unwrap_or_default()
-        )
-    }
-
-    fn from_csv(line: &str) -> Option<RunRow> {
-        let f: Vec<&str> = line.split(',').collect();
-        // 13 fields: written before the `faulted` column existed.
-        if f.len() != 13 && f.len() != 14 {
-            return None;
-        }
-        let opt = |s: &str| if s.is_empty() { Ok(None) } else { s.parse().map(Some) };
-        Some(RunRow {
-            model: f[0].to_string(),
-            variant: f[1].to_string(),
-            t: f[2].parse().ok()?,
-            m: f[3].parse().ok()?,
-            seed: f[4].parse().ok()?,
-            learned: f[5].parse().ok()?,
-            diverged: f[6].parse().ok()?,
-            step: opt(f[7]).ok()?,
-            steps_trained: f[8].parse().ok()?,
-            test_accuracy: f[9].parse().ok()?,
-            mass_on_s: if f[10].is_empty() { None } else { Some(f[10].parse().ok()?) },
-            variable_step: opt(f[11]).ok()?,
-            seconds: f[12].parse().ok()?,
-            faulted: f.get(13).filter(|x| !x.is_empty()).map(|x| x.to_string()),
-        })
-    }
 }
 
 /// Success statistics of one (model, T, m) cell.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Cell {
     pub m: usize,
     pub learned: usize,
     pub seeds: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub rate: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub wilson_low: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub wilson_high: f64,
     pub success: bool,
     /// Median step at which the learned seeds learned.
@@ -372,7 +329,7 @@ pub struct Cell {
 }
 
 /// Everything found for one model at one T.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PointSummary {
     pub t: usize,
     pub cells: Vec<Cell>,
@@ -381,25 +338,29 @@ pub struct PointSummary {
     /// Largest failing m below m* (the bracket refinement works in).
     pub m_below: Option<usize>,
     /// Online mode: median steps to learn over the seeds that learned.
+    #[serde(default)]
     pub median_steps_to_learn: Option<f64>,
     /// Online mode: median first step at which a variable was created (attention mass on S
     /// above 0.5), over seeds where it happened.
+    #[serde(default)]
     pub median_variable_step: Option<f64>,
 }
 
 /// Per-T results of the non-neural baselines.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BaselinePoint {
     pub t: usize,
     /// log2 C(T, s): the information-theoretic floor.
+    #[serde(deserialize_with = "nan_if_null")]
     pub info_floor: f64,
     pub gf2_m_star: Option<usize>,
     pub subset_search_m_star: Option<usize>,
+    #[serde(default)]
     pub subset_search_skipped: bool,
 }
 
 /// A model's whole scaling curve.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelSummary {
     pub model: String,
     pub points: Vec<PointSummary>,
@@ -407,7 +368,7 @@ pub struct ModelSummary {
 }
 
 /// A member that faulted, as listed in the summary.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FaultedRun {
     pub model: String,
     #[serde(rename = "T")]
@@ -418,75 +379,83 @@ pub struct FaultedRun {
     pub fault: String,
 }
 
-/// The sweep's summary.json content.
-#[derive(Clone, Debug, Serialize)]
+/// What a sweep found: the `summary` of its summary.json.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SweepSummary {
     pub s: usize,
     pub task: String,
     pub success_rule: String,
     pub max_steps: usize,
     pub models: Vec<ModelSummary>,
+    #[serde(default)]
     pub baselines: Vec<BaselinePoint>,
     /// Members whose task faulted: excluded from m*, neither successes nor failures.
+    #[serde(default)]
     pub faulted: Vec<FaultedRun>,
+    #[serde(default, deserialize_with = "nan_if_null")]
     pub seconds: f64,
 }
 
+/// A sweep's summary.json.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepFile {
+    pub summary: SweepSummary,
+    pub provenance: Provenance,
+}
+
+/// A sweep's summary (`path` its folder or its summary.json). Also reads a bare summary
+/// (the `summary` object alone, as scripts may save it).
+pub fn load_sweep_summary(path: &Path) -> Result<SweepSummary, ResultsError> {
+    let p = file_in(path, "summary.json");
+    let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+    let wrapped = serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("summary").is_some());
+    if wrapped { Ok(read_json::<SweepFile>(&p, "a sweep summary")?.summary) } else { read_json(&p, "a sweep summary") }
+}
+
+/// What [`run_sweep`] found: the summary (as written to summary.json) and every row of
+/// runs.csv.
+#[derive(Clone, Debug)]
+pub struct SweepOutcome {
+    pub summary: SweepSummary,
+    pub runs: Vec<RunRow>,
+}
+
 /// Open (or resume) a sweep's results folder; returns the rows already there.
-fn open_runs(dir: &Path, config_yaml: &str, resume: bool) -> Result<(BufWriter<File>, Vec<RunRow>), String> {
+fn open_runs(dir: &Path, config_yaml: &str, resume: bool) -> Result<(CsvLog<RunRow>, Vec<RunRow>), RunError> {
     let cfg_path = dir.join("config.yaml");
     let runs_path = dir.join("runs.csv");
-    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    let mut rows = Vec::new();
-    if dir.exists() && std::fs::read_dir(dir).map_err(|e| io(dir, e))?.next().is_some() {
-        if !resume {
-            return Err(format!("{} already holds results; pass --resume to continue that sweep, or choose another --out", dir.display()));
-        }
-        let old = std::fs::read_to_string(&cfg_path).map_err(|e| io(&cfg_path, e))?;
-        if old != config_yaml {
-            return Err(format!("{} was made by a different config (compare its config.yaml); --resume needs the same config", dir.display()));
-        }
-        if runs_path.exists() {
-            let f = File::open(&runs_path).map_err(|e| io(&runs_path, e))?;
-            for (i, line) in BufReader::new(f).lines().enumerate() {
-                let line = line.map_err(|e| io(&runs_path, e))?;
-                if i == 0 || line.trim().is_empty() {
-                    continue;
-                }
-                // A line cut by an interruption is dropped (and retrained).
-                if let Some(r) = RunRow::from_csv(&line) {
-                    rows.push(r);
-                }
-            }
-        }
-        // Rewrite the file with only whole rows so appends start on a clean line.
-        let mut w = BufWriter::new(File::create(&runs_path).map_err(|e| io(&runs_path, e))?);
-        writeln!(w, "{HEADER}").map_err(|e| io(&runs_path, e))?;
-        for r in &rows {
-            writeln!(w, "{}", r.to_csv()).map_err(|e| io(&runs_path, e))?;
-        }
-        w.flush().map_err(|e| io(&runs_path, e))?;
-    } else {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        std::fs::write(&cfg_path, config_yaml).map_err(|e| io(&cfg_path, e))?;
-        std::fs::write(&runs_path, format!("{HEADER}\n")).map_err(|e| io(&runs_path, e))?;
+    if !holds_files(dir)? {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::write(&cfg_path, config_yaml).map_err(io(&cfg_path))?;
+        return Ok((CsvLog::create(&runs_path, &[])?, Vec::new()));
     }
-    let f = OpenOptions::new().append(true).open(&runs_path).map_err(|e| io(&runs_path, e))?;
-    Ok((BufWriter::new(f), rows))
+    if !resume {
+        return Err(RunError::SweepExists(dir.to_path_buf()));
+    }
+    let old = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
+    if old != config_yaml {
+        return Err(RunError::OtherConfig(dir.to_path_buf()));
+    }
+    let rows = if runs_path.exists() {
+        let mut text = std::fs::read_to_string(&runs_path).map_err(io(&runs_path))?;
+        // Every row is written with its newline in one flush: a last line without one was
+        // cut by an interruption, and is dropped (and retrained). Any other bad row is an error.
+        if !text.ends_with('\n') {
+            text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
+        }
+        parse_csv(&runs_path, &text)?
+    } else {
+        Vec::new()
+    };
+    // Rewrite the file with only whole rows so appends start on a clean line.
+    let log = CsvLog::create(&runs_path, &rows)?;
+    Ok((log, rows))
 }
 
-/// What the sweep reports as it goes.
-#[derive(Clone, Debug)]
-pub enum SweepEvent<'a> {
-    /// An ensemble is about to train.
-    Ensemble { model: &'a str, t: usize, members: usize, done: usize, total: usize },
-    /// A training step count inside the current ensemble (after each evaluation).
-    Step { step: usize, max_steps: usize, finished: usize, members: usize },
-    /// A bisection point.
-    Refine { model: &'a str, t: usize, m: usize },
-}
-
-/// Run a sweep into `dir`. `make_backend` gives a fresh backend per ensemble.
+/// Run a sweep into `dir` (`resume`: continue the one there). `make_backend` gives a fresh
+/// backend per ensemble. The observer sees each ensemble, evaluation and refinement; when it
+/// returns false (or its stop flag is set) the sweep stops with [`RunError::Interrupted`]:
+/// the ensemble in training is dropped, the finished ones are in runs.csv for `--resume`.
 pub fn run_sweep(
     cfg: &SweepConfig,
     dir: &Path,
@@ -494,11 +463,10 @@ pub fn run_sweep(
     registry: &Registry,
     make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
     provenance: &Provenance,
-    events: &mut dyn FnMut(SweepEvent),
-) -> Result<SweepSummary, String> {
+    observer: &mut dyn Observer,
+) -> Result<SweepOutcome, RunError> {
     let started = Instant::now();
     let (mut out, mut rows) = open_runs(dir, &cfg.to_yaml(), resume)?;
-    let runs_path = dir.join("runs.csv");
     let have: BTreeSet<_> = rows.iter().map(|r| r.key()).collect();
     let grid: Vec<usize> = if cfg.train.online { vec![0] } else { cfg.sweep.m.values() };
     let total = cfg.sweep.t.len() * cfg.models.len() * grid.len() * cfg.sweep.seeds.len();
@@ -508,12 +476,11 @@ pub fn run_sweep(
             let todo: Vec<(usize, u64)> =
                 grid.iter().flat_map(|&m| cfg.sweep.seeds.iter().map(move |&s| (m, s))).filter(|&(m, s)| !have.contains(&(name.clone(), t, m, s))).collect();
             for chunk in todo.chunks(cfg.sweep.max_ensemble) {
-                events(SweepEvent::Ensemble { model: name, t, members: chunk.len(), done, total });
-                let new = train_cells(cfg, name, model, t, chunk, registry, make_backend, events)?;
-                for r in &new {
-                    writeln!(out, "{}", r.to_csv()).map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                if !observer.event(Event::Ensemble { model: name, t, members: chunk.len(), done, total }) {
+                    return Err(RunError::Interrupted);
                 }
-                out.flush().map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                let new = train_cells(cfg, name, model, t, chunk, registry, make_backend, observer)?;
+                out.append(&new)?;
                 done += new.len();
                 rows.extend(new);
             }
@@ -530,23 +497,21 @@ pub fn run_sweep(
                     if mid >= hi || rows.iter().any(|r| r.model == *name && r.t == t && r.m == mid) {
                         continue;
                     }
-                    events(SweepEvent::Refine { model: name, t, m: mid });
-                    let chunk: Vec<(usize, u64)> = cfg.sweep.seeds.iter().map(|&s| (mid, s)).collect();
-                    let new = train_cells(cfg, name, model, t, &chunk, registry, make_backend, events)?;
-                    for r in &new {
-                        writeln!(out, "{}", r.to_csv()).map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                    if !observer.event(Event::Refine { model: name, t, m: mid }) {
+                        return Err(RunError::Interrupted);
                     }
-                    out.flush().map_err(|e| format!("{}: {e}", runs_path.display()))?;
+                    let chunk: Vec<(usize, u64)> = cfg.sweep.seeds.iter().map(|&s| (mid, s)).collect();
+                    let new = train_cells(cfg, name, model, t, &chunk, registry, make_backend, observer)?;
+                    out.append(&new)?;
                     rows.extend(new);
                 }
             }
         }
     }
-    let summary = summarize(cfg, &rows, started.elapsed().as_secs_f64(), registry)?;
-    let doc = json!({ "summary": summary, "provenance": provenance });
-    let p = dir.join("summary.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&doc).expect("json") + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(summary)
+    let summary = summarize(cfg, &rows, started.elapsed().as_secs_f64(), registry).map_err(RunError::Baselines)?;
+    let file = SweepFile { summary, provenance: provenance.clone() };
+    write_json(&dir.join("summary.json"), &file)?;
+    Ok(SweepOutcome { summary: file.summary, runs: rows })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -558,8 +523,8 @@ fn train_cells(
     members: &[(usize, u64)],
     registry: &Registry,
     make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
-    events: &mut dyn FnMut(SweepEvent),
-) -> Result<Vec<RunRow>, String> {
+    observer: &mut dyn Observer,
+) -> Result<Vec<RunRow>, RunError> {
     let variant = match model {
         ModelSpec::Transformer(c) => c.attention.clone(),
         ModelSpec::Mlp(_) => "mlp".into(),
@@ -577,14 +542,22 @@ fn train_cells(
             seeds: members.iter().map(|x| x.1).collect(),
             samples: (!cfg.train.online).then(|| members.iter().map(|x| x.0).collect()),
         };
-        let mut backend = make_backend()?;
+        let mut backend = make_backend().map_err(|message| RunError::Backend { name: cfg.backend.clone(), message })?;
+        let flag = observer.stop_flag();
+        let mut go = true;
         let result = Trainer::new(backend.as_mut(), spec, registry).and_then(|mut trainer| {
+            if let Some(f) = &flag {
+                trainer.stop_on(f.clone());
+            }
             trainer.run(&mut |p| {
-                let crate::train::Progress::Evaluated { step, max_steps, finished, members, .. } = p;
-                events(SweepEvent::Step { step, max_steps, finished, members });
-                true
+                go = observer.event(Event::evaluated(&p));
+                go
             })
         });
+        // A stopped ensemble's members did not finish: they are not results.
+        if result.is_ok() && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed))) {
+            return Err(RunError::Interrupted);
+        }
         match result {
             Ok(result) => {
                 let mut rows = rows_of(&result, name, &variant, t, &members);
@@ -616,7 +589,7 @@ fn train_cells(
                 let gone: BTreeSet<usize> = faults.iter().map(|f| f.member).collect();
                 members = members.iter().enumerate().filter(|(i, _)| !gone.contains(i)).map(|(_, x)| *x).collect();
             }
-            Err(e) => return Err(format!("T = {t}, model {name}: {e}")),
+            Err(source) => return Err(RunError::Train { context: format!("T = {t}, model {name}"), source: Box::new(source) }),
         }
     }
 }
@@ -781,9 +754,8 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
     })
 }
 
-/// Read a sweep folder's runs.csv (for scripts and plots).
-pub fn read_runs(dir: &Path) -> Result<Vec<RunRow>, String> {
-    let p: PathBuf = dir.join("runs.csv");
-    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(text.lines().skip(1).filter_map(RunRow::from_csv).collect())
+/// Read a sweep's runs.csv (`path` its folder or the file).
+pub fn read_runs(path: &Path) -> Result<Vec<RunRow>, ResultsError> {
+    let p: PathBuf = file_in(path, "runs.csv");
+    read_csv(&p)
 }

@@ -13,9 +13,11 @@
 //! without an error channel, seen through the registry's fault probes at every evaluation)
 //! is [`TrainError::Fault`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sparsevar_core::backend::{Backend, BackendError, BufferId};
 use sparsevar_core::fault::PluginFault;
 use sparsevar_core::graph::{Executor, NodeId, ParamId, ParamStore};
@@ -77,8 +79,8 @@ pub struct MemberResult {
     pub attention: Option<AttentionSummary>,
 }
 
-/// One evaluation of one member.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// One evaluation of one member: a row of metrics.csv.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CurvePoint {
     pub member: usize,
     pub seed: u64,
@@ -224,6 +226,8 @@ pub struct Trainer<'b> {
     step: usize,
     /// Members still training, in slot order.
     active: Vec<usize>,
+    /// Checked after every step: when set, `run` evaluates at once and stops (Ctrl-C).
+    stop: Option<Arc<AtomicBool>>,
     /// Parameters of members that left the ensemble, as they were when they finished.
     finished_params: Vec<Option<Vec<Vec<f64>>>>,
     /// Each member's loss on its first training batch (the divergence rule's reference);
@@ -360,6 +364,7 @@ impl<'b> Trainer<'b> {
             tests,
             step: 0,
             active: (0..r).collect(),
+            stop: None,
             finished_params: vec![None; r],
             initial_loss: None,
             faults: (registry.clone(), mark),
@@ -411,6 +416,16 @@ impl<'b> Trainer<'b> {
         self.optimizer.retain(self.backend, &keep, &self.params, &graphs.grads())?;
         std::mem::replace(&mut self.graphs, graphs).free(self.backend)?;
         Ok(())
+    }
+
+    /// Stop [`Trainer::run`] after the step during which `flag` is set: it evaluates there,
+    /// reports, and returns the members as they are.
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     pub fn steps_taken(&self) -> usize {
@@ -558,8 +573,9 @@ impl<'b> Trainer<'b> {
     }
 
     /// Train until every member has learned or diverged, or the step budget runs out.
-    /// `progress` may return false to stop early (members not finished are then reported as
-    /// not learned). Members leave the ensemble at the evaluation where they finish.
+    /// `progress` may return false to stop early, and the flag of [`Trainer::stop_on`] stops
+    /// after the current step (members not finished are then reported as not learned, with
+    /// their state at that step). Members leave the ensemble at the evaluation where they finish.
     pub fn run(&mut self, progress: &mut dyn FnMut(Progress) -> bool) -> Result<EnsembleResult, TrainError> {
         let started = Instant::now();
         let r = self.spec.seeds.len();
@@ -580,7 +596,8 @@ impl<'b> Trainer<'b> {
                 }
                 self.initial_loss = Some(initial);
             }
-            if !self.step.is_multiple_of(tc.eval_every) && self.step != tc.max_steps {
+            let stopping = self.stop_requested();
+            if !self.step.is_multiple_of(tc.eval_every) && self.step != tc.max_steps && !stopping {
                 continue;
             }
             let train_loss = self.train_loss()?;
@@ -627,7 +644,7 @@ impl<'b> Trainer<'b> {
             let finished = done.iter().filter(|d| d.is_some()).count();
             let keep_going = progress(Progress::Evaluated { step: self.step, max_steps: tc.max_steps, points: &points, finished, members: r });
             curves.extend(points);
-            if !keep_going {
+            if !keep_going || stopping {
                 break;
             }
         }

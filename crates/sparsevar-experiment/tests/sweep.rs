@@ -6,6 +6,7 @@ use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::results::Provenance;
 use sparsevar_experiment::sweep::{SweepConfig, read_runs, run_sweep};
+use sparsevar_experiment::workflow::{Event, RunError, observe};
 use sparsevar_test_support::ScratchDir;
 
 const SMALL: &str = "
@@ -22,16 +23,7 @@ sweep:
 ";
 
 fn provenance() -> Provenance {
-    Provenance {
-        program: "test".into(),
-        version: "0".into(),
-        git_revision: None,
-        backend: "cpu".into(),
-        threads: 1,
-        seeds: vec![0, 1, 2],
-        command: vec![],
-        started_unix: 0,
-    }
+    Provenance::new("test", None, "cpu".into(), 1, vec![0, 1, 2])
 }
 
 fn make() -> Result<Box<dyn Backend>, String> {
@@ -44,8 +36,10 @@ fn sweep_finds_m_star_and_resume_retrains_only_what_is_missing() {
     let cfg = SweepConfig::parse(SMALL, "small.yaml", &[], &reg).unwrap();
     assert_eq!(cfg.needed(), 2, "majority of 3");
     let d = ScratchDir::new("sweep-resume");
-    let summary = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut |_| {}).unwrap();
+    let summary = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut observe(|_| true)).unwrap();
     let rows = read_runs(&d).unwrap();
+    assert_eq!(summary.runs, rows, "the rows returned are the rows written");
+    let summary = summary.summary;
     assert_eq!(rows.len(), 2 * 2 * 3 * 3, "model × T × m × seed");
     // Attention learns a 2-parity of 6 bits from at most 256 samples, and m* is the
     // smallest m whose cell succeeded.
@@ -77,12 +71,22 @@ fn sweep_finds_m_star_and_resume_retrains_only_what_is_missing() {
     let cut = format!("{}\n{}", keep.join("\n"), &text.lines().nth(31).unwrap()[..10]);
     std::fs::write(&runs, cut).unwrap();
     let mut ensembles = 0;
-    let again = run_sweep(&cfg, &d, true, &reg, &mut make, &provenance(), &mut |e| {
-        if let sparsevar_experiment::sweep::SweepEvent::Ensemble { members, .. } = e {
-            ensembles += members;
-        }
-    })
-    .unwrap();
+    let again = run_sweep(
+        &cfg,
+        &d,
+        true,
+        &reg,
+        &mut make,
+        &provenance(),
+        &mut observe(|e| {
+            if let Event::Ensemble { members, .. } = e {
+                ensembles += members;
+            }
+            true
+        }),
+    )
+    .unwrap()
+    .summary;
     assert_eq!(ensembles, 36 - 30, "only the missing members retrain");
     let rows2 = read_runs(&d).unwrap();
     assert_eq!(rows2.len(), 36);
@@ -95,11 +99,13 @@ fn sweep_finds_m_star_and_resume_retrains_only_what_is_missing() {
     assert_eq!(again.models[0].points[0].m_star, summary.models[0].points[0].m_star);
 
     // Without --resume an existing folder is refused; with another config, too.
-    let err = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut |_| {}).unwrap_err();
-    assert!(err.contains("already holds results"), "{err}");
+    let err = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut observe(|_| true)).unwrap_err();
+    assert!(matches!(err, RunError::SweepExists(_)) && err.is_input(), "{err}");
+    assert!(err.to_string().contains("already holds results"), "{err}");
     let other = SweepConfig::parse(SMALL, "small.yaml", &["train.lr=0.01".into()], &reg).unwrap();
-    let err = run_sweep(&other, &d, true, &reg, &mut make, &provenance(), &mut |_| {}).unwrap_err();
-    assert!(err.contains("different config"), "{err}");
+    let err = run_sweep(&other, &d, true, &reg, &mut make, &provenance(), &mut observe(|_| true)).unwrap_err();
+    assert!(matches!(err, RunError::OtherConfig(_)) && err.is_input(), "{err}");
+    assert!(err.to_string().contains("different config"), "{err}");
 }
 
 #[test]
@@ -155,8 +161,10 @@ sweep:
 ";
     let cfg = SweepConfig::parse(text, "online.yaml", &[], &reg).unwrap();
     let d = ScratchDir::new("sweep-online");
-    let summary = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut |_| {}).unwrap();
+    let summary = run_sweep(&cfg, &d, false, &reg, &mut make, &provenance(), &mut observe(|_| true)).unwrap();
     let rows = read_runs(&d).unwrap();
+    assert_eq!(summary.runs, rows, "the rows returned are the rows written");
+    let summary = summary.summary;
     assert_eq!(rows.len(), 2 * 3);
     assert!(rows.iter().all(|r| r.m == 0), "online rows carry m = 0");
     for p in &summary.models[0].points {

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 
-use sparsevar_experiment::sweep::read_runs;
 use sparsevar_plot::{comparison, load, scaling, scaling_with_runs, success_map, training_curves};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: figures SWEEP_DIR TRAIN_DIR OUT_DIR".into());
     };
     let summary = load::sweep_summary(sweep)?;
-    let runs = read_runs(sweep)?;
+    let runs = load::runs(sweep)?;
     for ext in ["png", "svg"] {
         let f = scaling(&summary, out.join(format!("scaling.{ext}")))?;
         println!("{} ({} series)", f.path.display(), f.series.len());

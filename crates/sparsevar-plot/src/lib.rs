@@ -111,8 +111,9 @@ pub enum PlotError {
     Input { path: PathBuf, why: String },
     #[error("{}: drawing failed: {message}", .path.display())]
     Draw { path: PathBuf, message: String },
-    #[error("{}: {message}", .path.display())]
-    Load { path: PathBuf, message: String },
+    /// A results file that could not be read (it names the file and line).
+    #[error(transparent)]
+    Load(#[from] sparsevar_experiment::results::ResultsError),
     #[error("{}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rhai::{Dynamic, Engine, Scope};
@@ -144,20 +144,8 @@ impl State {
 
     /// The provenance a results folder records.
     pub fn provenance(&self, backend: String, seeds: Vec<u64>) -> Provenance {
-        let mut command: Vec<String> = std::env::args().collect();
-        if command.is_empty() {
-            command.push(format!("script {}", self.ctx.script_path.display()));
-        }
-        Provenance {
-            program: format!("sparsevar script {}", self.ctx.script_path.display()),
-            version: env!("CARGO_PKG_VERSION").into(),
-            git_revision: self.ctx.git_revision.clone(),
-            backend,
-            threads: rayon::current_num_threads(),
-            seeds,
-            command,
-            started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        }
+        let program = format!("sparsevar script {}", self.ctx.script_path.display());
+        Provenance::new(program, self.ctx.git_revision.clone(), backend, rayon::current_num_threads(), seeds)
     }
 
     /// A progress bar on stderr below the others, hidden when stderr is not a terminal.

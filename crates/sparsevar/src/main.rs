@@ -1,13 +1,16 @@
 //! `sparsevar`: the command-line program.
 //!
-//! Ties the crates together: reads configs, picks the backend, trains, writes results
-//! folders, and measures throughput. Errors print as one line (with their cause chain);
-//! bad input exits with status 2, failures while running with 1.
+//! Ties the crates together: reads configs, picks the backend, and hands training and sweeps
+//! to the workflows of sparsevar-experiment, displaying their progress and results; measures
+//! throughput. Errors print as one line (with their cause chain); the exit status comes from
+//! the error's kind, never its text: 2 for the user's input, 1 for a failure while running
+//! (a figure that could not be written included), 130 for `train` stopped by Ctrl-C.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -16,10 +19,11 @@ use sparsevar_core::backend::BackendError;
 use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
 use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
-use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
-use sparsevar_experiment::results::{Provenance, ResultsDir, fresh_dir};
-use sparsevar_experiment::sweep::{SweepConfig, SweepEvent, run_sweep};
-use sparsevar_experiment::train::{Progress, RunSpec, Trainer};
+use sparsevar_experiment::config::{ConfigError, ExperimentConfig, TrainConfig};
+use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir};
+use sparsevar_experiment::sweep::{SweepConfig, run_sweep};
+use sparsevar_experiment::train::{RunSpec, Trainer};
+use sparsevar_experiment::workflow::{Event, Observer, RunError, run_train};
 use std::sync::Arc;
 
 mod figures;
@@ -155,6 +159,36 @@ fn bad<T>(msg: impl Into<String>) -> Result<T> {
     Err(BadInput(msg.into()).into())
 }
 
+/// How a command ended other than by success or an error of the libraries.
+#[derive(Debug, thiserror::Error)]
+enum Exit {
+    /// `train` stopped by Ctrl-C, its summary written (exit status 130).
+    #[error("interrupted at step {step}; the results so far are in {} (summary.json says \"interrupted\": true)", dir.display())]
+    Interrupted { step: usize, dir: PathBuf },
+    /// Figures that could not be written, each already reported (exit status 1).
+    #[error("{count} figure(s) could not be written; the results themselves are complete in {}", dir.display())]
+    Figures { count: usize, dir: PathBuf },
+}
+
+/// The exit status of a failed command, from the kinds of error in its chain.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    for c in e.chain() {
+        if c.is::<BadInput>() || c.is::<ConfigError>() {
+            return 2;
+        }
+        if let Some(e) = c.downcast_ref::<RunError>() {
+            return if e.is_input() { 2 } else { 1 };
+        }
+        if let Some(e) = c.downcast_ref::<ResultsError>() {
+            return if e.is_input() { 2 } else { 1 };
+        }
+        if let Some(Exit::Interrupted { .. }) = c.downcast_ref::<Exit>() {
+            return 130;
+        }
+    }
+    1
+}
+
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
     // Before any thread or Vulkan instance exists: on a headless NVIDIA node, the packaged
@@ -185,22 +219,30 @@ fn main() -> ExitCode {
         Command::Run { script, out, backend, quick, set, threads, max_operations } => {
             run_script(host, &script, out, &backend, quick, &set, threads, max_operations)
         }
-        Command::Plot { dir } => match figures::redraw(&dir) {
-            Ok(files) => {
-                files.iter().for_each(|f| println!("{}", f.display()));
-                Ok(())
-            }
-            Err(e) => bad(e),
-        },
+        Command::Plot { dir } => figures::redraw(&dir).and_then(|drawn| {
+            drawn.files.iter().for_each(|f| println!("{}", f.display()));
+            drawn.check(&dir)
+        }),
         Command::Reference { what } => reference(&what),
         Command::Plugins => list_plugins(&host),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
-            if e.chain().any(|c| c.downcast_ref::<BadInput>().is_some()) { ExitCode::from(2) } else { ExitCode::FAILURE }
+            // The cause chain, without a cause its error already spelled out ("{path}: {source}").
+            let mut chain: Vec<String> = Vec::new();
+            for c in e.chain().map(|c| c.to_string()) {
+                if !chain.last().is_some_and(|l| l.ends_with(&c)) {
+                    chain.push(c);
+                }
+            }
+            let status = exit_status(&e);
+            if status == 130 {
+                eprintln!("{}", chain.join(": "));
+            } else {
+                eprintln!("error: {}", chain.join(": "));
+            }
+            ExitCode::from(status)
         }
     }
 }
@@ -226,7 +268,7 @@ fn progress_bar(len: u64) -> ProgressBar {
 
 fn train(host: &Host, config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()> {
     let registry = registry_with_auto(host);
-    let mut cfg = ExperimentConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
+    let mut cfg = ExperimentConfig::load(config, overrides, &registry)?;
     cfg.backend = host.resolve(&cfg.backend);
     in_pool(cfg.threads, |threads| train_in_pool(host, config, out, &cfg, threads))
 }
@@ -239,47 +281,73 @@ fn registry_with_auto(host: &Host) -> Registry {
     r
 }
 
-fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
-    let registry = &host.registry;
-    let out = match out {
-        Some(p) => p,
-        None => {
-            let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
-            fresh_dir(Path::new("runs"), stem)
-        }
-    };
-    let mut backend = host.backend(&cfg.backend)?;
-    let mut results = ResultsDir::create(&out, &cfg.to_yaml()).map_err(|e| BadInput(e.to_string()))?;
-    let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
-    let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
-    let mut trainer = Trainer::new(backend.as_mut(), spec, registry).context("setting up training")?;
-    eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
-    for (seed, task) in cfg.seeds.iter().zip(&trainer.tasks) {
-        eprintln!("  seed {seed}: {}", task.describe());
-    }
-    let pb = progress_bar(cfg.train.max_steps as u64);
-    let mut write_error = None;
-    let result = trainer.run(&mut |p: Progress| {
-        let Progress::Evaluated { step, points, finished, members, .. } = p;
-        pb.set_position(step as u64);
-        let best = points.iter().map(|p| p.test_accuracy).fold(0.0, f64::max);
-        pb.set_message(format!("{finished}/{members} done, best test acc {best:.3}"));
-        if let Err(e) = results.append_metrics(points) {
-            write_error = Some(e);
-            return false;
+/// `out`, or a fresh folder under runs/ named after the config.
+fn out_dir(out: Option<PathBuf>, config: &Path, default: &str) -> PathBuf {
+    out.unwrap_or_else(|| fresh_dir(Path::new("runs"), config.file_stem().and_then(|s| s.to_str()).unwrap_or(default)))
+}
+
+fn provenance(backend: String, threads: usize, seeds: Vec<u64>) -> Provenance {
+    Provenance::new("sparsevar", option_env!("SPARSEVAR_GIT_REVISION").map(str::to_string), backend, threads, seeds)
+}
+
+/// What the terminal shows of a workflow: a progress bar (or plain lines when stderr is not
+/// a terminal); Ctrl-C sets `stop`.
+struct Display {
+    pb: ProgressBar,
+    /// A training run (the bar's message follows the evaluations), not a sweep (it follows
+    /// the ensembles).
+    train: bool,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl Observer for Display {
+    fn event(&mut self, event: Event<'_>) -> bool {
+        match event {
+            Event::Started { members } => members.iter().for_each(|(seed, task)| eprintln!("  seed {seed}: {task}")),
+            Event::Evaluated { step, finished, members, best_accuracy, .. } => {
+                self.pb.set_position(step as u64);
+                if self.train {
+                    self.pb.set_message(format!("{finished}/{members} done, best test acc {best_accuracy:.3}"));
+                }
+            }
+            Event::Ensemble { model, t, members, done, total } => {
+                self.pb.set_position(0);
+                self.pb.set_message(format!("{model} T={t}: {members} members ({done}/{total} done)"));
+                if self.pb.is_hidden() {
+                    eprintln!("  {model} T={t}: training {members} members ({done}/{total} done)");
+                }
+            }
+            Event::Refine { model, t, m } => eprintln!("  {model} T={t}: refining at m={m}"),
         }
         true
-    });
-    pb.finish_and_clear();
-    if let Some(e) = write_error {
-        return Err(e).context("writing metrics");
     }
-    // A plugin fault is an error of the trainer itself, naming the plugin, the member and
-    // the call; what was written so far stays.
-    let result = result.with_context(|| format!("training stopped; the curves so far are in {}", out.display()))?;
-    let summary = results.write_summary(&result, &provenance)?;
-    let title = format!("{} T={} s={}, {} members", cfg.task.kind, cfg.task.t, cfg.task.s, cfg.seeds.len());
-    let drawn = figures::train_figures(&out, &result.curves, &result.members, &title);
+
+    fn stop_flag(&self) -> Option<Arc<AtomicBool>> {
+        self.stop.clone()
+    }
+}
+
+/// A flag Ctrl-C sets (a second Ctrl-C ends the program at once, with status 130).
+fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::SIGINT;
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, flag.clone()).context("installing the Ctrl-C handler")?;
+    signal_hook::flag::register(SIGINT, flag.clone()).context("installing the Ctrl-C handler")?;
+    Ok(flag)
+}
+
+fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
+    let out = out_dir(out, config, "run");
+    let mut backend = host.backend(&cfg.backend)?;
+    let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
+    eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
+    let mut display = Display { pb: progress_bar(cfg.train.max_steps as u64), train: true, stop: Some(ctrl_c_flag()?) };
+    let outcome = run_train(cfg, &out, backend.as_mut(), &host.registry, &provenance, &mut display);
+    display.pb.finish_and_clear();
+    // A plugin fault is an error of the trainer itself (RunError::Train), naming the plugin,
+    // the member and the call; what was written so far stays.
+    let outcome = outcome?;
+    let result = &outcome.result;
     for m in &result.members {
         let attn = m.attention.as_ref().map(|a| {
             let best = a.mass_on_s[a.best_head.0][a.best_head.1];
@@ -295,46 +363,37 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
         };
         println!("seed {}: {outcome}, test accuracy {:.4}{}", m.seed, m.test_accuracy, attn.unwrap_or_default());
     }
+    if outcome.interrupted {
+        return Err(Exit::Interrupted { step: result.steps, dir: out }.into());
+    }
     println!(
         "{} of {} members learned in {:.1} s; results in {}",
         result.members.iter().filter(|m| m.learned).count(),
         result.members.len(),
         result.seconds,
-        summary.display()
+        outcome.summary_path.display()
     );
-    if !drawn.is_empty() {
+    let title = format!("{} T={} s={}, {} members", cfg.task.kind, cfg.task.t, cfg.task.s, cfg.seeds.len());
+    let drawn = figures::train_figures(&out, &result.curves, &result.members, &title);
+    if !drawn.files.is_empty() {
         println!("figures: {}", out.join("figures").display());
     }
-    Ok(())
-}
-
-fn provenance(backend: String, threads: usize, seeds: Vec<u64>) -> Provenance {
-    Provenance {
-        program: "sparsevar".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        git_revision: option_env!("SPARSEVAR_GIT_REVISION").filter(|s| !s.is_empty()).map(str::to_string),
-        backend,
-        threads,
-        seeds,
-        command: std::env::args().collect(),
-        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-    }
+    drawn.check(&out)
 }
 
 fn sweep(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]) -> Result<()> {
     let registry = registry_with_auto(host);
-    let mut cfg = SweepConfig::load(config, overrides, &registry).map_err(|e| BadInput(e.to_string()))?;
+    let mut cfg = SweepConfig::load(config, overrides, &registry)?;
     cfg.backend = host.resolve(&cfg.backend);
     in_pool(cfg.threads, |threads| sweep_in_pool(host, config, out, resume, &cfg, threads))
 }
 
 fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, cfg: &SweepConfig, threads: usize) -> Result<()> {
     let registry = &host.registry;
-    let out = match out {
-        Some(p) => p,
-        None if resume => return bad("--resume needs --out DIR: the folder of the sweep to continue"),
-        None => fresh_dir(Path::new("runs"), config.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")),
-    };
+    if resume && out.is_none() {
+        return bad("--resume needs --out DIR: the folder of the sweep to continue");
+    }
+    let out = out_dir(out, config, "sweep");
     let backend_name = host.backend(&cfg.backend)?.name();
     let prov = provenance(backend_name.clone(), threads, cfg.sweep.seeds.clone());
     eprintln!(
@@ -344,24 +403,12 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
         cfg.sweep.seeds.len(),
         out.display()
     );
-    let pb = progress_bar(cfg.train.max_steps as u64);
+    let mut display = Display { pb: progress_bar(cfg.train.max_steps as u64), train: false, stop: None };
     let mut make = || registry.backend(&cfg.backend).map_err(|e| e.to_string());
-    let summary = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut |e| match e {
-        SweepEvent::Ensemble { model, t, members, done, total } => {
-            pb.set_position(0);
-            pb.set_message(format!("{model} T={t}: {members} members ({done}/{total} done)"));
-            if !pb.is_hidden() {
-                return;
-            }
-            eprintln!("  {model} T={t}: training {members} members ({done}/{total} done)");
-        }
-        SweepEvent::Step { step, .. } => pb.set_position(step as u64),
-        SweepEvent::Refine { model, t, m } => eprintln!("  {model} T={t}: refining at m={m}"),
-    });
-    pb.finish_and_clear();
-    let summary = summary.map_err(|e| {
-        if e.contains("already holds results") || e.contains("different config") { anyhow::Error::new(BadInput(e)) } else { anyhow::anyhow!(e) }
-    })?;
+    let outcome = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut display);
+    display.pb.finish_and_clear();
+    let outcome = outcome?;
+    let summary = &outcome.summary;
     println!("{}", summary.success_rule);
     for m in &summary.models {
         let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
@@ -391,12 +438,12 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
             if b.subset_search_skipped { " (skipped: C(T,s) over the cap)" } else { "" }
         );
     }
-    let runs = sparsevar_experiment::sweep::read_runs(&out).map_err(anyhow::Error::msg)?;
-    if !figures::sweep_figures(&out, &summary, &runs).is_empty() {
+    println!("{:.1} s; results in {}", summary.seconds, out.display());
+    let drawn = figures::sweep_figures(&out, summary, &outcome.runs);
+    if !drawn.files.is_empty() {
         println!("figures: {}", out.join("figures").display());
     }
-    println!("{:.1} s; results in {}", summary.seconds, out.display());
-    Ok(())
+    drawn.check(&out)
 }
 
 #[allow(clippy::too_many_arguments)]

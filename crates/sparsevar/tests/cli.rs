@@ -179,3 +179,132 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_same_summary() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(comparable_summary(&killed), comparable_summary(&d.join("whole")), "resumed and uninterrupted sweeps disagree");
 }
+
+/// The exit status comes from the kind of error: 2 for the user's input, 1 for a failure
+/// while running; each with a one-line message.
+#[test]
+fn exit_status_follows_the_kind_of_error() {
+    let d = ScratchDir::created("cli-exit");
+    std::fs::write(d.join("ok.yaml"), "task: { kind: sparse_parity, T: 6, s: 2 }\nmodel: { kind: mlp }\ntrain: { max_steps: 20, eval_every: 10 }\n").unwrap();
+    std::fs::write(
+        d.join("sweep.yaml"),
+        "task: { kind: sparse_parity, s: 2 }\nmodels: { a: { kind: mlp } }\ntrain: { max_steps: 20, eval_every: 10 }\nsweep: { T: [6], m: [16], seeds: [0] }\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("a_file"), "not a folder").unwrap();
+    let run = |args: &[&str]| {
+        let out = sparsevar(args, &d);
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        (out.status.code(), err)
+    };
+    let sweep = run(&["sweep", "sweep.yaml", "--out", "sw"]);
+    assert_eq!(sweep.0, Some(0), "{}", sweep.1);
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["train", "ok.yaml", "--backend", "abacus"], 2, "backend `abacus` is unknown"),
+        (&["train", "ok.yaml", "train.lr=fast"], 2, "invalid type"),
+        (&["sweep", "sweep.yaml", "--out", "sw"], 2, "already holds results; pass --resume"),
+        (&["sweep", "sweep.yaml", "--out", "sw", "--resume", "train.lr=0.5"], 2, "different config"),
+        (&["sweep", "sweep.yaml", "--resume"], 2, "--resume needs --out"),
+        (&["plot", "a_file"], 2, "not a results folder"),
+        (&["train", "ok.yaml", "--out", "a_file"], 2, "a_file is a file, not a folder"),
+        // The results folder cannot be created: not the input's fault, a failure (1).
+        (&["train", "ok.yaml", "--out", "a_file/run"], 1, "a_file/run"),
+        (&["sweep", "sweep.yaml", "--out", "a_file/run"], 1, "a_file/run"),
+    ];
+    for (args, code, needle) in cases {
+        let (status, err) = run(args);
+        assert_eq!(status, Some(*code), "{args:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: one error line, got {err}");
+        assert!(errors[0].contains(needle) && !err.contains("panicked"), "{args:?}: `{needle}` not in {err}");
+        let causes: Vec<&str> = errors[0].split(": ").collect();
+        assert!(causes.windows(2).all(|w| w[0] != w[1]), "{args:?}: a cause repeated: {err}");
+    }
+}
+
+/// `sparsevar train` of a small transformer on a sparse parity (`task`, `budget`, `seeds`)
+/// into `d/res`, running in the background.
+fn train_in_background(d: &Path, task: &str, budget: &str, seeds: &str) -> std::process::Child {
+    let config = format!(
+        "task: {{ kind: sparse_parity, {task} }}\nmodel: {{ kind: transformer, d_model: 16, heads: 2, mlp: 2 }}\n\
+         train: {{ samples: 256, batch: 32, {budget}, eval_every: 20, test_samples: 128 }}\nseeds: {seeds}\n"
+    );
+    std::fs::write(d.join("bg.yaml"), config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_sparsevar"))
+        .args(["train", "bg.yaml", "--out", "res"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Ctrl-C during `train`: the current step finishes, the summary is written with
+/// `"interrupted": true` and each member's state, nothing written before is lost, the
+/// folder can be plotted, and the status is 130.
+#[test]
+fn ctrl_c_during_train_writes_an_interrupted_summary() {
+    let d = ScratchDir::created("cli-sigint");
+    let child = train_in_background(&d, "T: 40, s: 5", "max_steps: 1000000", "[0, 1]");
+    let metrics = d.join("res/metrics.csv");
+    let rows = |t: &str| t.lines().skip(1).count();
+    let started = std::time::Instant::now();
+    let before = loop {
+        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+        if rows(&text) >= 4 {
+            break text;
+        }
+        assert!(started.elapsed().as_secs() < 120, "no metrics rows after two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr: {err}");
+    assert!(err.trim().lines().last().unwrap().contains("interrupted at step") && err.contains("res"), "{err}");
+    let summary = sparsevar_experiment::results::load_train_summary(&d.join("res")).expect("summary.json parses");
+    assert!(summary.interrupted);
+    assert_eq!(summary.members.len(), 2);
+    assert!(summary.steps < 1_000_000 && summary.steps > 0);
+    for m in &summary.members {
+        assert_eq!(m.steps_trained, summary.steps, "each member's state at the stop step");
+        assert!(!m.learned && m.test_accuracy > 0.0);
+    }
+    // Nothing lost: every row written before the signal is still there, and the stop step
+    // was evaluated.
+    let after = std::fs::read_to_string(&metrics).unwrap();
+    assert!(after.starts_with(&before), "metrics.csv lost rows");
+    let curves = sparsevar_experiment::results::load_metrics(&d.join("res")).expect("metrics.csv parses");
+    assert!(curves.iter().filter(|c| c.step == summary.steps).count() == 2, "both members evaluated at step {}", summary.steps);
+    // The folder is a whole results folder: its figures redraw.
+    let plot = sparsevar(&["plot", "res"], &d);
+    assert!(plot.status.success(), "{}", String::from_utf8_lossy(&plot.stderr));
+}
+
+/// A figure that cannot be written is reported on one line naming the file and fails the
+/// command (status 1), after every result is on disk.
+#[test]
+fn a_figure_that_cannot_be_written_fails_after_the_results() {
+    let d = ScratchDir::created("cli-figures");
+    // Long enough to put a file where the figures folder goes while it trains.
+    let child = train_in_background(&d, "T: 24, s: 4", "max_steps: 600", "[0]");
+    let started = std::time::Instant::now();
+    while !d.join("res/metrics.csv").exists() {
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::fs::write(d.join("res/figures"), "in the way").expect("training finished before the figures folder could be blocked");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().filter(|l| l.contains("figure res/figures/curves.png not written")).count(), 1, "{err}");
+    let summary = sparsevar_experiment::results::load_train_summary(&d.join("res")).expect("the results are written");
+    assert!(!summary.interrupted && (summary.steps == 600 || summary.learned == 1), "{summary:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("results in"));
+    // `plot` reports the same way.
+    let plot = sparsevar(&["plot", "res"], &d);
+    let err = String::from_utf8_lossy(&plot.stderr);
+    assert_eq!(plot.status.code(), Some(1), "{err}");
+    assert!(err.contains("curves.png not written") && err.trim().lines().last().unwrap().contains("could not be written"), "{err}");
+}

@@ -1,14 +1,14 @@
 //! Sweeps: `sweep(#{task, models, T, m, seeds, …})` → m*(T) per model, intervals, fits and
 //! baselines, with the sweep's folder (config.yaml, runs.csv, summary.json) written as it goes.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use sparsevar_experiment::config::TrainConfig;
 use sparsevar_experiment::results::fresh_dir;
-use sparsevar_experiment::sweep::{ModelSummary, RunRow, SweepConfig, SweepEvent, SweepSection, SweepSummary, read_runs, run_sweep};
+use sparsevar_experiment::sweep::{ModelSummary, RunRow, SweepConfig, SweepSection, SweepSummary, run_sweep};
+use sparsevar_experiment::workflow::{Event, observe};
 
 use super::training::config_keys;
 use super::{Api, ModelHandle, Res, TaskHandle, code, fail, fields, overlay, stopped, string_of, to_dyn, unknown_key};
@@ -110,42 +110,43 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
     let backend_name = registry.backend(&cfg.backend).map_err(|e| fail(ctx, e))?.name();
     let provenance = st.provenance(backend_name, cfg.sweep.seeds.clone());
     let pb = st.progress_bar(cfg.train.max_steps as u64, "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}");
-    let stop = RefCell::new(None);
-    // The sweep asks for a backend per ensemble: that is where a stop request takes effect.
-    let mut make = || {
-        if let Some(why) = st.stop_reason() {
-            *stop.borrow_mut() = Some(why.clone());
-            return Err(why);
-        }
-        registry.backend(&cfg.backend).map_err(|e| e.to_string())
-    };
-    let mut events = |e: SweepEvent| match e {
-        SweepEvent::Ensemble { model, t, members, done, total } => {
-            pb.set_position(0);
-            pb.set_message(format!("{name}: {model} T={t}, {members} members ({done}/{total} done)"));
-            if pb.is_hidden() {
-                st.say(&format!("  {name}: {model} T={t}: training {members} members ({done}/{total} done)"), true);
+    let mut stop = None;
+    let mut make = || registry.backend(&cfg.backend).map_err(|e| e.to_string());
+    let mut observer = observe(|e| {
+        match e {
+            Event::Ensemble { model, t, members, done, total } => {
+                pb.set_position(0);
+                pb.set_message(format!("{name}: {model} T={t}, {members} members ({done}/{total} done)"));
+                if pb.is_hidden() {
+                    st.say(&format!("  {name}: {model} T={t}: training {members} members ({done}/{total} done)"), true);
+                }
             }
+            Event::Evaluated { step, .. } => pb.set_position(step as u64),
+            Event::Refine { model, t, m } => st.say(&format!("  {name}: {model} T={t}: refining at m={m}"), true),
+            Event::Started { .. } => {}
         }
-        SweepEvent::Step { step, .. } => pb.set_position(step as u64),
-        SweepEvent::Refine { model, t, m } => st.say(&format!("  {name}: {model} T={t}: refining at m={m}"), true),
-    };
-    let summary = run_sweep(&cfg, &dir, false, registry, &mut make, &provenance, &mut events);
+        // A stop request takes effect before the next ensemble.
+        if matches!(e, Event::Ensemble { .. } | Event::Refine { .. }) {
+            stop = st.stop_reason();
+        }
+        stop.is_none()
+    });
+    let outcome = run_sweep(&cfg, &dir, false, registry, &mut make, &provenance, &mut observer);
+    drop(observer);
     pb.finish_and_clear();
     if dir.exists() {
         st.record(&dir);
     }
-    let summary = match summary {
-        Ok(s) => s,
+    let (summary, runs) = match outcome {
+        Ok(o) => (o.summary, o.runs),
         Err(e) => {
             let kept = format!("the finished ensembles are in {}", dir.join("runs.csv").display());
-            return Err(match stop.into_inner() {
+            return Err(match stop {
                 Some(why) => stopped(ctx, format!("{why} during sweep {name}; {kept}")),
                 None => fail(ctx, format!("sweep {name}: {e}; {kept}")),
             });
         }
     };
-    let runs = read_runs(&dir).map_err(|e| fail(ctx, e))?;
     for m in &summary.models {
         let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
         st.say(&format!("swept {name}/{}: m* {}", m.model, stars.join(", ")), true);

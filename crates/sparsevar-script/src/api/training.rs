@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use sparsevar_experiment::config::{ExperimentConfig, TrainConfig};
-use sparsevar_experiment::results::{ResultsDir, fresh_dir};
-use sparsevar_experiment::train::{EnsembleResult, MemberResult, Progress, RunSpec, Trainer};
+use sparsevar_experiment::results::fresh_dir;
+use sparsevar_experiment::train::{EnsembleResult, MemberResult};
+use sparsevar_experiment::workflow::{Event, observe, run_train};
 
 use super::{Api, ModelHandle, Res, TaskHandle, code, fail, fields, overlay, seeds_of, stopped, string_of, to_dyn};
 use crate::engine::State;
@@ -132,34 +133,29 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: ExperimentConfig, name: String)
     let registry = &st.ctx.registry;
     let dir = fresh_dir(&st.ctx.out_dir, &name);
     let mut backend = registry.backend(&cfg.backend).map_err(|e| fail(ctx, e))?;
-    let mut results = ResultsDir::create(&dir, &cfg.to_yaml()).map_err(|e| fail(ctx, e))?;
-    st.record(&dir);
     let provenance = st.provenance(backend.name(), cfg.seeds.clone());
-    let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
-    let mut trainer = Trainer::new(backend.as_mut(), spec, registry).map_err(|e| fail(ctx, format!("setting up training: {e}")))?;
     let pb = st.progress_bar(cfg.train.max_steps as u64, "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}");
-    let mut write_error = None;
     let mut stop = None;
-    let result = trainer.run(&mut |p: Progress| {
-        let Progress::Evaluated { step, points, finished, members, .. } = p;
-        pb.set_position(step as u64);
-        pb.set_message(format!("{name}: {finished}/{members} done"));
-        if let Err(e) = results.append_metrics(points) {
-            write_error = Some(e);
-            return false;
-        }
-        if let Some(why) = st.stop_reason() {
-            stop = Some(why);
-            return false;
-        }
-        true
-    });
+    let outcome = run_train(
+        &cfg,
+        &dir,
+        backend.as_mut(),
+        registry,
+        &provenance,
+        &mut observe(|e| {
+            if let Event::Evaluated { step, finished, members, .. } = e {
+                pb.set_position(step as u64);
+                pb.set_message(format!("{name}: {finished}/{members} done"));
+                stop = st.stop_reason();
+            }
+            stop.is_none()
+        }),
+    );
     pb.finish_and_clear();
-    if let Some(e) = write_error {
-        return Err(fail(ctx, format!("writing metrics: {e}")));
+    if dir.exists() {
+        st.record(&dir);
     }
-    let result = result.map_err(|e| fail(ctx, format!("training {name}: {e}; the curves so far are in {}", dir.display())))?;
-    results.write_summary(&result, &provenance).map_err(|e| fail(ctx, e))?;
+    let result = outcome.map_err(|e| fail(ctx, format!("{name}: {e}")))?.result;
     if let Some(why) = stop {
         return Err(stopped(ctx, format!("{why} at step {} of training {name}; the run so far is in {}", result.steps, dir.display())));
     }

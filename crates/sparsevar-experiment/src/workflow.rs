@@ -1,0 +1,164 @@
+//! The workflows every front end shares: train a config into a results folder
+//! ([`run_train`]) and run a sweep ([`crate::sweep::run_sweep`]).
+//!
+//! The program and the script API only display: they pass an [`Observer`] that sees the
+//! progress ([`Event`]) and may stop the run, and they get back the outcome or a typed
+//! [`RunError`] whose [`RunError::is_input`] tells a mistake in the user's input from a
+//! failure while running.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sparsevar_core::backend::Backend;
+use sparsevar_core::registry::Registry;
+
+use crate::config::{ConfigError, ExperimentConfig};
+use crate::results::{Provenance, ResultsDir, ResultsError, TrainSummary, holds_files};
+use crate::train::{CurvePoint, EnsembleResult, Progress, RunSpec, TrainError, Trainer};
+
+/// What a workflow reports as it goes.
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    /// Training is set up: each member's seed and task.
+    Started { members: &'a [(u64, String)] },
+    /// After an evaluation of the ensemble in training.
+    Evaluated { step: usize, max_steps: usize, finished: usize, members: usize, best_accuracy: f64, points: &'a [CurvePoint] },
+    /// A sweep ensemble is about to train.
+    Ensemble { model: &'a str, t: usize, members: usize, done: usize, total: usize },
+    /// A sweep bisection point is about to train.
+    Refine { model: &'a str, t: usize, m: usize },
+}
+
+impl<'a> Event<'a> {
+    pub(crate) fn evaluated(p: &Progress<'a>) -> Self {
+        let Progress::Evaluated { step, max_steps, points, finished, members } = *p;
+        let best_accuracy = points.iter().map(|p| p.test_accuracy).fold(0.0, f64::max);
+        Event::Evaluated { step, max_steps, finished, members, best_accuracy, points }
+    }
+}
+
+/// A front end watching a workflow.
+pub trait Observer {
+    /// Called with each event; return false to stop (see [`run_train`], [`crate::sweep::run_sweep`]).
+    fn event(&mut self, event: Event<'_>) -> bool;
+    /// A flag checked after every training step (set by a signal handler): the run stops
+    /// there as if `event` had returned false.
+    fn stop_flag(&self) -> Option<Arc<AtomicBool>> {
+        None
+    }
+}
+
+/// An observer made of a closure (no stop flag): `&mut observe(|e| { …; true })`.
+pub fn observe<F: FnMut(Event<'_>) -> bool>(f: F) -> impl Observer {
+    struct Closure<F>(F);
+    impl<F: FnMut(Event<'_>) -> bool> Observer for Closure<F> {
+        fn event(&mut self, event: Event<'_>) -> bool {
+            (self.0)(event)
+        }
+    }
+    Closure(f)
+}
+
+/// Why a workflow failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error("{} already holds results; pass --resume to continue that sweep, or choose another --out", .0.display())]
+    SweepExists(PathBuf),
+    #[error("{} was made by a different config (compare its config.yaml); --resume needs the same config", .0.display())]
+    OtherConfig(PathBuf),
+    #[error("backend `{name}`: {message}")]
+    Backend { name: String, message: String },
+    /// Boxed: a training error carries the members' faults and would make every result large.
+    #[error("{context}: {source}")]
+    Train { context: String, source: Box<TrainError> },
+    /// The non-neural baselines could not run (their task could not be made or sampled).
+    #[error("{0}")]
+    Baselines(String),
+    #[error("stopped before the sweep finished; the finished ensembles are in runs.csv (--resume continues)")]
+    Interrupted,
+}
+
+impl RunError {
+    /// Whether the user's input caused it (a bad config, a folder that holds results): the
+    /// program exits with status 2 for these, 1 for the rest.
+    pub fn is_input(&self) -> bool {
+        match self {
+            RunError::Config(_) | RunError::SweepExists(_) | RunError::OtherConfig(_) => true,
+            RunError::Results(e) => e.is_input(),
+            RunError::Backend { .. } | RunError::Train { .. } | RunError::Baselines(_) | RunError::Interrupted => false,
+        }
+    }
+}
+
+impl ResultsError {
+    /// Whether the user's input caused it: an `--out` that already holds results or is a file.
+    pub fn is_input(&self) -> bool {
+        matches!(self, ResultsError::Exists(_) | ResultsError::NotAFolder(_))
+    }
+}
+
+/// A training run written to its folder.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    pub dir: PathBuf,
+    /// Its summary.json.
+    pub summary_path: PathBuf,
+    pub result: EnsembleResult,
+    /// Stopped by the observer (or its stop flag) before it finished: the summary says
+    /// `"interrupted": true` and records each member as it was at the last step.
+    pub interrupted: bool,
+}
+
+/// Train `cfg` on `backend` into the folder `out` (refused if it holds results): config.yaml
+/// first, metrics.csv appended at every evaluation, summary.json at the end — also when the
+/// observer stops the run, then marked interrupted.
+pub fn run_train(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    backend: &mut dyn Backend,
+    registry: &Registry,
+    provenance: &Provenance,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    // Refuse a folder with results before the setup's work, and create it only after the
+    // setup succeeded, so a failed setup leaves no half-made folder behind.
+    if holds_files(out)? {
+        return Err(ResultsError::Exists(out.to_path_buf()).into());
+    }
+    let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
+    let mut trainer =
+        Trainer::new(backend, spec, registry).map_err(|source| RunError::Train { context: "setting up training".into(), source: Box::new(source) })?;
+    let mut results = ResultsDir::create(out, &cfg.to_yaml())?;
+    let flag = observer.stop_flag();
+    if let Some(f) = &flag {
+        trainer.stop_on(f.clone());
+    }
+    let members: Vec<(u64, String)> = cfg.seeds.iter().zip(&trainer.tasks).map(|(&s, t)| (s, t.describe())).collect();
+    // A stop asked for here takes effect after the first step (the flag) or evaluation.
+    observer.event(Event::Started { members: &members });
+    let mut go = true;
+    let mut write_error = None;
+    let result = trainer.run(&mut |p| {
+        let Progress::Evaluated { points, .. } = &p;
+        if let Err(e) = results.append_metrics(points) {
+            write_error = Some(e);
+            return false;
+        }
+        go = observer.event(Event::evaluated(&p));
+        go
+    });
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    let result =
+        result.map_err(|source| RunError::Train { context: format!("training (the curves so far are in {})", out.display()), source: Box::new(source) })?;
+    let unfinished = result.members.iter().any(|m| !m.learned && !m.diverged) && result.steps < cfg.train.max_steps;
+    let interrupted = unfinished && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed)));
+    let summary_path = results.write_summary(&TrainSummary::new(&result, provenance, interrupted))?;
+    Ok(TrainOutcome { dir: out.to_path_buf(), summary_path, result, interrupted })
+}
