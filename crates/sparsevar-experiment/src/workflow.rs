@@ -155,8 +155,8 @@ pub fn run_train(
     if let Some(e) = write_error {
         return Err(e.into());
     }
-    let result =
-        result.map_err(|source| RunError::Train { context: format!("training (the curves so far are in {})", out.display()), source: Box::new(source) })?;
+    let result = result
+        .map_err(|source| RunError::Train { context: format!("training stopped; the curves so far are in {}", out.display()), source: Box::new(source) })?;
     let unfinished = result.members.iter().any(|m| !m.learned && !m.diverged) && result.steps < cfg.train.max_steps;
     let interrupted = unfinished && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed)));
     let summary_path = results.write_summary(&TrainSummary::new(&result, provenance, interrupted))?;

@@ -147,7 +147,10 @@ fn runs_csv_round_trips_with_quoting() {
     let mut log = CsvLog::create(&path, &rows[..1]).unwrap();
     log.append(&rows[1..]).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(text.lines().next().unwrap(), "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds");
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted"
+    );
     assert!(text.contains("\"wide, \"\"deep\"\"\""), "quoted: {text}");
     same(&read_runs(&d).unwrap(), &rows);
     // Folders written before the `faulted` column existed still read.
