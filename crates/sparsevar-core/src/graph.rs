@@ -526,21 +526,42 @@ pub struct Executor {
     flops: u64,
 }
 
+/// Which nodes `outputs` need: themselves and everything they read, transitively.
+fn needed_nodes(graph: &Graph, outputs: &[NodeId]) -> Vec<bool> {
+    let n = graph.nodes.len();
+    let mut needed = vec![false; n];
+    for o in outputs {
+        needed[o.0] = true;
+    }
+    for i in (0..n).rev() {
+        if needed[i] {
+            for x in &graph.nodes[i].inputs {
+                needed[x.0] = true;
+            }
+        }
+    }
+    needed
+}
+
+/// The values [`Executor::new`] allocates to compute `outputs` of `graph` — one buffer per
+/// needed input or kernel node; parameters and reshapes share buffers — counted without a
+/// backend, so a config can be sized before anything is allocated.
+pub fn planned_values(graph: &Graph, outputs: &[NodeId]) -> u128 {
+    let needed = needed_nodes(graph, outputs);
+    graph
+        .nodes
+        .iter()
+        .zip(needed)
+        .filter(|(node, needed)| *needed && matches!(node.op, Op::Input(_) | Op::Kernel(_)))
+        .map(|(node, _)| node.shape.iter().map(|&d| d as u128).product::<u128>())
+        .sum()
+}
+
 impl Executor {
     /// Plan `graph` to compute `outputs` (and only what they need).
     pub fn new(backend: &mut dyn Backend, graph: Graph, outputs: &[NodeId], params: &ParamStore) -> Result<Self, BackendError> {
         let n = graph.nodes.len();
-        let mut needed = vec![false; n];
-        for o in outputs {
-            needed[o.0] = true;
-        }
-        for i in (0..n).rev() {
-            if needed[i] {
-                for x in &graph.nodes[i].inputs {
-                    needed[x.0] = true;
-                }
-            }
-        }
+        let needed = needed_nodes(&graph, outputs);
         let mut buffers = vec![None; n];
         let mut steps = Vec::new();
         let mut flops = 0;

@@ -7,10 +7,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
-use sparsevar_core::model::{ModelSpec, TransformerConfig};
+use sparsevar_core::model::{DataShape, ModelSpec, TransformerConfig};
 use sparsevar_core::optim::{OptimConfig, OptimizerKind, Schedule};
 use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
+
+use crate::budget::{self, Knob};
 
 /// How an ensemble trains and when a member counts as having learned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -167,20 +169,60 @@ impl ExperimentConfig {
         }
         // The model section first: serde loses line numbers inside internally tagged enums,
         // so name the section in the message ourselves.
-        if let Value::Mapping(m) = &value
-            && let Some(model) = m.get("model")
-        {
-            serde_yaml::from_value::<ModelSpec>(model.clone()).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: format!("model: {e}") })?;
-        }
+        let check_model = |value: &Value| -> Result<(), ConfigError> {
+            if let Value::Mapping(m) = value
+                && let Some(model) = m.get("model")
+            {
+                serde_yaml::from_value::<ModelSpec>(model.clone())
+                    .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: format!("model: {e}") })?;
+            }
+            Ok(())
+        };
+        let from_value = |value: Value| -> Result<ExperimentConfig, ConfigError> {
+            check_model(&value)?;
+            serde_yaml::from_value(value).map_err(parse_err)
+        };
         // Without overrides parse the text itself, so errors keep their line and column.
-        let cfg: ExperimentConfig =
-            if overrides.is_empty() { serde_yaml::from_str(text).map_err(parse_err)? } else { serde_yaml::from_value(value).map_err(parse_err)? };
+        let cfg: ExperimentConfig = if overrides.is_empty() {
+            check_model(&value)?;
+            serde_yaml::from_str(text).map_err(parse_err)?
+        } else {
+            from_value(value).map_err(|e| blame_override(text, overrides, e, &|v| from_value(v).map(drop)))?
+        };
         cfg.validate(registry)?;
         Ok(cfg)
     }
 
     /// Check every value a parse cannot check; the message names the key and the fix.
     pub fn validate(&self, registry: &Registry) -> Result<(), ConfigError> {
+        let names = |k: Knob| -> (String, String) {
+            match k {
+                Knob::T => ("task.T".into(), self.task.t.to_string()),
+                Knob::Samples => ("train.samples".into(), self.train.samples.to_string()),
+                Knob::TestSamples => ("train.test_samples".into(), self.train.test_samples.to_string()),
+                Knob::Batch => ("train.batch".into(), self.train.batch.to_string()),
+                Knob::Members => ("seeds".into(), format!("{} seeds (one member each)", self.seeds.len())),
+                _ => model_knob(&self.model, k),
+            }
+        };
+        self.validate_sized(registry, self.seeds.len(), self.train.samples, &names)
+    }
+
+    /// [`ExperimentConfig::validate`] with sizes named by `names` (key, value), for callers
+    /// that take them from elsewhere, e.g. command-line flags.
+    pub fn validate_as(&self, registry: &Registry, names: &dyn Fn(Knob) -> (String, String)) -> Result<(), ConfigError> {
+        self.validate_sized(registry, self.seeds.len(), self.train.samples, names)
+    }
+
+    /// [`ExperimentConfig::validate`] for an ensemble of `members` with training sets of
+    /// up to `samples`, naming sizes through `names` (a sweep spells them its own way).
+    pub(crate) fn validate_sized(
+        &self,
+        registry: &Registry,
+        members: usize,
+        samples: usize,
+        names: &dyn Fn(Knob) -> (String, String),
+    ) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.seeds.is_empty() {
             return bad("seeds is empty: give at least one seed, e.g. seeds: [0]".into());
@@ -191,12 +233,13 @@ impl ExperimentConfig {
         if s.len() != self.seeds.len() {
             return bad(format!("seeds {:?} repeat a seed: each member needs its own", self.seeds));
         }
-        for &seed in &self.seeds {
-            registry.task(&self.task, seed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(n) = self.threads {
+            budget::check_threads("threads", n).map_err(ConfigError::Invalid)?;
         }
+        let mut attention = None;
         match &self.model {
             ModelSpec::Transformer(m) => {
-                registry.attention(&m.attention).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                attention = Some(registry.attention(&m.attention).map_err(|e| ConfigError::Invalid(e.to_string()))?);
                 if m.layers == 0 || m.d_model == 0 || m.heads == 0 {
                     return bad("model.layers, model.d_model and model.heads must be at least 1".into());
                 }
@@ -248,8 +291,27 @@ impl ExperimentConfig {
         if !registry.backends.is_empty() && !registry.backends.contains_key(&self.backend) {
             return bad(format!("backend `{}` is unknown; available backends: {}", self.backend, registry.backend_names().join(", ")));
         }
-        if self.threads == Some(0) {
-            return bad("threads must be at least 1 (or remove it to use every core)".into());
+        // Sizes before anything large is built: first with the shape of the built-in tasks
+        // (drawing a task's S alone takes memory in T), then with the task's own.
+        let limit = budget::memory_limit();
+        let mut plan = budget::Plan {
+            model: self.model.clone(),
+            train: self.train.clone(),
+            data: DataShape { seq_len: self.task.t, alphabet: 2, classes: 2 },
+            members,
+            samples,
+            value_bytes: budget::value_bytes(&self.backend),
+            attention: attention.as_ref(),
+        };
+        let name = |k: Knob| names(k).0;
+        let value = |k: Knob| names(k).1;
+        let knobs = budget::KnobNames { name: &name, value: &value };
+        budget::check(&plan, &limit, &knobs).map_err(ConfigError::Invalid)?;
+        let first = registry.task(&self.task, self.seeds[0]).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        plan.data = DataShape { seq_len: first.seq_len(), alphabet: first.alphabet(), classes: first.num_classes() };
+        budget::check(&plan, &limit, &knobs).map_err(ConfigError::Invalid)?;
+        for &seed in &self.seeds[1..] {
+            registry.task(&self.task, seed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         Ok(())
     }
@@ -260,6 +322,33 @@ impl ExperimentConfig {
     }
 }
 
+/// When a config with overrides does not deserialize, name the override to blame: the one
+/// without which the error goes away or changes (the key, its value and what serde
+/// expected). `check` deserializes a value the way the caller does; `err` is returned
+/// unchanged when no single override is to blame (the file itself is wrong).
+pub(crate) fn blame_override(text: &str, overrides: &[String], err: ConfigError, check: &dyn Fn(Value) -> Result<(), ConfigError>) -> ConfigError {
+    let Ok(base) = serde_yaml::from_str::<Value>(text) else { return err };
+    let message = |e: &ConfigError| match e {
+        ConfigError::Parse { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let why = message(&err);
+    for (i, culprit) in overrides.iter().enumerate().rev() {
+        let mut v = base.clone();
+        let others = overrides.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, o)| o);
+        if others.map(|o| apply_override(&mut v, o)).any(|r| r.is_err()) {
+            continue;
+        }
+        if check(v).as_ref().err().map(message) != Some(why.clone()) {
+            let (key, raw) = culprit.split_once('=').unwrap_or((culprit, ""));
+            // serde names the expected type ("expected f64", "expected one of `adam`, …").
+            let why = why.rsplit_once(": ").filter(|(head, _)| !head.contains(' ')).map_or(why.as_str(), |(_, tail)| tail);
+            return ConfigError::Invalid(format!("override `{culprit}`: `{}` is not a valid {}: {why}", raw.trim(), key.trim()));
+        }
+    }
+    err
+}
+
 /// Set `a.b.c=value` in a YAML mapping; the value is parsed as YAML (`0.01`, `true`, `[1,2]`).
 pub fn apply_override(root: &mut Value, text: &str) -> Result<(), ConfigError> {
     let (key, raw) = text.split_once('=').ok_or_else(|| ConfigError::Override(text.to_string()))?;
@@ -267,7 +356,12 @@ pub fn apply_override(root: &mut Value, text: &str) -> Result<(), ConfigError> {
     if key.is_empty() {
         return Err(ConfigError::Override(text.to_string()));
     }
-    let value: Value = serde_yaml::from_str(raw).map_err(|_| ConfigError::Override(text.to_string()))?;
+    let value: Value = serde_yaml::from_str(raw).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "override `{text}`: the value `{}` for {key} is not valid YAML ({e}); give a number, a word, or a list like [8, 16]",
+            raw.trim()
+        ))
+    })?;
     let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -287,4 +381,17 @@ pub fn apply_override(root: &mut Value, text: &str) -> Result<(), ConfigError> {
         node = map.entry(k).or_insert(Value::Null);
     }
     Ok(())
+}
+
+/// Name and value of a model size knob, as the config spells them.
+pub(crate) fn model_knob(model: &ModelSpec, k: Knob) -> (String, String) {
+    match (model, k) {
+        (ModelSpec::Transformer(m), Knob::Width) => ("model.d_model".into(), m.d_model.to_string()),
+        (ModelSpec::Transformer(m), Knob::Heads) => ("model.heads".into(), m.heads.to_string()),
+        (ModelSpec::Transformer(m), Knob::Mlp) => ("model.mlp".into(), m.mlp.to_string()),
+        (ModelSpec::Transformer(m), Knob::Depth) => ("model.layers".into(), m.layers.to_string()),
+        (ModelSpec::Mlp(m), Knob::Width) => ("model.width".into(), m.width.to_string()),
+        (ModelSpec::Mlp(m), Knob::Depth) => ("model.depth".into(), m.depth.to_string()),
+        (_, k) => (format!("{k:?}"), String::new()),
+    }
 }

@@ -7,6 +7,7 @@
 //! whole grids of seeds to one graph.
 
 pub mod baselines;
+pub mod budget;
 pub mod config;
 pub mod fits;
 pub mod reference;

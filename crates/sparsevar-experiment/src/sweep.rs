@@ -27,6 +27,7 @@ use sparsevar_core::rng::{Pcg32, streams};
 use sparsevar_core::task::{Dataset, TaskSpec};
 
 use crate::baselines::{SubsetSearch, gf2_parity, log2_binomial, subset_search_parity};
+use crate::budget::{Knob, MAX_SWEEP_RUNS};
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, wilson};
 use crate::results::{CsvLog, Provenance, ResultsError, file_in, holds_files, io, nan_if_null, parse_csv, read_csv, read_json, write_json};
@@ -165,23 +166,40 @@ impl SweepConfig {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        let raw: RawSweep = if overrides.is_empty() {
-            serde_yaml::from_str(text).map_err(|e| perr("", e))?
+        let from_value = |value: Value| -> Result<SweepConfig, ConfigError> {
+            // Without overrides parse the text itself, so errors keep their line and column.
+            let raw: RawSweep = if overrides.is_empty() {
+                serde_yaml::from_str(text).map_err(|e| perr("", e))?
+            } else {
+                serde_yaml::from_value(value.clone()).map_err(|e| perr("", e))?
+            };
+            let task_value = value.get("task").cloned().unwrap_or(raw.task);
+            let task: TaskSpec = serde_yaml::from_value(task_value).map_err(|e| perr("task: ", e))?;
+            let Value::Mapping(models) = raw.models else {
+                return Err(ConfigError::Invalid("models must be a mapping from a name to a model, e.g. models: { attention: { kind: transformer } }".into()));
+            };
+            let mut named = Vec::new();
+            for (k, v) in models {
+                let name = k.as_str().map(str::to_string).ok_or_else(|| ConfigError::Invalid("models: every name must be a string".into()))?;
+                let spec: ModelSpec = serde_yaml::from_value(v).map_err(|e| perr(&format!("models.{name}: "), e))?;
+                named.push((name, spec));
+            }
+            Ok(SweepConfig { task, models: named, train: raw.train, sweep: raw.sweep, backend: raw.backend, threads: raw.threads })
+        };
+        let cfg = if overrides.is_empty() {
+            from_value(value)?
         } else {
-            serde_yaml::from_value(value.clone()).map_err(|e| perr("", e))?
+            // The placeholder T, as above, so that only the overrides differ.
+            let mut base: Value = serde_yaml::from_str(text).map_err(|e| perr("", e))?;
+            if let Value::Mapping(m) = &mut base
+                && let Some(Value::Mapping(task)) = m.get_mut("task")
+                && !task.contains_key("T")
+            {
+                task.insert(Value::String("T".into()), Value::Number(1.into()));
+            }
+            let base = serde_yaml::to_string(&base).map_err(|e| perr("", e))?;
+            from_value(value).map_err(|e| crate::config::blame_override(&base, overrides, e, &|v| from_value(v).map(drop)))?
         };
-        let task_value = value.get("task").cloned().unwrap_or(raw.task);
-        let task: TaskSpec = serde_yaml::from_value(task_value).map_err(|e| perr("task: ", e))?;
-        let Value::Mapping(models) = raw.models else {
-            return Err(ConfigError::Invalid("models must be a mapping from a name to a model, e.g. models: { attention: { kind: transformer } }".into()));
-        };
-        let mut named = Vec::new();
-        for (k, v) in models {
-            let name = k.as_str().map(str::to_string).ok_or_else(|| ConfigError::Invalid("models: every name must be a string".into()))?;
-            let spec: ModelSpec = serde_yaml::from_value(v).map_err(|e| perr(&format!("models.{name}: "), e))?;
-            named.push((name, spec));
-        }
-        let cfg = SweepConfig { task, models: named, train: raw.train, sweep: raw.sweep, backend: raw.backend, threads: raw.threads };
         cfg.validate(registry)?;
         Ok(cfg)
     }
@@ -228,9 +246,46 @@ impl SweepConfig {
                 return bad(format!("sweep.baselines: `{b}` learns sparse parities only, but task.kind is {}", self.task.kind));
             }
         }
+        // The grid is counted before it is listed: a progression with a factor near 1
+        // would otherwise list billions of sizes.
+        let m_count: u128 = match (&s.m, self.train.online) {
+            (_, true) => 1,
+            (MGrid::List(v), _) => v.len() as u128,
+            (MGrid::Geometric { from, to, factor }, _) => ((*to as f64 / *from as f64).ln() / factor.ln()).floor() as u128 + 1,
+        };
+        let runs = s.t.len() as u128 * m_count * s.seeds.len() as u128 * self.models.len() as u128;
+        if runs > MAX_SWEEP_RUNS {
+            return bad(format!(
+                "the sweep grid is too large: sweep.T ({}) × sweep.m ({m_count}) × sweep.seeds ({}) × models ({}) = {runs} training runs, more than the {MAX_SWEEP_RUNS} a sweep may hold; use fewer T, m or seeds",
+                s.t.len(),
+                s.seeds.len(),
+                self.models.len()
+            ));
+        }
+        // The largest ensemble the sweep trains: up to max_ensemble (m, seed) members, each
+        // sized here for the largest m.
+        let m_values = if self.train.online { vec![self.train.samples] } else { s.m.values() };
+        let largest_m = m_values.iter().copied().max().unwrap_or(1);
+        let members = (m_values.len() * s.seeds.len()).min(s.max_ensemble);
         // Each (T, model) must make a valid experiment.
         for &t in &s.t {
             for (name, model) in &self.models {
+                let names = |k: Knob| -> (String, String) {
+                    match k {
+                        Knob::T => ("sweep.T".into(), t.to_string()),
+                        Knob::Samples => ("sweep.m".into(), format!("{largest_m} (the largest m)")),
+                        Knob::TestSamples => ("train.test_samples".into(), self.train.test_samples.to_string()),
+                        Knob::Batch => ("train.batch".into(), self.train.batch.to_string()),
+                        Knob::Members => (
+                            "sweep.max_ensemble".into(),
+                            format!("{} (the sweep trains {members} members at once: sweep.seeds × sweep.m, at most sweep.max_ensemble)", s.max_ensemble),
+                        ),
+                        k => {
+                            let (key, value) = crate::config::model_knob(model, k);
+                            (format!("models.{name}.{}", key.trim_start_matches("model.")), value)
+                        }
+                    }
+                };
                 let exp = crate::config::ExperimentConfig {
                     task: TaskSpec { t, ..self.task.clone() },
                     model: model.clone(),
@@ -239,7 +294,7 @@ impl SweepConfig {
                     backend: self.backend.clone(),
                     threads: self.threads,
                 };
-                exp.validate(registry).map_err(|e| ConfigError::Invalid(format!("T = {t}, models.{name}: {e}")))?;
+                exp.validate_sized(registry, members, largest_m, &names).map_err(|e| ConfigError::Invalid(format!("T = {t}, models.{name}: {e}")))?;
             }
         }
         Ok(())

@@ -19,6 +19,7 @@ use sparsevar_core::backend::BackendError;
 use sparsevar_core::model::{MlpConfig, ModelSpec, TransformerConfig};
 use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
+use sparsevar_experiment::budget::{self, Knob};
 use sparsevar_experiment::config::{ConfigError, ExperimentConfig, TrainConfig};
 use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir};
 use sparsevar_experiment::sweep::{SweepConfig, run_sweep};
@@ -460,7 +461,37 @@ fn bench(
     json: bool,
     profile: bool,
 ) -> Result<()> {
+    // Sizes and threads are checked like a config's, named by their flags.
+    if let Some(n) = threads {
+        budget::check_threads("--threads", n).map_err(BadInput)?;
+    }
+    if let (Some(spec), true) = (bench_spec(model, t, batch, runs), t >= 3 && batch > 0 && runs > 0) {
+        let cfg = ExperimentConfig { task: spec.task, model: spec.model, train: spec.train, seeds: spec.seeds, backend: backend.into(), threads };
+        let flag = |k: Knob| match k {
+            Knob::T => ("--T".to_string(), t.to_string()),
+            Knob::Batch => ("--batch".into(), batch.to_string()),
+            Knob::Members => ("--runs".into(), runs.to_string()),
+            other => (format!("the {model} model's {other:?}"), "fixed".into()),
+        };
+        cfg.validate_as(&registry_with_auto(host), &flag).map_err(|e| BadInput(e.to_string()))?;
+    }
     in_pool(threads, |threads| bench_in_pool(host, model, t, batch, runs, steps, repeats, threads, backend, json, profile))
+}
+
+/// The training run `bench` times (None for an unknown model).
+fn bench_spec(model: &str, t: usize, batch: usize, runs: usize) -> Option<RunSpec> {
+    let model = match model {
+        "paper1l" => ModelSpec::Transformer(TransformerConfig::default()),
+        "mlp" => ModelSpec::Mlp(MlpConfig::default()),
+        _ => return None,
+    };
+    Some(RunSpec {
+        task: TaskSpec::new("sparse_parity", t, 3),
+        model,
+        train: TrainConfig { samples: 4096, batch, max_steps: usize::MAX, ..TrainConfig::default() },
+        seeds: (0..runs as u64).collect(),
+        samples: None,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -477,21 +508,10 @@ fn bench_in_pool(
     json: bool,
     profile: bool,
 ) -> Result<()> {
-    let model_spec = match model {
-        "paper1l" => ModelSpec::Transformer(TransformerConfig::default()),
-        "mlp" => ModelSpec::Mlp(MlpConfig::default()),
-        other => return bad(format!("--model `{other}` is unknown; use paper1l or mlp")),
-    };
+    let Some(spec) = bench_spec(model, t, batch, runs) else { return bad(format!("--model `{model}` is unknown; use paper1l or mlp")) };
     if t < 3 || batch == 0 || runs == 0 || steps == 0 || repeats == 0 {
         return bad("--T must be at least 3 and --batch, --runs, --steps, --repeats at least 1");
     }
-    let spec = RunSpec {
-        task: TaskSpec::new("sparse_parity", t, 3),
-        model: model_spec,
-        train: TrainConfig { samples: 4096, batch, max_steps: usize::MAX, ..TrainConfig::default() },
-        seeds: (0..runs as u64).collect(),
-        samples: None,
-    };
     let mut backend = host.backend(backend)?;
     let backend_name = backend.name();
     let mut trainer = Trainer::new(backend.as_mut(), spec, &host.registry).context("setting up the benchmark")?;
@@ -638,6 +658,9 @@ fn run_script(
     threads: Option<usize>,
     max_operations: Option<u64>,
 ) -> Result<()> {
+    if let Some(n) = threads {
+        budget::check_threads("--threads", n).map_err(BadInput)?;
+    }
     let backend = host.resolve(backend);
     if !host.registry.backends.contains_key(&backend) {
         return bad(host.registry.backend(&backend).err().map(|e| e.to_string()).unwrap_or_default());

@@ -1,0 +1,102 @@
+//! Bad input that used to get through (issue 11, point 5), each tried the way a hostile
+//! user would: the program answers with exit status 2 and one line on stderr, never a panic
+//! or a backtrace, writes nothing outside its output folder and never loses results.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sparsevar_test_support::ScratchDir;
+
+/// Run the program in `dir` with backtraces on, so that a panic would show one.
+fn sparsevar(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsevar")).args(args).current_dir(dir).env("RUST_BACKTRACE", "1").output().expect("run sparsevar")
+}
+
+/// Exit status 2, one line on stderr containing every needle, no panic, no backtrace.
+fn assert_refused(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "exit status 2: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "no panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+    err
+}
+
+/// A script error: exit status 2, one line of message containing every needle, then only
+/// the script's source excerpt (`  3 | code` and the caret line under it), no panic.
+fn assert_script_refused(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "exit status 2: {err}");
+    let mut lines = err.trim_end().lines();
+    let first = lines.next().unwrap_or_default();
+    for n in needles {
+        assert!(first.contains(n), "`{n}` not in the first line: {err}");
+    }
+    assert!(
+        lines.all(|l| l.trim_start().split_once('|').is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()))),
+        "only the excerpt follows: {err}"
+    );
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "no panic: {err}");
+    err
+}
+
+const SMALL: &str = "task: { kind: sparse_parity, T: 8, s: 2 }
+model: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { samples: 256, batch: 32, max_steps: 100, eval_every: 50, test_samples: 256 }
+seeds: [0, 1]
+";
+
+const SWEEP: &str = "task: { kind: sparse_parity, s: 2 }
+models: { tf: { kind: transformer, d_model: 16, heads: 2, mlp: 2 } }
+train: { max_steps: 50, eval_every: 25, test_samples: 128 }
+sweep: { T: [8], m: [32, 64], seeds: [0, 1] }
+";
+
+#[test]
+fn sizes_that_cannot_fit_are_refused_naming_the_key_before_anything_is_written() {
+    let d = ScratchDir::created("hostile-sizes");
+    std::fs::write(d.join("small.yaml"), SMALL).unwrap();
+    std::fs::write(d.join("sweep.yaml"), SWEEP).unwrap();
+    for (ov, key) in [
+        ("task.T=10000000", "task.T = 10000000"),
+        ("train.samples=100000000000", "train.samples = 100000000000"),
+        ("model.d_model=1000000", "model.d_model = 1000000"),
+        ("model.layers=100000000", "model.layers = 100000000"),
+        ("seeds={from: 0}", "seeds"),
+        ("threads=1000000", "threads = 1000000"),
+    ] {
+        let out = sparsevar(&["train", "small.yaml", "--out", "never", ov], &d);
+        if ov.starts_with("seeds") {
+            // Not a list: named as a type error (the size check is in the next test).
+            assert_refused(&out, &["seeds"]);
+            continue;
+        }
+        assert_refused(&out, &[key]);
+        assert!(!d.join("never").exists(), "{ov}: a results folder was created");
+    }
+    // A million seeds, from a generated file.
+    let seeds: Vec<String> = (0..1_000_000).map(|i: u32| i.to_string()).collect();
+    std::fs::write(d.join("many.yaml"), SMALL.replace("seeds: [0, 1]", &format!("seeds: [{}]", seeds.join(",")))).unwrap();
+    assert_refused(&sparsevar(&["train", "many.yaml", "--out", "never"], &d), &["seeds = 1000000 seeds", "is too large", "this machine has"]);
+    for (ov, key) in [
+        ("sweep.T=[8,10000000]", "sweep.T = 10000000"),
+        ("sweep.m=[32,100000000000]", "sweep.m = 100000000000"),
+        ("sweep.m={from: 1, to: 1000000000000000000, factor: 1.0000000001}", "the sweep grid is too large"),
+        ("threads=1000000", "threads = 1000000"),
+    ] {
+        assert_refused(&sparsevar(&["sweep", "sweep.yaml", "--out", "never", ov], &d), &[key]);
+        assert!(!d.join("never").exists(), "{ov}: a results folder was created");
+    }
+    assert_refused(&sparsevar(&["bench", "--T", "10000000", "--steps", "1", "--repeats", "1"], &d), &["--T = 10000000 is too large"]);
+    assert_refused(&sparsevar(&["bench", "--runs", "100000000", "--steps", "1", "--repeats", "1"], &d), &["--runs = 100000000 is too large"]);
+    assert_refused(&sparsevar(&["bench", "--threads", "1000000"], &d), &["--threads = 1000000 is more worker threads"]);
+    // Scripts: the flag, and train() inside the script (which validates like a config).
+    std::fs::write(d.join("t.rhai"), "train(sparse_parity(10000000, 3), transformer());\n").unwrap();
+    assert_refused(&sparsevar(&["run", "t.rhai", "--out", "out", "--threads", "1000000"], &d), &["--threads = 1000000"]);
+    assert_script_refused(&sparsevar(&["run", "t.rhai", "--out", "out-t"], &d), &["t.rhai:1:1: task.T = 10000000 is too large"]);
+    // A seed count in a script: ten million members.
+    std::fs::write(d.join("r.rhai"), "train(sparse_parity(16, 3), transformer(), #{ seeds: 10000000 });\n").unwrap();
+    assert_script_refused(&sparsevar(&["run", "r.rhai", "--out", "out-r"], &d), &["r.rhai:1:1: seeds = 10000000 seeds", "is too large"]);
+}
