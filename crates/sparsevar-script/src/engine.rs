@@ -201,7 +201,7 @@ impl ScriptEngine {
             .set_max_modules(l.max_modules)
             .set_strict_variables(true)
             .set_fail_on_invalid_map_property(true)
-            .set_module_resolver(SandboxResolver::new(script_dir));
+            .set_module_resolver(SandboxResolver::new(script_dir, &state.ctx.script_path));
         // Code from strings would run outside the reviewed script text.
         engine.disable_symbol("eval");
         let st = state.clone();

@@ -2,6 +2,7 @@
 //! `<script dir>/lib/helpers.rhai`, and nothing outside that folder loads at all.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
 use rhai::module_resolvers::FileModuleResolver;
 use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Shared};
@@ -18,16 +19,49 @@ pub(crate) fn inside(root: &Path, rel: &Path) -> bool {
     }
 }
 
-/// A [`FileModuleResolver`] based at the script folder that refuses paths leaving it.
+/// Modules may import modules this deep (the script itself is level 0). Each level
+/// evaluates a module on the native stack, so a chain without end would overflow it.
+pub(crate) const MAX_IMPORT_DEPTH: usize = 32;
+
+/// A [`FileModuleResolver`] based at the script folder that refuses paths leaving it and
+/// import cycles.
 pub(crate) struct SandboxResolver {
     root: PathBuf,
     inner: FileModuleResolver,
+    /// The files being imported right now, outermost first, the script itself at the
+    /// bottom: (canonical path, how to name it in a message).
+    chain: Mutex<Vec<(PathBuf, String)>>,
 }
 
 impl SandboxResolver {
-    pub(crate) fn new(root: PathBuf) -> Self {
+    /// Imports rooted at `root`, for the script `script` (named as given in messages).
+    pub(crate) fn new(root: PathBuf, script: &Path) -> Self {
         let inner = FileModuleResolver::new_with_path(&root);
-        SandboxResolver { root, inner }
+        let bottom = (script.canonicalize().unwrap_or_else(|_| script.to_path_buf()), script.display().to_string());
+        SandboxResolver { root, inner, chain: Mutex::new(vec![bottom]) }
+    }
+
+    fn chain(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, String)>> {
+        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Enter the import of `path`: refused when it is already being imported (a cycle,
+    /// named link by link) or nests too deep.
+    fn enter(&self, path: &str, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        let file = self.inner.get_file_path(path, None);
+        let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
+        let shown = file.strip_prefix(&self.root).unwrap_or(&file).display().to_string();
+        let mut chain = self.chain();
+        let refuse = |why: String| Err(EvalAltResult::ErrorRuntime(why.into(), pos).into());
+        if chain.iter().any(|(c, _)| *c == canonical) {
+            let links: Vec<&str> = chain.iter().map(|(_, n)| n.as_str()).chain([shown.as_str()]).collect();
+            return refuse(format!("import cycle: {}; a module cannot import itself, even through others", links.join(" imports ")));
+        }
+        if chain.len() > MAX_IMPORT_DEPTH {
+            return refuse(format!("imports nest deeper than {MAX_IMPORT_DEPTH} modules (at {shown})"));
+        }
+        chain.push((canonical, shown));
+        Ok(())
     }
 
     fn check(&self, path: &str, pos: Position) -> Result<(), Box<EvalAltResult>> {
@@ -48,6 +82,9 @@ impl SandboxResolver {
 impl ModuleResolver for SandboxResolver {
     fn resolve(&self, engine: &Engine, source: Option<&str>, path: &str, pos: Position) -> Result<Shared<Module>, Box<EvalAltResult>> {
         self.check(path, pos)?;
-        self.inner.resolve(engine, source, path, pos)
+        self.enter(path, pos)?;
+        let module = self.inner.resolve(engine, source, path, pos);
+        self.chain().pop();
+        module
     }
 }

@@ -25,7 +25,8 @@ fn assert_refused(out: &Output, needles: &[&str]) -> String {
 }
 
 /// A script error: exit status 2, one line of message containing every needle, then only
-/// the script's source excerpt (`  3 | code` and the caret line under it), no panic.
+/// the script's source excerpt (`  3 | code` and the caret line under it, and for an error
+/// inside a module, where it was imported), no panic.
 fn assert_script_refused(out: &Output, needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "exit status 2: {err}");
@@ -34,10 +35,8 @@ fn assert_script_refused(out: &Output, needles: &[&str]) -> String {
     for n in needles {
         assert!(first.contains(n), "`{n}` not in the first line: {err}");
     }
-    assert!(
-        lines.all(|l| l.trim_start().split_once('|').is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()))),
-        "only the excerpt follows: {err}"
-    );
+    let excerpt = |l: &str| l.trim_start().split_once('|').is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
+    assert!(lines.all(|l| excerpt(l) || l.trim_start().starts_with("note: in module")), "only the excerpt follows: {err}");
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "no panic: {err}");
     err
 }
@@ -99,4 +98,24 @@ fn sizes_that_cannot_fit_are_refused_naming_the_key_before_anything_is_written()
     // A seed count in a script: ten million members.
     std::fs::write(d.join("r.rhai"), "train(sparse_parity(16, 3), transformer(), #{ seeds: 10000000 });\n").unwrap();
     assert_script_refused(&sparsevar(&["run", "r.rhai", "--out", "out-r"], &d), &["r.rhai:1:1: seeds = 10000000 seeds", "is too large"]);
+}
+
+#[test]
+fn a_module_that_imports_itself_is_an_error_naming_the_chain() {
+    let d = ScratchDir::created("hostile-imports");
+    std::fs::create_dir_all(d.join("scripts")).unwrap();
+    std::fs::write(d.join("scripts/self.rhai"), "import \"self\" as me;\nprint(1);\n").unwrap();
+    std::fs::write(d.join("scripts/a.rhai"), "// a imports b\nimport \"b\" as b;\n").unwrap();
+    std::fs::write(d.join("scripts/b.rhai"), "import \"a\" as a;\nfn f() { 1 }\n").unwrap();
+    std::fs::write(d.join("scripts/ok.rhai"), "import \"b2\" as b;\nprint(b::f());\n").unwrap();
+    std::fs::write(d.join("scripts/b2.rhai"), "fn f() { 41 + 1 }\n").unwrap();
+    let out = sparsevar(&["run", "scripts/self.rhai", "--out", "o1"], &d);
+    assert_script_refused(&out, &["scripts/self.rhai:1:", "import cycle: scripts/self.rhai imports self.rhai"]);
+    let out = sparsevar(&["run", "scripts/a.rhai", "--out", "o2"], &d);
+    let err = assert_script_refused(&out, &["scripts/b.rhai:1:8: import cycle: scripts/a.rhai imports b.rhai imports a.rhai"]);
+    assert!(err.contains("imported at scripts/a.rhai:2:8"), "{err}");
+    // A module imported without a cycle still works.
+    let out = sparsevar(&["run", "scripts/ok.rhai", "--out", "o3"], &d);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
 }
