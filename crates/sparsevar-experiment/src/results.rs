@@ -85,8 +85,42 @@ pub fn fresh_dir(parent: &Path, stem: &str) -> PathBuf {
     (2..).map(|i| parent.join(format!("{stem}-{i}"))).find(|p| !p.exists()).expect("some name is free")
 }
 
+/// `path` as the system will resolve it: symbolic links and `..` resolved where it exists,
+/// `.` and `..` resolved lexically in the part that does not exist yet (which holds no
+/// links); relative to the current folder where it lies inside it, else absolute. So
+/// `--out DONE/nothere/..` is recognised as `DONE` before the "never overwrite" check, not
+/// after the folder `nothere` was made.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok()).unwrap_or_default();
+    let absolute = if path.is_absolute() { path.to_path_buf() } else { cwd.join(path) };
+    let mut resolved = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => resolved.push(c.as_os_str()),
+            Component::CurDir => {}
+            // `resolved` holds no links (they were resolved below), so going up is lexical.
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::Normal(name) => {
+                resolved.push(name);
+                if let Ok(real) = resolved.canonicalize() {
+                    resolved = real;
+                }
+            }
+        }
+    }
+    match resolved.strip_prefix(&cwd) {
+        Ok(rel) if !rel.as_os_str().is_empty() && !cwd.as_os_str().is_empty() => rel.to_path_buf(),
+        _ => resolved,
+    }
+}
+
 /// Whether `path` exists and holds anything.
 pub(crate) fn holds_files(path: &Path) -> Result<bool, ResultsError> {
+    // Links and `..` resolved first, so the "never overwrite" check sees the real folder.
+    let path = &resolve_path(path);
     if path.exists() && !path.is_dir() {
         return Err(ResultsError::NotAFolder(path.to_path_buf()));
     }
@@ -348,6 +382,7 @@ pub struct ResultsDir {
 impl ResultsDir {
     /// Create `path` (refusing one that exists and is not empty) and write the config.
     pub fn create(path: &Path, config_yaml: &str) -> Result<Self, ResultsError> {
+        let path = &resolve_path(path);
         if holds_files(path)? {
             return Err(ResultsError::Exists(path.to_path_buf()));
         }

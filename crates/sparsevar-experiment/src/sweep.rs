@@ -521,6 +521,8 @@ pub fn run_sweep(
     observer: &mut dyn Observer,
 ) -> Result<SweepOutcome, RunError> {
     let started = Instant::now();
+    // Links and `..` resolved first, so the "never overwrite" check sees the real folder.
+    let dir = &crate::results::resolve_path(dir);
     let (mut out, mut rows) = open_runs(dir, &cfg.to_yaml(), resume)?;
     let have: BTreeSet<_> = rows.iter().map(|r| r.key()).collect();
     let grid: Vec<usize> = if cfg.train.online { vec![0] } else { cfg.sweep.m.values() };

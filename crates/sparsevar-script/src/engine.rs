@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rhai::{Dynamic, Engine, Scope};
-use sparsevar_experiment::results::Provenance;
+use sparsevar_experiment::results::{Provenance, resolve_path};
 
 use crate::api::{self, Api};
 use crate::error::ScriptError;
-use crate::resolver::{SandboxResolver, inside};
+use crate::resolver::{SandboxResolver, inside, write_stays_inside};
 use crate::{ScriptContext, ScriptOutcome};
 
 /// The start of the message a script stops with at its time limit (how the error kind is
@@ -125,9 +125,13 @@ impl State {
             ));
         }
         let full = self.ctx.out_dir.join(p);
+        // Checked before a folder is made (it could be made through a link), and again
+        // after, in case a link appeared in between.
+        write_stays_inside(&self.ctx.out_dir, &full)?;
         if let Some(dir) = full.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
+        write_stays_inside(&self.ctx.out_dir, &full)?;
         Ok(full)
     }
 
@@ -233,6 +237,12 @@ impl ScriptEngine {
     pub fn run(&self, source: &str) -> Result<ScriptOutcome, ScriptError> {
         let st = &self.state;
         let file = st.ctx.script_path.display().to_string();
+        // Like a results folder, an out folder that holds files is never written into (links
+        // and `..` resolved first, so `DONE/x/..` is `DONE`).
+        let out = resolve_path(&st.ctx.out_dir);
+        if std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(ScriptError::setup(&file, format!("{} already holds results; choose another --out or remove it first", st.ctx.out_dir.display())));
+        }
         std::fs::create_dir_all(&st.ctx.out_dir)
             .map_err(|e| ScriptError::setup(&file, format!("cannot create the out folder {}: {e}", st.ctx.out_dir.display())))?;
         let reg = &st.ctx.registry;
@@ -266,5 +276,38 @@ impl ScriptEngine {
     #[doc(hidden)]
     pub fn documented_names(&self) -> Vec<String> {
         self.docs.names()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use sparsevar_core::registry::Registry;
+
+    /// The out folder holds links (made after the script started, or by another process):
+    /// a write that would leave the folder through one is refused, others go ahead.
+    #[test]
+    fn output_paths_do_not_leave_the_out_folder_through_links() {
+        let root = std::env::temp_dir().join(format!("sparsevar-out-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (out, elsewhere) = (root.join("out"), root.join("elsewhere"));
+        for d in [&out, &elsewhere, &out.join("inner")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::os::unix::fs::symlink(&elsewhere, out.join("link")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("f.csv"), out.join("file.csv")).unwrap();
+        std::os::unix::fs::symlink(out.join("inner"), out.join("inward")).unwrap();
+        std::os::unix::fs::symlink(root.join("missing"), out.join("dangling.csv")).unwrap();
+        let engine = ScriptEngine::new(ScriptContext::new(root.join("s.rhai"), &out, Arc::new(Registry::builtin())));
+        let st = &engine.state;
+        for bad in ["link/x.csv", "link/deep/er/x.csv", "file.csv", "dangling.csv"] {
+            let e = st.out_path(bad).unwrap_err();
+            assert!(e.contains("outside the out folder") || e.contains("symbolic link to nowhere"), "{bad}: {e}");
+        }
+        assert!(!elsewhere.join("deep").exists(), "no folder made through the link");
+        assert_eq!(st.out_path("inward/x.csv").unwrap(), out.join("inward/x.csv"));
+        assert_eq!(st.out_path("new/sub/x.csv").unwrap(), out.join("new/sub/x.csv"));
+        assert!(out.join("new/sub").is_dir());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

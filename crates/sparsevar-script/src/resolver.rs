@@ -23,6 +23,33 @@ pub(crate) fn inside(root: &Path, rel: &Path) -> bool {
 /// evaluates a module on the native stack, so a chain without end would overflow it.
 pub(crate) const MAX_IMPORT_DEPTH: usize = 32;
 
+/// Refuse writing `full` (a path inside `root`) where a symbolic link would take the write
+/// out of `root`: the deepest folder on the way that exists must resolve inside `root`,
+/// and so must `full` itself where it is a link (a dangling link is refused).
+pub(crate) fn write_stays_inside(root: &Path, full: &Path) -> Result<(), String> {
+    let root_real = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
+    let leaves = |p: &Path| format!("{} leads to {} outside the out folder {} (through a symbolic link)", full.display(), p.display(), root.display());
+    let mut dir = full.parent();
+    while let Some(d) = dir {
+        if d.exists() {
+            let real = d.canonicalize().map_err(|e| format!("{}: {e}", d.display()))?;
+            if !real.starts_with(&root_real) {
+                return Err(leaves(&real));
+            }
+            break;
+        }
+        dir = d.parent();
+    }
+    if full.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        match full.canonicalize() {
+            Ok(real) if real.starts_with(&root_real) => {}
+            Ok(real) => return Err(leaves(&real)),
+            Err(_) => return Err(format!("{} is a symbolic link to nowhere; remove it or write another file", full.display())),
+        }
+    }
+    Ok(())
+}
+
 /// A [`FileModuleResolver`] based at the script folder that refuses paths leaving it and
 /// import cycles.
 pub(crate) struct SandboxResolver {

@@ -21,7 +21,7 @@ use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
 use sparsevar_experiment::budget::{self, Knob};
 use sparsevar_experiment::config::{ConfigError, ExperimentConfig, TrainConfig};
-use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir};
+use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, resolve_path};
 use sparsevar_experiment::sweep::{SweepConfig, run_sweep};
 use sparsevar_experiment::train::{RunSpec, Trainer};
 use sparsevar_experiment::workflow::{Event, Observer, RunError, run_train};
@@ -283,8 +283,10 @@ fn registry_with_auto(host: &Host) -> Registry {
 }
 
 /// `out`, or a fresh folder under runs/ named after the config.
+/// Links and `..` in `--out` are resolved, so the "never overwrite" check and every write
+/// see one folder.
 fn out_dir(out: Option<PathBuf>, config: &Path, default: &str) -> PathBuf {
-    out.unwrap_or_else(|| fresh_dir(Path::new("runs"), config.file_stem().and_then(|s| s.to_str()).unwrap_or(default)))
+    out.as_deref().map(resolve_path).unwrap_or_else(|| fresh_dir(Path::new("runs"), config.file_stem().and_then(|s| s.to_str()).unwrap_or(default)))
 }
 
 fn provenance(backend: String, threads: usize, seeds: Vec<u64>) -> Provenance {
@@ -665,7 +667,7 @@ fn run_script(
     if !host.registry.backends.contains_key(&backend) {
         return bad(host.registry.backend(&backend).err().map(|e| e.to_string()).unwrap_or_default());
     }
-    let out = out.unwrap_or_else(|| fresh_dir(Path::new("runs"), script.file_stem().and_then(|s| s.to_str()).unwrap_or("script")));
+    let out = out.as_deref().map(resolve_path).unwrap_or_else(|| fresh_dir(Path::new("runs"), script.file_stem().and_then(|s| s.to_str()).unwrap_or("script")));
     let mut ctx = sparsevar_script::ScriptContext::new(script, &out, Arc::new(host.registry.clone()));
     ctx.backend = backend;
     ctx.quick = quick;

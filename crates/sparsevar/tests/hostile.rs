@@ -119,3 +119,70 @@ fn a_module_that_imports_itself_is_an_error_naming_the_chain() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
 }
+
+/// Every file under `dir` with its contents, to show nothing changed.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.symlink_metadata().unwrap().is_dir() {
+            out.extend(snapshot(&p));
+        } else if p.is_file() {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_folder_that_holds_results_is_never_written_into_however_it_is_spelled() {
+    let d = ScratchDir::created("hostile-out");
+    std::fs::write(d.join("small.yaml"), SMALL.replace("max_steps: 100", "max_steps: 20")).unwrap();
+    std::fs::write(d.join("s.rhai"), "save_csv([#{a: 1}], \"results.csv\");\n").unwrap();
+    // A finished run and a script's output.
+    assert!(sparsevar(&["train", "small.yaml", "--out", "done"], &d).status.success());
+    std::fs::create_dir_all(d.join("scripted")).unwrap();
+    std::fs::write(d.join("scripted/results.csv"), "a\n7\n").unwrap();
+    let before = (snapshot(&d.join("done")), snapshot(&d.join("scripted")));
+    for args in [
+        &["run", "s.rhai", "--out", "scripted"][..],
+        &["run", "s.rhai", "--out", "scripted/nothere/.."],
+        &["run", "s.rhai", "--out", "done/./figures/../"],
+        &["train", "small.yaml", "--out", "done/nothere/.."],
+        &["train", "small.yaml", "--out", "scripted/nothere/.."],
+    ] {
+        let out = sparsevar(args, &d);
+        assert_refused(&out, &["already holds results; choose another --out or remove it first"]);
+    }
+    assert_eq!((snapshot(&d.join("done")), snapshot(&d.join("scripted"))), before, "nothing written, nothing lost");
+    assert!(!d.join("done/nothere").exists() && !d.join("scripted/nothere").exists(), "no folder made on the way");
+    // A folder reached through a link is the folder itself.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(d.join("scripted"), d.join("alias")).unwrap();
+        assert_refused(&sparsevar(&["run", "s.rhai", "--out", "alias"], &d), &["already holds results"]);
+        assert_refused(&sparsevar(&["train", "small.yaml", "--out", "alias/"], &d), &["already holds results"]);
+        assert_eq!(snapshot(&d.join("scripted")), before.1);
+    }
+    // An empty folder is fine, and the script writes there.
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    let out = sparsevar(&["run", "s.rhai", "--out", "empty/sub/.."], &d);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(d.join("empty/results.csv")).unwrap(), "a\n1\n");
+    assert!(!d.join("empty/sub").exists());
+}
+
+/// A link inside the out folder that leads elsewhere: the folder holds something, so the
+/// script does not even start, and nothing reaches where the link points.
+#[cfg(unix)]
+#[test]
+fn a_script_cannot_write_through_a_link_in_its_out_folder() {
+    let d = ScratchDir::created("hostile-link");
+    let elsewhere = ScratchDir::created("hostile-link-elsewhere");
+    std::fs::create_dir_all(d.join("out")).unwrap();
+    std::os::unix::fs::symlink(&*elsewhere, d.join("out/link")).unwrap();
+    std::fs::write(d.join("s.rhai"), "save_csv([#{a: 1}], \"link/x.csv\");\n").unwrap();
+    assert_refused(&sparsevar(&["run", "s.rhai", "--out", "out"], &d), &["already holds results"]);
+    assert!(std::fs::read_dir(&*elsewhere).unwrap().next().is_none(), "nothing written through the link");
+}
