@@ -34,6 +34,16 @@ pub enum PluginError {
         /// What the file check or the dynamic loader said.
         reason: String,
     },
+    /// A file that starts like a shared library of this system but cannot be mapped safely:
+    /// truncated, corrupted, or built for another architecture. Checked before the dynamic
+    /// loader sees it, which would crash the process on such a file (SIGBUS, SIGSEGV).
+    #[error("plugin {}: not a loadable plugin: {reason}", file.display())]
+    NotLoadable {
+        /// The file.
+        file: PathBuf,
+        /// What the check found.
+        reason: String,
+    },
     /// A shared library without the entry points of a sparsevar plugin.
     #[error(
         "plugin {}: not a sparsevar plugin: it has no `{symbol}` symbol (a plugin is a cdylib crate that calls sparsevar_plugin::export_plugin!)",
@@ -304,24 +314,10 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
-/// The crate names `<crate>` for which `bytes` mention `sparsevar_plugin_abi_version__<crate>`,
+/// `names` (crate names `<crate>` of `sparsevar_plugin_abi_version__<crate>` symbols),
 /// the file's own crate name (`lib<crate>.so`) first when it is among them. Only a
 /// candidate list: the dynamic loader confirms which one is a real symbol.
-fn entry_point_candidates(bytes: &[u8], file: &Path) -> Vec<String> {
-    let needle = SYMBOL_ABI_VERSION.as_bytes();
-    let mut found: Vec<String> = Vec::new();
-    let mut i = 0;
-    while let Some(at) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
-        let start = i + at + needle.len();
-        let len = bytes[start..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
-        if len > 0 {
-            let name = String::from_utf8_lossy(&bytes[start..start + len]).into_owned();
-            if !found.contains(&name) {
-                found.push(name);
-            }
-        }
-        i = start;
-    }
+fn entry_point_candidates(mut found: Vec<String>, file: &Path) -> Vec<String> {
     let own = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -344,6 +340,88 @@ fn looks_like_library(bytes: &[u8]) -> Option<bool> {
     } else {
         None
     }
+}
+
+/// The object-file architecture of this host (None where `object` has no name for it).
+fn host_architecture() -> Option<object::Architecture> {
+    use object::Architecture as A;
+    Some(match std::env::consts::ARCH {
+        "x86_64" => A::X86_64,
+        "x86" => A::I386,
+        "aarch64" => A::Aarch64,
+        "arm" => A::Arm,
+        "riscv64" => A::Riscv64,
+        "powerpc64" => A::PowerPc64,
+        "s390x" => A::S390x,
+        "loongarch64" => A::LoongArch64,
+        _ => return None,
+    })
+}
+
+/// Check that `bytes` are a shared library the dynamic loader can map on this host —
+/// parsable headers, this host's format, class, byte order and architecture, every segment
+/// and section within the file, a dynamic symbol table — and return the crate names of
+/// the plugin entry points it exports. `Err` holds the reason.
+fn check_library(bytes: &[u8]) -> Result<Vec<String>, String> {
+    use object::{BinaryFormat, Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol};
+    let file = object::File::parse(bytes).map_err(|e| format!("its headers cannot be read ({e}); the file is truncated or corrupted"))?;
+    let format = if cfg!(target_os = "windows") {
+        BinaryFormat::Pe
+    } else if cfg!(target_vendor = "apple") {
+        BinaryFormat::MachO
+    } else {
+        BinaryFormat::Elf
+    };
+    if file.format() != format {
+        return Err(format!("it is a {:?} file, but this system loads {format:?}", file.format()));
+    }
+    if file.is_64() != cfg!(target_pointer_width = "64") || file.is_little_endian() != cfg!(target_endian = "little") {
+        return Err(format!(
+            "it is built for {}-bit {} machines, unlike this one",
+            if file.is_64() { 64 } else { 32 },
+            if file.is_little_endian() { "little-endian" } else { "big-endian" }
+        ));
+    }
+    if let Some(arch) = host_architecture()
+        && file.architecture() != arch
+    {
+        return Err(format!("it is built for {:?}, but this machine is {arch:?}", file.architecture()));
+    }
+    if file.kind() != ObjectKind::Dynamic {
+        return Err(format!("it is not a shared library but a {:?} object", file.kind()));
+    }
+    let len = bytes.len() as u64;
+    let beyond = |(offset, size): (u64, u64)| offset.checked_add(size).is_none_or(|end| end > len);
+    for seg in file.segments() {
+        if beyond(seg.file_range()) {
+            let (offset, size) = seg.file_range();
+            return Err(format!("a segment ends at byte {}, past the end of the file ({len} bytes): the file is truncated", offset.saturating_add(size)));
+        }
+    }
+    for sec in file.sections() {
+        if let Some(range) = sec.file_range()
+            && beyond(range)
+        {
+            return Err(format!("section {} ends past the end of the file ({len} bytes): the file is truncated", sec.name().unwrap_or("?")));
+        }
+    }
+    if format == BinaryFormat::Elf && file.dynamic_symbol_table().is_none() {
+        return Err("it has no dynamic symbol table".into());
+    }
+    let mut found: Vec<String> = Vec::new();
+    for sym in file.dynamic_symbols().chain(file.symbols()) {
+        let Ok(name) = sym.name() else { continue };
+        // Mach-O spells C symbols with a leading underscore.
+        let name = if format == BinaryFormat::MachO { name.strip_prefix('_').unwrap_or(name) } else { name };
+        if let Some(crate_name) = name.strip_prefix(SYMBOL_ABI_VERSION)
+            && !sym.is_undefined()
+            && !crate_name.is_empty()
+            && !found.iter().any(|f| f == crate_name)
+        {
+            found.push(crate_name.to_string());
+        }
+    }
+    Ok(found)
 }
 
 impl PluginHost {
@@ -371,9 +449,11 @@ impl PluginHost {
         if looks_like_library(&bytes) == Some(false) {
             return Err(PluginError::NotALibrary { file, reason: "the file does not start like a shared library of this platform".into() });
         }
-        // Checked before opening, so that a library that is not a plugin never runs its
-        // initialisers in this process.
-        let candidates = entry_point_candidates(&bytes, path);
+        // Checked before opening: the dynamic loader crashes the process on a truncated or
+        // corrupted file, and a library that is not a plugin must never run its initialisers
+        // in this process.
+        let names = check_library(&bytes).map_err(|reason| PluginError::NotLoadable { file: file.clone(), reason })?;
+        let candidates = entry_point_candidates(names, path);
         drop(bytes);
         if candidates.is_empty() {
             return Err(PluginError::NotAPlugin { file, symbol: format!("{SYMBOL_ABI_VERSION}<crate>") });
@@ -599,11 +679,23 @@ mod tests {
 
     #[test]
     fn entry_point_candidates_put_the_file_name_first() {
-        let bytes = b"..sparsevar_plugin_abi_version__other_one\0..sparsevar_plugin_abi_version__my_plugin\0 sparsevar_plugin_abi_version__ sparsevar_plugin_abi_version__other_one\0";
+        let names = || vec!["other_one".to_string(), "my_plugin".to_string()];
         let file = PathBuf::from(format!("/x/{}", lib("my-plugin")));
-        assert_eq!(entry_point_candidates(bytes, &file), ["my_plugin", "other_one"]);
-        assert_eq!(entry_point_candidates(bytes, Path::new("/x/renamed")), ["other_one", "my_plugin"]);
-        assert!(entry_point_candidates(b"sparsevar_plugin_compat__x", &file).is_empty());
+        assert_eq!(entry_point_candidates(names(), &file), ["my_plugin", "other_one"]);
+        assert_eq!(entry_point_candidates(names(), Path::new("/x/renamed")), ["other_one", "my_plugin"]);
+    }
+
+    #[test]
+    fn the_file_check_reads_this_test_binary_and_refuses_its_truncations() {
+        // The test binary itself: an ELF file of this host, but an executable (or a PIE,
+        // which the loader could map) without plugin entry points.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        if let Ok(names) = check_library(&exe) {
+            assert!(names.is_empty(), "{names:?}");
+        }
+        for len in [0, 4, 64, exe.len() / 2, exe.len() - 100] {
+            assert!(check_library(&exe[..len]).is_err(), "truncated at {len} of {}", exe.len());
+        }
     }
 
     #[test]

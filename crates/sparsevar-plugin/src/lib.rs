@@ -21,10 +21,12 @@
 //!
 //! Nothing in a library is called before it has proved it was built for this host:
 //!
-//! 1. the file must exist and mention the entry point `sparsevar_plugin_abi_version__<crate>`
-//!    (checked on the file's bytes before it is even opened, so a stray library's
-//!    initialisers never run); `<crate>` is the plugin crate's name, which keeps the symbols
-//!    of several statically linked plugins apart;
+//! 1. the file must exist, be a shared library this host can map (parsed with `object`
+//!    before it is even opened: headers, format, class, architecture, every segment and
+//!    section within the file — the dynamic loader crashes on a truncated file), and export
+//!    the entry point `sparsevar_plugin_abi_version__<crate>` in its dynamic symbol table (so
+//!    a stray library's initialisers never run); `<crate>` is the plugin crate's name, which
+//!    keeps the symbols of several statically linked plugins apart;
 //! 2. that `extern "C" fn() -> u32` — frozen forever — must return [`ABI_VERSION`];
 //! 3. `extern "C" fn() -> CompatRecord` (`sparsevar_plugin_compat__<crate>`) describes the
 //!    build: compiler (`rustc --version`), this crate's version, a fingerprint of the

@@ -186,3 +186,32 @@ fn a_script_cannot_write_through_a_link_in_its_out_folder() {
     assert_refused(&sparsevar(&["run", "s.rhai", "--out", "out"], &d), &["already holds results"]);
     assert!(std::fs::read_dir(&*elsewhere).unwrap().next().is_none(), "nothing written through the link");
 }
+
+/// The plugin tests' helpers: building the example plugins, corrupting copies of one.
+#[path = "../../sparsevar-plugin/tests/common/mod.rs"]
+mod plugin_common;
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn truncated_or_corrupted_plugins_are_listed_as_not_loadable_and_crash_nothing() {
+    let d = ScratchDir::created("hostile-plugins");
+    let dir = d.join("plugins");
+    let copies = plugin_common::corrupted_copies(&dir);
+    std::fs::copy(&plugin_common::example_plugins().0, plugin_common::library(&dir, "sparse_sum_task")).unwrap();
+    let dir_s = dir.display().to_string();
+    let out = sparsevar(&["plugins", "--plugins", &dir_s], &d);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for (path, what) in &copies {
+        let line = format!("not loaded: plugin {}: not a loadable plugin: ", path.display());
+        assert!(stdout.lines().any(|l| l.starts_with(&line)), "{what}: no `{line}` in:\n{stdout}");
+    }
+    assert!(stdout.contains("sparse-sum-task") && stdout.contains("tasks: sparse_sum"), "the good plugin loads:\n{stdout}");
+    // Every other command warns and goes on.
+    let out = sparsevar(&["info", "--plugins", &dir_s], &d);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.matches("not a loadable plugin").count(), copies.len(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sparse_sum"), "the good plugin's task is listed");
+}

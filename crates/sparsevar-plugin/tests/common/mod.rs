@@ -320,3 +320,43 @@ pub fn fingerprint(r: &EnsembleResult) -> String {
     let curves: Vec<_> = r.curves.iter().map(|c| (c.member, c.step, c.train_loss.to_bits(), c.test_loss.to_bits(), c.test_accuracy.to_bits())).collect();
     format!("{:?}\n{curves:?}\n{}", r.members, r.steps)
 }
+
+/// Copies of a freshly built plugin, truncated at several lengths or with header bytes
+/// overwritten, in a folder of their own; (path, what was done) each.
+pub fn corrupted_copies(dir: &Path) -> Vec<(PathBuf, String)> {
+    let good = std::fs::read(&example_plugins().0).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let mut out = Vec::new();
+    let mut write = |name: &str, bytes: &[u8], what: String| {
+        let p = library(dir, name);
+        std::fs::write(&p, bytes).unwrap();
+        out.push((p, what));
+    };
+    // Where the loadable segments end (ELF64 little-endian program headers): cutting inside
+    // them made dlopen crash with SIGBUS; cuts past them kept headers the loader trusted.
+    let u64_at = |at: usize| u64::from_le_bytes(good[at..at + 8].try_into().unwrap()) as usize;
+    let u16_at = |at: usize| u16::from_le_bytes(good[at..at + 2].try_into().unwrap()) as usize;
+    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
+    let loaded_end = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .filter(|&h| u32::from_le_bytes(good[h..h + 4].try_into().unwrap()) == 1)
+        .map(|h| u64_at(h + 8) + u64_at(h + 32))
+        .max()
+        .expect("a PT_LOAD segment");
+    for (name, len) in [("cut_64", 64), ("cut_4k", 4096), ("cut_in_segments", loaded_end / 2), ("cut_half", good.len() / 2), ("cut_end", good.len() - 100)] {
+        write(name, &good[..len], format!("truncated to {len} of {} bytes", good.len()));
+    }
+    // ELF header fields (64-bit little-endian layout): class, machine, program and section
+    // header offsets.
+    let patch = |at: usize, bytes: &[u8]| {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    };
+    write("bad_class", &patch(4, &[1]), "EI_CLASS set to 32-bit".into());
+    write("bad_machine", &patch(18, &40u16.to_le_bytes()), "e_machine set to ARM".into());
+    write("bad_phoff", &patch(32, &(u64::MAX / 2).to_le_bytes()), "e_phoff past the end".into());
+    write("bad_shoff", &patch(40, &(good.len() as u64 - 8).to_le_bytes()), "e_shoff near the end".into());
+    out
+}
