@@ -136,7 +136,7 @@ pub struct Plan<'a> {
     pub samples: usize,
     /// Bytes per value on the backend.
     pub value_bytes: usize,
-    pub attention: Option<&'a Box<dyn Attention>>,
+    pub attention: Option<&'a (dyn Attention + 'static)>,
 }
 
 /// An estimate of one ensemble's peak memory, in bytes, by part.
@@ -255,7 +255,7 @@ fn count(plan: &Plan, model: &ModelSpec) -> Result<Counts, Unplannable> {
     {
         c.positions = Positions::Learned;
     }
-    let attention = plan.attention.cloned();
+    let attention = plan.attention.map(dyn_clone::clone_box);
     let (model, params) = sparsevar_core::model::Model::new(&spec, plan.data, 1, attention).map_err(model_err)?;
     let train = model.build(&params, plan.train.batch, true).map_err(model_err)?;
     let outputs: Vec<NodeId> = std::iter::once(train.loss).chain(train.grads.iter().map(|g| g.1)).collect();

@@ -301,7 +301,7 @@ impl ExperimentConfig {
             members,
             samples,
             value_bytes: budget::value_bytes(&self.backend),
-            attention: attention.as_ref(),
+            attention: attention.as_deref(),
         };
         let name = |k: Knob| names(k).0;
         let value = |k: Knob| names(k).1;

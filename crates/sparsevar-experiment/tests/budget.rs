@@ -161,7 +161,7 @@ fn the_estimate_of_backend_memory_matches_what_a_trainer_allocates() {
             members: r,
             samples: train.samples,
             value_bytes: 8,
-            attention: Some(&attention),
+            attention: Some(attention.as_ref()),
         };
         let e = estimate(&plan).unwrap();
         let values = (e.model_state + e.activations) / 8.0;
