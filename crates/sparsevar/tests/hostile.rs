@@ -98,6 +98,12 @@ fn sizes_that_cannot_fit_are_refused_naming_the_key_before_anything_is_written()
     // A seed count in a script: ten million members.
     std::fs::write(d.join("r.rhai"), "train(sparse_parity(16, 3), transformer(), #{ seeds: 10000000 });\n").unwrap();
     assert_script_refused(&sparsevar(&["run", "r.rhai", "--out", "out-r"], &d), &["r.rhai:1:1: seeds = 10000000 seeds", "is too large"]);
+    // sweep() in a script validates like a sweep config.
+    std::fs::write(d.join("w.rhai"), "sweep(#{ task: sparse_parity(8, 2), model: transformer(), T: [8, 10000000], m: [16, 32], seeds: [0, 1] });\n").unwrap();
+    assert_script_refused(
+        &sparsevar(&["run", "w.rhai", "--out", "out-w"], &d),
+        &["w.rhai:1:1: T = 10000000, models.transformer: sweep.T = 10000000 is too large"],
+    );
 }
 
 #[test]
