@@ -150,22 +150,26 @@ pub struct Estimate {
     pub data: f64,
     /// Host staging buffers, parameter snapshots, graph constants and graph nodes.
     pub host: f64,
+    /// When members finish, the smaller ensemble's graphs are planned before the old ones
+    /// are freed: up to R − 1 members' activations more, for a moment.
+    pub shrink: f64,
 }
 
 impl Estimate {
     pub fn total(&self) -> f64 {
-        self.model_state + self.activations + self.data + self.host
+        self.model_state + self.activations + self.data + self.host + self.shrink
     }
 
     /// "1.2 GiB (model state 10.0 MiB, activations …, datasets …, host buffers …)".
     pub fn describe(&self) -> String {
         format!(
-            "{} (parameters and optimizer state {}, activations {}, datasets {}, host buffers {})",
+            "{} (parameters and optimizer state {}, activations {}, datasets {}, host buffers {}, shrinking the ensemble {})",
             human(self.total()),
             human(self.model_state),
             human(self.activations),
             human(self.data),
-            human(self.host)
+            human(self.host),
+            human(self.shrink)
         )
     }
 }
@@ -336,7 +340,8 @@ pub fn estimate(plan: &Plan) -> Result<Estimate, Unplannable> {
     let staging = batch.max(chunk) * (t + 8.0 + 8.0 * input_width) + 8.0 * chunk * classes.max(heads * n) + 8.0 * layers * heads * n;
     // Snapshots of finished members' parameters (or, at the start, the initial values).
     let host = r * (staging + 8.0 * counts.params + 8.0 * counts.constants) + NODE_BYTES * counts.nodes;
-    Ok(Estimate { model_state, activations, data, host })
+    let shrink = if r > 1.0 { activations * (r - 1.0) / r } else { 0.0 };
+    Ok(Estimate { model_state, activations, data, host, shrink })
 }
 
 /// One size a user can lower, for naming the culprit of an estimate over the limit.

@@ -221,3 +221,20 @@ fn truncated_or_corrupted_plugins_are_listed_as_not_loadable_and_crash_nothing()
     assert_eq!(stderr.matches("not a loadable plugin").count(), copies.len(), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("sparse_sum"), "the good plugin's task is listed");
 }
+
+#[test]
+fn a_bad_override_value_names_the_key_the_value_and_what_is_expected() {
+    let d = ScratchDir::created("hostile-override");
+    std::fs::write(d.join("small.yaml"), SMALL).unwrap();
+    std::fs::write(d.join("sweep.yaml"), SWEEP).unwrap();
+    assert_refused(
+        &sparsevar(&["train", "small.yaml", "--out", "never", "train.lr=abc"], &d),
+        &["override `train.lr=abc`: `abc` is not a valid train.lr", "expected f64"],
+    );
+    assert_refused(
+        &sparsevar(&["train", "small.yaml", "--out", "never", "task.T=["], &d),
+        &["override `task.T=[`: the value `[` for task.T is not valid YAML"],
+    );
+    assert_refused(&sparsevar(&["sweep", "sweep.yaml", "--out", "never", "sweep.seeds=[0,x]"], &d), &["`[0,x]` is not a valid sweep.seeds", "expected u64"]);
+    assert!(!d.join("never").exists());
+}
