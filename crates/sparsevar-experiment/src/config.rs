@@ -291,6 +291,13 @@ impl ExperimentConfig {
         if !registry.backends.is_empty() && !registry.backends.contains_key(&self.backend) {
             return bad(format!("backend `{}` is unknown; available backends: {}", self.backend, registry.backend_names().join(", ")));
         }
+        // A plugin's variant is sized as softmax: validation runs no plugin code (a fault is
+        // the trainer's to report, naming the members).
+        let built_in = |name: &str| registry.attention.get(name).is_some_and(|e| e.origin == "built-in");
+        let sizing_attention = match &self.model {
+            ModelSpec::Transformer(m) if !built_in(&m.attention) => registry.attention("softmax").ok(),
+            _ => attention,
+        };
         // Sizes before anything large is built: first with the shape of the built-in tasks
         // (drawing a task's S alone takes memory in T), then with the task's own.
         let limit = budget::memory_limit();
@@ -301,7 +308,7 @@ impl ExperimentConfig {
             members,
             samples,
             value_bytes: budget::value_bytes(&self.backend),
-            attention: attention.as_deref(),
+            attention: sizing_attention.as_deref(),
         };
         let name = |k: Knob| names(k).0;
         let value = |k: Knob| names(k).1;
