@@ -118,7 +118,7 @@ pub fn resolve_path(path: &Path) -> PathBuf {
 }
 
 /// Whether `path` exists and holds anything.
-pub(crate) fn holds_files(path: &Path) -> Result<bool, ResultsError> {
+pub fn holds_files(path: &Path) -> Result<bool, ResultsError> {
     // Links and `..` resolved first, so the "never overwrite" check sees the real folder.
     let path = &resolve_path(path);
     if path.exists() && !path.is_dir() {

@@ -21,7 +21,7 @@ use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
 use sparsevar_experiment::budget::{self, Knob};
 use sparsevar_experiment::config::{ConfigError, ExperimentConfig, TrainConfig};
-use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, resolve_path};
+use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, holds_files, resolve_path};
 use sparsevar_experiment::sweep::{SweepConfig, run_sweep};
 use sparsevar_experiment::train::{RunSpec, Trainer};
 use sparsevar_experiment::workflow::{Event, Observer, RunError, run_train};
@@ -341,6 +341,10 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
 
 fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
     let out = out_dir(out, config, "run");
+    // Refused before the banner, so the refusal is the only line.
+    if holds_files(&out).map_err(|e| BadInput(e.to_string()))? {
+        return Err(BadInput(ResultsError::Exists(out).to_string()).into());
+    }
     let mut backend = host.backend(&cfg.backend)?;
     let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
     eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
