@@ -113,6 +113,23 @@ pub enum PluginError {
     },
 }
 
+impl PluginError {
+    /// The plugin file the error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            PluginError::Missing { file, .. } => file,
+            PluginError::NotALibrary { file, .. } => file,
+            PluginError::NotLoadable { file, .. } => file,
+            PluginError::NotAPlugin { file, .. } => file,
+            PluginError::AbiMismatch { file, .. } => file,
+            PluginError::Incompatible { file, .. } => file,
+            PluginError::Duplicate { file, .. } => file,
+            PluginError::RegisterPanicked { file, .. } => file,
+            PluginError::Fault { file, .. } => file,
+        }
+    }
+}
+
 /// One fault a guard reported (see [`PluginError::Fault`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fault {

@@ -21,8 +21,9 @@ pub struct Host {
     pub load_errors: Vec<PluginError>,
     /// Directories searched, in order.
     pub search_path: Vec<PathBuf>,
-    /// Whether the user named the plugin directory (then load errors are warnings).
-    explicit: bool,
+    /// The plugin directories the user named (`--plugins`, `SPARSEVAR_PLUGIN_PATH`): load
+    /// errors of files there are warnings.
+    explicit: Vec<PathBuf>,
 }
 
 impl Host {
@@ -47,17 +48,16 @@ impl Host {
         let search = search_path(plugin_dir);
         let mut plugins = PluginHost::new();
         let load_errors = plugins.load_all(&discover(&search), &mut registry);
-        let explicit = plugin_dir.is_some() || std::env::var_os(sparsevar_plugin::PLUGIN_PATH_ENV).is_some();
+        let mut explicit: Vec<PathBuf> = plugin_dir.map(Path::to_path_buf).into_iter().collect();
+        explicit.extend(std::env::var_os(sparsevar_plugin::PLUGIN_PATH_ENV).iter().flat_map(std::env::split_paths));
         Host { registry, plugins, load_errors, search_path: search, explicit }
     }
 
     /// Print plugin load failures as warnings when the user asked for plugins; stale
     /// libraries in the build output are only listed by `sparsevar plugins`.
     pub fn warn_load_errors(&self) {
-        if self.explicit {
-            for e in &self.load_errors {
-                eprintln!("warning: {e}");
-            }
+        for e in self.load_errors.iter().filter(|e| self.explicit.iter().any(|d| e.file().parent() == Some(d.as_path()))) {
+            eprintln!("warning: {e}");
         }
     }
 
