@@ -14,4 +14,5 @@ pub mod reference;
 pub mod results;
 pub mod sweep;
 pub mod train;
+pub mod units;
 pub mod workflow;

@@ -5,7 +5,9 @@
 //! `max_ensemble`), so a sweep costs about one training run per T and model. A seed uses
 //! the same initialisation, S and batch stream at every m, and its training sets are nested
 //! (the first m samples of one stream), so success is close to monotone in m.
-//! `runs.csv` is appended and flushed after each ensemble; `--resume` skips what it holds.
+//! Each ensemble is a work unit with its own result file (see [`crate::units`]), so many
+//! processes can share a sweep; runs.csv and summary.json are merged from them, and
+//! `--resume` runs the units that have no result.
 //!
 //! A member whose (plugin) task faults is not a failure to learn: it is written with the
 //! fault in its `faulted` column, the rest of its ensemble is trained again without it
@@ -30,8 +32,9 @@ use crate::baselines::{SubsetSearch, gf2_parity, log2_binomial, subset_search_pa
 use crate::budget::{Knob, MAX_SWEEP_RUNS};
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, wilson};
-use crate::results::{CsvLog, Provenance, ResultsError, file_in, holds_files, io, nan_if_null, parse_csv, read_csv, read_json, write_json};
+use crate::results::{Provenance, ResultsError, file_in, holds_files, io, nan_if_null, read_csv, read_json};
 use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
+use crate::units::{Held, collect, lock_folder, work_claim, write_plan, write_runs};
 use crate::workflow::{Event, Observer, RunError};
 
 /// The m grid: explicit values or a geometric progression.
@@ -361,7 +364,7 @@ pub struct RunRow {
 }
 
 impl RunRow {
-    fn key(&self) -> (String, usize, usize, u64) {
+    pub(crate) fn key(&self) -> (String, usize, usize, u64) {
         (self.model.clone(), self.t, self.m, self.seed)
     }
 }
@@ -475,42 +478,39 @@ pub struct SweepOutcome {
     pub runs: Vec<RunRow>,
 }
 
-/// Open (or resume) a sweep's results folder; returns the rows already there.
-fn open_runs(dir: &Path, config_yaml: &str, resume: bool) -> Result<(CsvLog<RunRow>, Vec<RunRow>), RunError> {
-    let cfg_path = dir.join("config.yaml");
-    let runs_path = dir.join("runs.csv");
-    if !holds_files(dir)? {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        std::fs::write(&cfg_path, config_yaml).map_err(io(&cfg_path))?;
-        return Ok((CsvLog::create(&runs_path, &[])?, Vec::new()));
+/// Open a sweep's results folder for this process: hold its `sweep.lock` (refused while
+/// another live process holds it), then plan a fresh folder, or check that the one to
+/// resume was planned from the same config.
+pub fn open_sweep(cfg: &SweepConfig, dir: &Path, resume: bool) -> Result<Held, RunError> {
+    // A file in the way is refused here, before anything is created.
+    holds_files(dir)?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let lock = lock_folder(dir)?;
+    let fresh = std::fs::read_dir(dir).map_err(io(dir))?.filter_map(Result::ok).all(|e| e.file_name() == "sweep.lock");
+    if fresh {
+        write_plan(cfg, dir)?;
+        return Ok(lock);
     }
     if !resume {
         return Err(RunError::SweepExists(dir.to_path_buf()));
     }
+    let cfg_path = dir.join("config.yaml");
     let old = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
-    if old != config_yaml {
+    if old != cfg.to_yaml() {
         return Err(RunError::OtherConfig(dir.to_path_buf()));
     }
-    let rows = if runs_path.exists() {
-        let mut text = std::fs::read_to_string(&runs_path).map_err(io(&runs_path))?;
-        // Every row is written with its newline in one flush: a last line without one was
-        // cut by an interruption, and is dropped (and retrained). Any other bad row is an error.
-        if !text.ends_with('\n') {
-            text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
-        }
-        parse_csv(&runs_path, &text)?
-    } else {
-        Vec::new()
-    };
-    // Rewrite the file with only whole rows so appends start on a clean line.
-    let log = CsvLog::create(&runs_path, &rows)?;
-    Ok((log, rows))
+    if !dir.join("plan.json").exists() {
+        return Err(RunError::NoPlan(dir.to_path_buf()));
+    }
+    Ok(lock)
 }
 
-/// Run a sweep into `dir` (`resume`: continue the one there). `make_backend` gives a fresh
-/// backend per ensemble. The observer sees each ensemble, evaluation and refinement; when it
-/// returns false (or its stop flag is set) the sweep stops with [`RunError::Interrupted`]:
-/// the ensemble in training is dropped, the finished ones are in runs.csv for `--resume`.
+/// Run a sweep into `dir` in this process (`resume`: continue the one there): plan, run
+/// every unit that has no result (see [`crate::units`]), collect. `make_backend` gives a
+/// fresh backend per ensemble. runs.csv is rewritten after each unit. The observer sees
+/// each ensemble, evaluation and refinement; when it returns false (or its stop flag is
+/// set) the sweep stops with [`RunError::Interrupted`]: the ensemble in training is
+/// dropped, the finished ones are in results/ for `--resume`.
 pub fn run_sweep(
     cfg: &SweepConfig,
     dir: &Path,
@@ -523,56 +523,13 @@ pub fn run_sweep(
     let started = Instant::now();
     // Links and `..` resolved first, so the "never overwrite" check sees the real folder.
     let dir = &crate::results::resolve_path(dir);
-    let (mut out, mut rows) = open_runs(dir, &cfg.to_yaml(), resume)?;
-    let have: BTreeSet<_> = rows.iter().map(|r| r.key()).collect();
-    let grid: Vec<usize> = if cfg.train.online { vec![0] } else { cfg.sweep.m.values() };
-    let total = cfg.sweep.t.len() * cfg.models.len() * grid.len() * cfg.sweep.seeds.len();
-    let mut done = have.len();
-    for &t in &cfg.sweep.t {
-        for (name, model) in &cfg.models {
-            let todo: Vec<(usize, u64)> =
-                grid.iter().flat_map(|&m| cfg.sweep.seeds.iter().map(move |&s| (m, s))).filter(|&(m, s)| !have.contains(&(name.clone(), t, m, s))).collect();
-            for chunk in todo.chunks(cfg.sweep.max_ensemble) {
-                if !observer.event(Event::Ensemble { model: name, t, members: chunk.len(), done, total }) {
-                    return Err(RunError::Interrupted);
-                }
-                let new = train_cells(cfg, name, model, t, chunk, registry, make_backend, observer)?;
-                out.append(&new)?;
-                done += new.len();
-                rows.extend(new);
-            }
-        }
-    }
-    // Bisection between the last failing and the first successful grid point.
-    if !cfg.train.online {
-        for _ in 0..cfg.sweep.refine {
-            for &t in &cfg.sweep.t {
-                for (name, model) in &cfg.models {
-                    let p = summarize_point(cfg, &rows, name, t);
-                    let (Some(hi), Some(lo)) = (p.m_star, p.m_below) else { continue };
-                    let mid = ((hi as f64 * lo as f64).sqrt().round() as usize).clamp(lo + 1, hi);
-                    if mid >= hi || rows.iter().any(|r| r.model == *name && r.t == t && r.m == mid) {
-                        continue;
-                    }
-                    if !observer.event(Event::Refine { model: name, t, m: mid }) {
-                        return Err(RunError::Interrupted);
-                    }
-                    let chunk: Vec<(usize, u64)> = cfg.sweep.seeds.iter().map(|&s| (mid, s)).collect();
-                    let new = train_cells(cfg, name, model, t, &chunk, registry, make_backend, observer)?;
-                    out.append(&new)?;
-                    rows.extend(new);
-                }
-            }
-        }
-    }
-    let summary = summarize(cfg, &rows, started.elapsed().as_secs_f64(), registry).map_err(RunError::Baselines)?;
-    let file = SweepFile { summary, provenance: provenance.clone() };
-    write_json(&dir.join("summary.json"), &file)?;
-    Ok(SweepOutcome { summary: file.summary, runs: rows })
+    let _lock = open_sweep(cfg, dir, resume)?;
+    work_claim(cfg, dir, registry, make_backend, observer, &mut || write_runs(dir).map(drop))?;
+    collect(cfg, dir, registry, provenance, Some(started.elapsed().as_secs_f64()))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn train_cells(
+pub(crate) fn train_cells(
     cfg: &SweepConfig,
     name: &str,
     model: &ModelSpec,

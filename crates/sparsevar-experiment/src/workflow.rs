@@ -79,8 +79,21 @@ pub enum RunError {
     /// The non-neural baselines could not run (their task could not be made or sampled).
     #[error("{0}")]
     Baselines(String),
-    #[error("stopped before the sweep finished; the finished ensembles are in runs.csv (--resume continues)")]
+    #[error("stopped before the sweep finished; the finished ensembles are in results/ (--resume continues)")]
     Interrupted,
+    /// Another live process holds the folder's sweep.lock.
+    #[error("{} is in use by {holder} (its sweep.lock); wait for it to finish, or choose another --out", dir.display())]
+    Busy { dir: PathBuf, holder: String },
+    #[error("{} holds no sweep plan (plan.json, config.yaml); make one with `sparsevar sweep SWEEP.yaml --out DIR --plan`", .0.display())]
+    NoPlan(PathBuf),
+    #[error("{}: there is no unit {unit}; the plan holds units 0..{count}", dir.display())]
+    UnknownUnit { dir: PathBuf, unit: usize, count: usize },
+    /// Two result files disagree about one member.
+    #[error("{member}: {} and {} disagree; remove the wrong file and collect again", first.display(), second.display())]
+    Conflict { member: String, first: PathBuf, second: PathBuf },
+    /// Units without a result: no summary is written.
+    #[error("{}: {} unit(s) have no result yet: {}; run them (`sparsevar sweep work DIR --claim`), then collect again", dir.display(), units.len(), units.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "))]
+    Missing { dir: PathBuf, units: Vec<usize> },
 }
 
 impl RunError {
@@ -88,9 +101,15 @@ impl RunError {
     /// program exits with status 2 for these, 1 for the rest.
     pub fn is_input(&self) -> bool {
         match self {
-            RunError::Config(_) | RunError::SweepExists(_) | RunError::OtherConfig(_) => true,
+            RunError::Config(_)
+            | RunError::SweepExists(_)
+            | RunError::OtherConfig(_)
+            | RunError::Busy { .. }
+            | RunError::NoPlan(_)
+            | RunError::UnknownUnit { .. }
+            | RunError::Conflict { .. } => true,
             RunError::Results(e) => e.is_input(),
-            RunError::Backend { .. } | RunError::Train { .. } | RunError::Baselines(_) | RunError::Interrupted => false,
+            RunError::Backend { .. } | RunError::Train { .. } | RunError::Baselines(_) | RunError::Interrupted | RunError::Missing { .. } => false,
         }
     }
 }

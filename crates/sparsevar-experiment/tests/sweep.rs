@@ -64,12 +64,10 @@ fn sweep_finds_m_star_and_resume_retrains_only_what_is_missing() {
         assert!((b.info_floor - ((b.t * (b.t - 1) / 2) as f64).log2()).abs() < 1e-9);
     }
 
-    // Cut runs.csv mid-row as an interruption would, then resume: only the lost rows train.
-    let runs = d.join("runs.csv");
-    let text = std::fs::read_to_string(&runs).unwrap();
-    let keep: Vec<&str> = text.lines().take(1 + 30).collect();
-    let cut = format!("{}\n{}", keep.join("\n"), &text.lines().nth(31).unwrap()[..10]);
-    std::fs::write(&runs, cut).unwrap();
+    // Lose one unit's result (a task that died before writing it), then resume: only that
+    // unit trains again. A partial write never shows: results are renamed into place whole.
+    assert_eq!(sparsevar_experiment::units::unit_count(&d), 4, "one unit per (T, model): 9 members each");
+    std::fs::remove_file(sparsevar_experiment::units::result_path(&d, 1)).unwrap();
     let mut ensembles = 0;
     let again = run_sweep(
         &cfg,
@@ -87,7 +85,7 @@ fn sweep_finds_m_star_and_resume_retrains_only_what_is_missing() {
     )
     .unwrap()
     .summary;
-    assert_eq!(ensembles, 36 - 30, "only the missing members retrain");
+    assert_eq!(ensembles, 9, "only the missing unit retrains");
     let rows2 = read_runs(&d).unwrap();
     assert_eq!(rows2.len(), 36);
     let key = |r: &sparsevar_experiment::sweep::RunRow| (r.model.clone(), r.t, r.m, r.seed, r.learned, r.step);

@@ -22,8 +22,9 @@ use sparsevar_core::task::TaskSpec;
 use sparsevar_experiment::budget::{self, Knob};
 use sparsevar_experiment::config::{ConfigError, ExperimentConfig, TrainConfig};
 use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, holds_files, resolve_path};
-use sparsevar_experiment::sweep::{SweepConfig, run_sweep};
+use sparsevar_experiment::sweep::{SweepConfig, SweepOutcome, open_sweep, run_sweep};
 use sparsevar_experiment::train::{RunSpec, Trainer};
+use sparsevar_experiment::units;
 use sparsevar_experiment::workflow::{Event, Observer, RunError, run_train};
 use std::sync::Arc;
 
@@ -59,15 +60,31 @@ enum Command {
         overrides: Vec<String>,
     },
     /// Sample-complexity sweep: m*(T) per model, fits, baselines (see scripts/sweep_quick.yaml).
+    /// `sweep work DIR` and `sweep collect DIR` run and merge the units of a planned sweep.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Sweep {
+        #[command(subcommand)]
+        action: Option<SweepAction>,
         /// Sweep config (YAML).
-        config: PathBuf,
+        #[arg(required = true)]
+        config: Option<PathBuf>,
         /// Results folder (default: runs/<config name>, numbered if taken).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Continue the sweep in --out, skipping the members runs.csv already holds.
+        /// Continue the sweep in --out: run the units that have no result.
         #[arg(long)]
         resume: bool,
+        /// Only write the plan (config.yaml, units/NNNN.json) into --out and print how many
+        /// units it holds; run them with `sweep work`, merge them with `sweep collect`.
+        #[arg(long)]
+        plan: bool,
+        /// Who runs the units: inprocess (this process) or local (--workers processes of
+        /// this program on this machine, the threads split between them).
+        #[arg(long, default_value = "inprocess")]
+        executor: String,
+        /// Worker processes of `--executor local` (default 2).
+        #[arg(long)]
+        workers: Option<usize>,
         /// Compute backend: cpu, cpu-f64, wgpu, auto or a plugin's (overrides `backend:`).
         #[arg(long)]
         backend: Option<String>,
@@ -146,6 +163,48 @@ enum Command {
     Plugins,
 }
 
+#[derive(Subcommand, Debug)]
+enum SweepAction {
+    /// Run units of the sweep planned in DIR: one (--unit I; nothing if its result exists),
+    /// or claim units until none is left (--claim).
+    Work {
+        dir: PathBuf,
+        #[arg(long, conflicts_with = "claim", required_unless_present = "claim")]
+        unit: Option<usize>,
+        #[arg(long)]
+        claim: bool,
+        /// Worker threads (default: the config's `threads`, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Merge the unit results in DIR into runs.csv, summary.json and the figures; lists the
+    /// units still missing (exit status 1) instead of writing a partial summary.
+    Collect { dir: PathBuf },
+}
+
+/// Who runs a sweep's units. (A cluster executor adds its variant here.)
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Executor {
+    /// This process, one unit after another.
+    InProcess,
+    /// `workers` processes of this program (`sweep work DIR --claim`) on this machine.
+    Local { workers: usize },
+}
+
+impl Executor {
+    fn parse(name: &str, workers: Option<usize>) -> Result<Self> {
+        if workers == Some(0) {
+            return bad("--workers 0: a sweep needs at least 1 worker process");
+        }
+        match name {
+            "inprocess" if workers.is_some() => bad("--workers applies to --executor local only"),
+            "inprocess" => Ok(Executor::InProcess),
+            "local" => Ok(Executor::Local { workers: workers.unwrap_or(2) }),
+            other => bad(format!("--executor `{other}` is unknown; known: inprocess, local")),
+        }
+    }
+}
+
 /// An error caused by the user's input (exit status 2).
 #[derive(Debug)]
 struct BadInput(String);
@@ -212,7 +271,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Train { config, out, backend, overrides } => train(&host, &config, out, &with_backend(overrides, backend)),
-        Command::Sweep { config, out, resume, backend, overrides } => sweep(&host, &config, out, resume, &with_backend(overrides, backend)),
+        Command::Sweep { action: Some(SweepAction::Work { dir, unit, claim: _, threads }), .. } => sweep_work(&host, &dir, unit, threads),
+        Command::Sweep { action: Some(SweepAction::Collect { dir }), .. } => sweep_collect(&host, &dir),
+        Command::Sweep { action: None, config, out, resume, plan, executor, workers, backend, overrides } => {
+            let config = config.expect("clap requires the config");
+            Executor::parse(&executor, workers).and_then(|ex| sweep(&host, &config, out, resume, plan, ex, &with_backend(overrides, backend)))
+        }
         Command::Bench { model, t, batch, runs, steps, repeats, threads, backend, json, profile } => {
             bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
         }
@@ -388,14 +452,24 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
     drawn.check(&out)
 }
 
-fn sweep(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]) -> Result<()> {
+fn sweep(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, plan: bool, executor: Executor, overrides: &[String]) -> Result<()> {
     let registry = registry_with_auto(host);
     let mut cfg = SweepConfig::load(config, overrides, &registry)?;
     cfg.backend = host.resolve(&cfg.backend);
-    in_pool(cfg.threads, |threads| sweep_in_pool(host, config, out, resume, &cfg, threads))
+    in_pool(cfg.threads, |threads| sweep_in_pool(host, config, out, resume, plan, executor, &cfg, threads))
 }
 
-fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, cfg: &SweepConfig, threads: usize) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn sweep_in_pool(
+    host: &Host,
+    config: &Path,
+    out: Option<PathBuf>,
+    resume: bool,
+    plan: bool,
+    executor: Executor,
+    cfg: &SweepConfig,
+    threads: usize,
+) -> Result<()> {
     let registry = &host.registry;
     if resume && out.is_none() {
         return bad("--resume needs --out DIR: the folder of the sweep to continue");
@@ -403,6 +477,12 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
     let out = out_dir(out, config, "sweep");
     let backend_name = host.backend(&cfg.backend)?.name();
     let prov = provenance(backend_name.clone(), threads, cfg.sweep.seeds.clone());
+    if plan {
+        let _lock = open_sweep(cfg, &out, resume)?;
+        println!("{} units planned in {}", units::unit_count(&out), out.display());
+        println!("run them with `sparsevar sweep work {} --claim` (any number of processes), then `sparsevar sweep collect {}`", out.display(), out.display());
+        return Ok(());
+    }
     eprintln!(
         "sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}",
         cfg.sweep.t,
@@ -410,11 +490,75 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
         cfg.sweep.seeds.len(),
         out.display()
     );
-    let mut display = Display { pb: progress_bar(cfg.train.max_steps as u64), train: false, stop: None };
-    let mut make = || registry.backend(&cfg.backend).map_err(|e| e.to_string());
-    let outcome = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut display);
-    display.pb.finish_and_clear();
-    let outcome = outcome?;
+    let outcome = match executor {
+        Executor::InProcess => {
+            let mut display = Display { pb: progress_bar(cfg.train.max_steps as u64), train: false, stop: None };
+            let mut make = || registry.backend(&cfg.backend).map_err(|e| e.to_string());
+            let outcome = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut display);
+            display.pb.finish_and_clear();
+            outcome?
+        }
+        Executor::Local { workers } => {
+            let started = Instant::now();
+            let _lock = open_sweep(cfg, &out, resume)?;
+            run_local_workers(&out, workers, threads)?;
+            units::collect(cfg, &out, registry, &prov, Some(started.elapsed().as_secs_f64()))?
+        }
+    };
+    report(cfg, &out, &outcome)
+}
+
+/// `workers` processes of this program claiming units from `dir` (each with `threads /
+/// workers` threads, at least 1); shows units done / running / failed until all have exited.
+fn run_local_workers(dir: &Path, workers: usize, threads: usize) -> Result<()> {
+    let exe = std::env::current_exe().context("finding this program to start the workers")?;
+    let per = (threads / workers).max(1);
+    eprintln!("{workers} worker processes, {per} threads each");
+    let mut children = Vec::new();
+    for _ in 0..workers {
+        let child = std::process::Command::new(&exe)
+            .args(["sweep", "work"])
+            .arg(dir)
+            .args(["--claim", "--threads", &per.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting a worker ({})", exe.display()))?;
+        children.push(Some(child));
+    }
+    let mut failed = Vec::new();
+    let mut last = String::new();
+    while children.iter().any(Option::is_some) {
+        for slot in children.iter_mut() {
+            let Some(child) = slot else { continue };
+            if let Some(status) = child.try_wait().context("waiting for a worker")? {
+                if !status.success() {
+                    let mut err = String::new();
+                    use std::io::Read;
+                    child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                    failed.push(format!("worker pid {} ({status}): {}", child.id(), err.trim().lines().last().unwrap_or("")));
+                }
+                *slot = None;
+            }
+        }
+        let count = units::unit_count(dir);
+        let done = (0..count).filter(|&i| units::unit_done(dir, i)).count();
+        let running = children.iter().filter(|c| c.is_some()).count().min(count - done);
+        let line = format!("units: {done}/{count} done, {running} running, {} failed", failed.len());
+        if line != last {
+            eprintln!("  {line}");
+            last = line;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for f in &failed {
+        eprintln!("  {f}");
+    }
+    Ok(())
+}
+
+/// Print what a sweep found and draw its figures.
+fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
     let summary = &outcome.summary;
     println!("{}", summary.success_rule);
     for m in &summary.models {
@@ -446,11 +590,42 @@ fn sweep_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
         );
     }
     println!("{:.1} s; results in {}", summary.seconds, out.display());
-    let drawn = figures::sweep_figures(&out, summary, &outcome.runs);
+    let drawn = figures::sweep_figures(out, summary, &outcome.runs);
     if !drawn.files.is_empty() {
         println!("figures: {}", out.join("figures").display());
     }
-    drawn.check(&out)
+    drawn.check(out)
+}
+
+/// `sweep work DIR`: run one unit, or claim units until none is left.
+fn sweep_work(host: &Host, dir: &Path, unit: Option<usize>, threads: Option<usize>) -> Result<()> {
+    let registry = &host.registry;
+    let cfg = units::load_config(dir, &registry_with_auto(host))?;
+    in_pool(threads.or(cfg.threads), |_| {
+        let mut make = || registry.backend(&host.resolve(&cfg.backend)).map_err(|e| e.to_string());
+        let mut quiet = sparsevar_experiment::workflow::observe(|_| true);
+        match unit {
+            Some(i) => {
+                let ran = units::run_unit(&cfg, dir, i, registry, &mut make, &mut quiet)?;
+                eprintln!("unit {i}: {}", if ran { "done" } else { "already done" });
+            }
+            None => {
+                let ran = units::work_claim(&cfg, dir, registry, &mut make, &mut quiet, &mut || Ok(()))?;
+                eprintln!("{ran} units run by this worker; every unit of {} has its result", dir.display());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `sweep collect DIR`: merge the unit results (refused while another sweep holds DIR).
+fn sweep_collect(host: &Host, dir: &Path) -> Result<()> {
+    let cfg = units::load_config(dir, &registry_with_auto(host))?;
+    let _lock = units::lock_folder(dir)?;
+    let backend = host.resolve(&cfg.backend);
+    let prov = provenance(backend, cfg.threads.unwrap_or_else(rayon::current_num_threads), cfg.sweep.seeds.clone());
+    let outcome = units::collect(&cfg, dir, &host.registry, &prov, None)?;
+    report(&cfg, dir, &outcome)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,415 @@
+//! A sweep as numbered work units that many processes (or machines) share through one
+//! results folder: plan, work, collect.
+//!
+//! A unit is one ensemble: (T, model, a chunk of (m, seed) members). The design decision:
+//! the folder is the only channel between processes, and every file in it has one writer
+//! at a time —
+//! - `config.yaml` (the resolved config) and `plan.json` + `units/NNNN.json`: written by the
+//!   planner, holding `plan.lock`;
+//! - `results/NNNN.csv`: the RunRows of unit NNNN, written once, atomically (temporary file
+//!   in the same folder + rename), by the worker holding the claim `claims/NNNN.lock` (an
+//!   advisory lock, so a claim whose process died is free again; a unit whose result exists
+//!   is never run again);
+//! - `runs.csv` and `summary.json`: written by `collect`, holding `sweep.lock`, which a
+//!   `sweep` process holds for its whole life (a second `sweep` on the folder is refused,
+//!   naming the holder).
+//!
+//! Refinement (bisection of m between the last failing and first successful grid point)
+//! depends on earlier results, so the plan grows in rounds: round 0 is the whole grid; round
+//! r + 1 is planned (by a worker or by `collect`) once every unit of rounds ≤ r has its
+//! result; a round with no unit ends the plan. Each (T, model) refines from its own rows
+//! only, so this plans exactly the points the one-process sweep trains.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sparsevar_core::backend::Backend;
+use sparsevar_core::registry::Registry;
+
+use crate::results::{CsvLog, Provenance, ResultsError, io, read_csv, read_json};
+use crate::sweep::{RunRow, SweepConfig, SweepFile, SweepOutcome, summarize, summarize_point, train_cells};
+use crate::workflow::{Event, Observer, RunError};
+
+/// One work unit: an ensemble of (m, seed) members of one model at one T.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub index: usize,
+    /// 0 for the grid, r for the r-th refinement round.
+    pub round: usize,
+    pub model: String,
+    #[serde(rename = "T")]
+    pub t: usize,
+    /// (m, seed) of each member.
+    pub members: Vec<(usize, u64)>,
+}
+
+/// plan.json: how far the plan has grown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct PlanState {
+    /// Rounds planned so far (round 0 is the grid).
+    rounds: usize,
+    /// Units planned so far (numbered 0..units).
+    units: usize,
+    /// No further round will be planned.
+    complete: bool,
+}
+
+fn unit_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join("units").join(format!("{i:04}.json"))
+}
+
+/// Where unit `i`'s result (its members' RunRows) lives.
+pub fn result_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join("results").join(format!("{i:04}.csv"))
+}
+
+fn claim_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join("claims").join(format!("{i:04}.lock"))
+}
+
+fn read_plan(dir: &Path) -> Result<PlanState, RunError> {
+    let p = dir.join("plan.json");
+    if !p.exists() {
+        return Err(RunError::NoPlan(dir.to_path_buf()));
+    }
+    Ok(read_json(&p, "a sweep plan")?)
+}
+
+/// How many units the plan of the sweep in `dir` holds so far (0 for a folder without a
+/// plan). Units are numbered `0..unit_count(dir)`; a later refinement round, planned by
+/// `sparsevar sweep collect` or a worker once the earlier rounds are done, adds units.
+pub fn unit_count(dir: &Path) -> usize {
+    read_plan(dir).map_or(0, |p| p.units)
+}
+
+/// Whether unit `i` of the sweep in `dir` has its result (`results/NNNN.csv` exists; it is
+/// written atomically, so existing means complete).
+pub fn unit_done(dir: &Path, i: usize) -> bool {
+    result_path(dir, i).exists()
+}
+
+/// This machine's name, for claims and locks.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// "pid P on HOST since UNIX-SECONDS": who holds a lock or ran a unit.
+fn identity() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("pid {} on {} since {now}", std::process::id(), hostname())
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same folder, then rename, so
+/// a reader sees the whole file or none.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn write_rows_atomic(path: &Path, rows: &[RunRow]) -> Result<(), ResultsError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    drop(CsvLog::create(&tmp, rows)?);
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// An advisory lock on a file, released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct Held {
+    _file: Option<File>,
+}
+
+/// Try to lock `path` (created if missing) and write who holds it; Err(holder) if another
+/// process holds it.
+fn try_hold(path: &Path) -> Result<Result<Held, String>, ResultsError> {
+    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0).and_then(|_| f.rewind()).and_then(|_| f.write_all(identity().as_bytes())).map_err(io(path))?;
+            Ok(Ok(Held { _file: Some(f) }))
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            f.read_to_string(&mut holder).map_err(io(path))?;
+            Ok(Err(if holder.is_empty() { "another process".into() } else { holder }))
+        }
+        Err(TryLockError::Error(e)) => Err(ResultsError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// Hold `DIR/sweep.lock`: the right to write the folder's shared files (runs.csv,
+/// summary.json, the plan). Refused with [`RunError::Busy`] naming the live holder — unless
+/// the holder is this process's parent on this machine (a `sweep --executor local` runs its
+/// workers and may run `sweep collect` as children).
+pub fn lock_folder(dir: &Path) -> Result<Held, RunError> {
+    match try_hold(&dir.join("sweep.lock"))? {
+        Ok(h) => Ok(h),
+        Err(holder) if holder.starts_with(&format!("pid {} on {} ", std::os::unix::process::parent_id(), hostname())) => Ok(Held { _file: None }),
+        Err(holder) => Err(RunError::Busy { dir: dir.to_path_buf(), holder }),
+    }
+}
+
+/// Run `f` holding `DIR/plan.lock` (waiting for it: planning is quick).
+fn with_plan_lock<T>(dir: &Path, f: impl FnOnce() -> Result<T, RunError>) -> Result<T, RunError> {
+    let p = dir.join("plan.lock");
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p).map_err(io(&p))?;
+    file.lock().map_err(io(&p))?;
+    let out = f();
+    drop(file);
+    out
+}
+
+fn save_units(dir: &Path, units: &[Unit], state: &PlanState) -> Result<(), RunError> {
+    for u in units {
+        let p = unit_path(dir, u.index);
+        let text = serde_json::to_string_pretty(u).map_err(|e| ResultsError::Malformed { path: p.clone(), line: 0, message: e.to_string() })?;
+        write_atomic(&p, text.as_bytes())?;
+    }
+    let p = dir.join("plan.json");
+    let text = serde_json::to_string_pretty(state).map_err(|e| ResultsError::Malformed { path: p.clone(), line: 0, message: e.to_string() })?;
+    write_atomic(&p, text.as_bytes())?;
+    Ok(())
+}
+
+/// The grid's units: per T, per model, the (m, seed) members in chunks of `max_ensemble`
+/// (the order the one-process sweep always trained them in).
+fn grid_units(cfg: &SweepConfig) -> Vec<Unit> {
+    let grid: Vec<usize> = if cfg.train.online { vec![0] } else { cfg.sweep.m.values() };
+    let mut units = Vec::new();
+    for &t in &cfg.sweep.t {
+        for (name, _) in &cfg.models {
+            let all: Vec<(usize, u64)> = grid.iter().flat_map(|&m| cfg.sweep.seeds.iter().map(move |&s| (m, s))).collect();
+            for chunk in all.chunks(cfg.sweep.max_ensemble) {
+                units.push(Unit { index: units.len(), round: 0, model: name.clone(), t, members: chunk.to_vec() });
+            }
+        }
+    }
+    units
+}
+
+/// Write the resolved config and round 0 of the plan into `dir` (which must hold nothing
+/// but its `sweep.lock`). Returns the number of units.
+pub fn write_plan(cfg: &SweepConfig, dir: &Path) -> Result<usize, RunError> {
+    for sub in ["units", "results", "claims"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(io(&p))?;
+    }
+    let cfg_path = dir.join("config.yaml");
+    write_atomic(&cfg_path, cfg.to_yaml().as_bytes())?;
+    let units = grid_units(cfg);
+    let refine = !cfg.train.online && cfg.sweep.refine > 0;
+    save_units(dir, &units, &PlanState { rounds: 1, units: units.len(), complete: !refine })?;
+    Ok(units.len())
+}
+
+/// The resolved config of the sweep in `dir`.
+pub fn load_config(dir: &Path, registry: &Registry) -> Result<SweepConfig, RunError> {
+    let p = dir.join("config.yaml");
+    if !p.exists() || !dir.join("plan.json").exists() {
+        return Err(RunError::NoPlan(dir.to_path_buf()));
+    }
+    Ok(SweepConfig::load(&p, &[], registry)?)
+}
+
+/// Plan the next refinement round if every planned unit has its result. Returns whether the
+/// plan is complete (no round will follow).
+pub fn plan_next(cfg: &SweepConfig, dir: &Path) -> Result<bool, RunError> {
+    with_plan_lock(dir, || {
+        let mut state = read_plan(dir)?;
+        while !state.complete {
+            if (0..state.units).any(|i| !unit_done(dir, i)) {
+                return Ok(false);
+            }
+            let rows = gather(dir, state.units)?.rows;
+            let mut units = Vec::new();
+            for &t in &cfg.sweep.t {
+                for (name, _) in &cfg.models {
+                    let p = summarize_point(cfg, &rows, name, t);
+                    let (Some(hi), Some(lo)) = (p.m_star, p.m_below) else { continue };
+                    let mid = ((hi as f64 * lo as f64).sqrt().round() as usize).clamp(lo + 1, hi);
+                    if mid >= hi || rows.iter().any(|r| r.model == *name && r.t == t && r.m == mid) {
+                        continue;
+                    }
+                    let members = cfg.sweep.seeds.iter().map(|&s| (mid, s)).collect();
+                    units.push(Unit { index: state.units + units.len(), round: state.rounds, model: name.clone(), t, members });
+                }
+            }
+            state.rounds += 1;
+            state.units += units.len();
+            // A round with nothing to refine leaves every bracket as it is: no later round
+            // would find anything either.
+            state.complete = units.is_empty() || state.rounds > cfg.sweep.refine;
+            save_units(dir, &units, &state)?;
+        }
+        Ok(true)
+    })
+}
+
+/// Run unit `i` unless its result exists (then Ok(false)). Appends "unit pid host" to
+/// `starts.log` as it starts, writes `results/NNNN.csv` atomically when done.
+pub fn run_unit(
+    cfg: &SweepConfig,
+    dir: &Path,
+    i: usize,
+    registry: &Registry,
+    make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
+    observer: &mut dyn Observer,
+) -> Result<bool, RunError> {
+    if unit_done(dir, i) {
+        return Ok(false);
+    }
+    let count = unit_count(dir);
+    let p = unit_path(dir, i);
+    if i >= count || !p.exists() {
+        return Err(RunError::UnknownUnit { dir: dir.to_path_buf(), unit: i, count });
+    }
+    let unit: Unit = read_json(&p, "a sweep unit")?;
+    let Some((_, model)) = cfg.models.iter().find(|(n, _)| *n == unit.model) else {
+        return Err(ResultsError::Malformed { path: p, line: 0, message: format!("model `{}` is not in config.yaml", unit.model) }.into());
+    };
+    let done: usize = (0..count).filter(|&j| unit_done(dir, j)).count();
+    let go = if unit.round == 0 {
+        observer.event(Event::Ensemble { model: &unit.model, t: unit.t, members: unit.members.len(), done, total: count })
+    } else {
+        observer.event(Event::Refine { model: &unit.model, t: unit.t, m: unit.members[0].0 })
+    };
+    if !go {
+        return Err(RunError::Interrupted);
+    }
+    let log = dir.join("starts.log");
+    let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(io(&log))?;
+    // One short write in append mode: lines from several processes never interleave.
+    f.write_all(format!("{i} {} {}\n", std::process::id(), hostname()).as_bytes()).map_err(io(&log))?;
+    let rows = train_cells(cfg, &unit.model, model, unit.t, &unit.members, registry, make_backend, observer)?;
+    write_rows_atomic(&result_path(dir, i), &rows)?;
+    Ok(true)
+}
+
+/// Claim and run units until every unit of the (complete) plan has its result; planning
+/// the refinement rounds as their inputs complete. Units another live process holds are
+/// waited for. `after_unit` runs after each unit this process finished. Returns how many
+/// units this process ran.
+pub fn work_claim(
+    cfg: &SweepConfig,
+    dir: &Path,
+    registry: &Registry,
+    make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
+    observer: &mut dyn Observer,
+    after_unit: &mut dyn FnMut() -> Result<(), RunError>,
+) -> Result<usize, RunError> {
+    let mut ran = 0;
+    loop {
+        let n = unit_count(dir);
+        let mut busy = false;
+        for i in 0..n {
+            if unit_done(dir, i) {
+                continue;
+            }
+            match try_hold(&claim_path(dir, i))? {
+                // Checked again under the claim: another worker may have just finished it.
+                Ok(claim) => {
+                    if run_unit(cfg, dir, i, registry, make_backend, observer)? {
+                        ran += 1;
+                        after_unit()?;
+                    }
+                    drop(claim);
+                }
+                Err(_) => busy = true,
+            }
+        }
+        if busy {
+            std::thread::sleep(Duration::from_millis(200));
+        } else if plan_next(cfg, dir)? {
+            return Ok(ran);
+        }
+    }
+}
+
+/// The merged unit results of a folder.
+#[derive(Debug)]
+pub struct Gathered {
+    /// Every (model, T, m, seed) once, in unit order.
+    pub rows: Vec<RunRow>,
+    /// Units of the plan without a result.
+    pub missing: Vec<usize>,
+    /// Sum over the result files of their ensemble's wall time.
+    pub seconds: f64,
+}
+
+/// Read every `results/*.csv` (in name order), keep each (model, T, m, seed) once and refuse
+/// two rows for one member that disagree (anything but the wall time), naming both files.
+pub fn gather(dir: &Path, units: usize) -> Result<Gathered, RunError> {
+    let rdir = dir.join("results");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&rdir)
+        .map_err(io(&rdir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    files.sort();
+    let mut seen: BTreeMap<(String, usize, usize, u64), (usize, PathBuf)> = BTreeMap::new();
+    let mut rows: Vec<RunRow> = Vec::new();
+    let mut seconds = 0.0;
+    // Compare rows without their wall time; Debug prints NaN as NaN, so equal NaNs agree.
+    let comparable = |r: &RunRow| format!("{:?}", RunRow { seconds: 0.0, ..r.clone() });
+    for f in &files {
+        let these: Vec<RunRow> = read_csv(f)?;
+        seconds += these.first().map_or(0.0, |r| r.seconds);
+        for r in these {
+            match seen.get(&r.key()) {
+                Some((at, first)) => {
+                    if comparable(&rows[*at]) != comparable(&r) {
+                        return Err(RunError::Conflict {
+                            member: format!("model {} T={} m={} seed {}", r.model, r.t, r.m, r.seed),
+                            first: first.clone(),
+                            second: f.clone(),
+                        });
+                    }
+                }
+                None => {
+                    seen.insert(r.key(), (rows.len(), f.clone()));
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    let missing = (0..units).filter(|&i| !unit_done(dir, i)).collect();
+    Ok(Gathered { rows, missing, seconds })
+}
+
+/// Rewrite runs.csv from the unit results there are (the caller holds `sweep.lock`).
+pub fn write_runs(dir: &Path) -> Result<Vec<RunRow>, RunError> {
+    let g = gather(dir, unit_count(dir))?;
+    write_rows_atomic(&dir.join("runs.csv"), &g.rows)?;
+    Ok(g.rows)
+}
+
+/// Merge the unit results into runs.csv and summary.json (the caller holds `sweep.lock`).
+/// Plans the next refinement round first where its inputs are complete; refuses with
+/// [`RunError::Missing`] (listing them) while units have no result. `seconds`: the wall
+/// time to record (default: the sum of the units' ensemble times).
+pub fn collect(cfg: &SweepConfig, dir: &Path, registry: &Registry, provenance: &Provenance, seconds: Option<f64>) -> Result<SweepOutcome, RunError> {
+    plan_next(cfg, dir)?;
+    let g = gather(dir, unit_count(dir))?;
+    write_rows_atomic(&dir.join("runs.csv"), &g.rows)?;
+    if !g.missing.is_empty() {
+        return Err(RunError::Missing { dir: dir.to_path_buf(), units: g.missing });
+    }
+    let summary = summarize(cfg, &g.rows, seconds.unwrap_or(g.seconds), registry).map_err(RunError::Baselines)?;
+    let file = SweepFile { summary, provenance: provenance.clone() };
+    let p = dir.join("summary.json");
+    let text = serde_json::to_string_pretty(&file).map_err(|e| ResultsError::Malformed { path: p.clone(), line: 0, message: e.to_string() })?;
+    write_atomic(&p, (text + "\n").as_bytes())?;
+    Ok(SweepOutcome { summary: file.summary, runs: g.rows })
+}
