@@ -224,13 +224,17 @@ pub fn load_config(dir: &Path, registry: &Registry) -> Result<SweepConfig, RunEr
 }
 
 /// Plan the next refinement round if every planned unit has its result. Returns whether the
-/// plan is complete (no round will follow).
+/// sweep is finished: the plan is complete (no round will follow) and every unit has its
+/// result.
 pub fn plan_next(cfg: &SweepConfig, dir: &Path) -> Result<bool, RunError> {
     with_plan_lock(dir, || {
         let mut state = read_plan(dir)?;
-        while !state.complete {
+        loop {
             if (0..state.units).any(|i| !unit_done(dir, i)) {
                 return Ok(false);
+            }
+            if state.complete {
+                return Ok(true);
             }
             let rows = gather(dir, state.units)?.rows;
             let mut units = Vec::new();
@@ -253,7 +257,6 @@ pub fn plan_next(cfg: &SweepConfig, dir: &Path) -> Result<bool, RunError> {
             state.complete = units.is_empty() || state.rounds > cfg.sweep.refine;
             save_units(dir, &units, &state)?;
         }
-        Ok(true)
     })
 }
 

@@ -483,6 +483,10 @@ fn sweep_in_pool(
         println!("run them with `sparsevar sweep work {} --claim` (any number of processes), then `sparsevar sweep collect {}`", out.display(), out.display());
         return Ok(());
     }
+    // A folder another live sweep writes is refused before anything is printed.
+    if out.is_dir() {
+        drop(units::lock_folder(&out)?);
+    }
     eprintln!(
         "sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}",
         cfg.sweep.t,
