@@ -300,6 +300,40 @@ pub fn run_unit(
     Ok(true)
 }
 
+/// What [`claim_and_run`] did with a unit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UnitRun {
+    /// This process ran it and wrote its result.
+    Ran,
+    /// Its result existed already.
+    AlreadyDone,
+    /// Another live process holds its claim (who: "pid P on HOST since …").
+    HeldBy(String),
+}
+
+/// Claim unit `i` (its advisory lock `claims/NNNN.lock`) and run it unless its result exists;
+/// a unit another live process is running is left to it.
+pub fn claim_and_run(
+    cfg: &SweepConfig,
+    dir: &Path,
+    i: usize,
+    registry: &Registry,
+    make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
+    observer: &mut dyn Observer,
+) -> Result<UnitRun, RunError> {
+    if unit_done(dir, i) {
+        return Ok(UnitRun::AlreadyDone);
+    }
+    if i >= unit_count(dir) {
+        return Err(RunError::UnknownUnit { dir: dir.to_path_buf(), unit: i, count: unit_count(dir) });
+    }
+    match try_hold(&claim_path(dir, i))? {
+        // Checked again under the claim (in run_unit): another worker may have just finished it.
+        Ok(_claim) => Ok(if run_unit(cfg, dir, i, registry, make_backend, observer)? { UnitRun::Ran } else { UnitRun::AlreadyDone }),
+        Err(holder) => Ok(UnitRun::HeldBy(holder)),
+    }
+}
+
 /// Claim and run units until every unit of the (complete) plan has its result; planning
 /// the refinement rounds as their inputs complete. Units another live process holds are
 /// waited for. `after_unit` runs after each unit this process finished. Returns how many
@@ -320,16 +354,13 @@ pub fn work_claim(
             if unit_done(dir, i) {
                 continue;
             }
-            match try_hold(&claim_path(dir, i))? {
-                // Checked again under the claim: another worker may have just finished it.
-                Ok(claim) => {
-                    if run_unit(cfg, dir, i, registry, make_backend, observer)? {
-                        ran += 1;
-                        after_unit()?;
-                    }
-                    drop(claim);
+            match claim_and_run(cfg, dir, i, registry, make_backend, observer)? {
+                UnitRun::Ran => {
+                    ran += 1;
+                    after_unit()?;
                 }
-                Err(_) => busy = true,
+                UnitRun::AlreadyDone => {}
+                UnitRun::HeldBy(_) => busy = true,
             }
         }
         if busy {

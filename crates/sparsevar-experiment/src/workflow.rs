@@ -24,7 +24,8 @@ pub enum Event<'a> {
     Started { members: &'a [(u64, String)] },
     /// After an evaluation of the ensemble in training.
     Evaluated { step: usize, max_steps: usize, finished: usize, members: usize, best_accuracy: f64, points: &'a [CurvePoint] },
-    /// A sweep ensemble is about to train.
+    /// A sweep ensemble (a grid unit) is about to train; `done` of `total` units planned so
+    /// far have their result.
     Ensemble { model: &'a str, t: usize, members: usize, done: usize, total: usize },
     /// A sweep bisection point is about to train.
     Refine { model: &'a str, t: usize, m: usize },

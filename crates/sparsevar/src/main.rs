@@ -379,9 +379,9 @@ impl Observer for Display {
             }
             Event::Ensemble { model, t, members, done, total } => {
                 self.pb.set_position(0);
-                self.pb.set_message(format!("{model} T={t}: {members} members ({done}/{total} done)"));
+                self.pb.set_message(format!("{model} T={t}: {members} members ({done}/{total} units done)"));
                 if self.pb.is_hidden() {
-                    eprintln!("  {model} T={t}: training {members} members ({done}/{total} done)");
+                    eprintln!("  {model} T={t}: training {members} members ({done}/{total} units done)");
                 }
             }
             Event::Refine { model, t, m } => eprintln!("  {model} T={t}: refining at m={m}"),
@@ -609,10 +609,11 @@ fn sweep_work(host: &Host, dir: &Path, unit: Option<usize>, threads: Option<usiz
         let mut make = || registry.backend(&host.resolve(&cfg.backend)).map_err(|e| e.to_string());
         let mut quiet = sparsevar_experiment::workflow::observe(|_| true);
         match unit {
-            Some(i) => {
-                let ran = units::run_unit(&cfg, dir, i, registry, &mut make, &mut quiet)?;
-                eprintln!("unit {i}: {}", if ran { "done" } else { "already done" });
-            }
+            Some(i) => match units::claim_and_run(&cfg, dir, i, registry, &mut make, &mut quiet)? {
+                units::UnitRun::Ran => eprintln!("unit {i}: done"),
+                units::UnitRun::AlreadyDone => eprintln!("unit {i}: already done"),
+                units::UnitRun::HeldBy(who) => eprintln!("unit {i}: being run by {who}; not run here"),
+            },
             None => {
                 let ran = units::work_claim(&cfg, dir, registry, &mut make, &mut quiet, &mut || Ok(()))?;
                 eprintln!("{ran} units run by this worker; every unit of {} has its result", dir.display());

@@ -168,8 +168,19 @@ fn a_second_sweep_on_a_live_folder_is_refused_naming_the_process() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(&pid) && err.contains("is in use by") && err.lines().count() == 1, "{args:?}: {err}");
     }
+    // Its unit 0 is claimed: a worker asked for that unit leaves it to the live holder.
+    while !std::fs::read_to_string(d.join("live/starts.log")).is_ok_and(|t| t.starts_with("0 ")) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = sparsevar(&["sweep", "work", "live", "--unit", "0"], &d);
+    assert!(out.status.success() && stderr(&out).contains(&format!("unit 0: being run by {pid}")), "{}", stderr(&out));
     first.kill().unwrap();
     first.wait().unwrap();
+    // Killed (SIGKILL): its claim died with it, so the unit can be taken over.
+    let claim = std::fs::OpenOptions::new().write(true).open(d.join("live/claims/0000.lock")).unwrap();
+    claim.try_lock().expect("a dead process's claim is free");
+    drop(claim);
+    assert!(!d.join("live/results/0000.csv").exists(), "the killed unit left no result");
     // The lock died with its process: collect now runs, and lists what is missing.
     let out = sparsevar(&["sweep", "collect", "live"], &d);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

@@ -116,9 +116,9 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
         match e {
             Event::Ensemble { model, t, members, done, total } => {
                 pb.set_position(0);
-                pb.set_message(format!("{name}: {model} T={t}, {members} members ({done}/{total} done)"));
+                pb.set_message(format!("{name}: {model} T={t}, {members} members ({done}/{total} units done)"));
                 if pb.is_hidden() {
-                    st.say(&format!("  {name}: {model} T={t}: training {members} members ({done}/{total} done)"), true);
+                    st.say(&format!("  {name}: {model} T={t}: training {members} members ({done}/{total} units done)"), true);
                 }
             }
             Event::Evaluated { step, .. } => pb.set_position(step as u64),
