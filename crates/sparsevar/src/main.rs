@@ -271,8 +271,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Train { config, out, backend, overrides } => train(&host, &config, out, &with_backend(overrides, backend)),
-        Command::Sweep { action: Some(SweepAction::Work { dir, unit, claim: _, threads }), .. } => sweep_work(&host, &dir, unit, threads),
-        Command::Sweep { action: Some(SweepAction::Collect { dir }), .. } => sweep_collect(&host, &dir),
+        Command::Sweep { action: Some(SweepAction::Work { dir, unit, claim: _, threads }), .. } => sweep_work(&host, &resolve_path(&dir), unit, threads),
+        Command::Sweep { action: Some(SweepAction::Collect { dir }), .. } => sweep_collect(&host, &resolve_path(&dir)),
         Command::Sweep { action: None, config, out, resume, plan, executor, workers, backend, overrides } => {
             let config = config.expect("clap requires the config");
             Executor::parse(&executor, workers).and_then(|ex| sweep(&host, &config, out, resume, plan, ex, &with_backend(overrides, backend)))
