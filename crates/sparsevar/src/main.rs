@@ -625,8 +625,14 @@ fn sweep_work(host: &Host, dir: &Path, unit: Option<usize>, threads: Option<usiz
 
 /// `sweep collect DIR`: merge the unit results (refused while another sweep holds DIR).
 fn sweep_collect(host: &Host, dir: &Path) -> Result<()> {
+    // A sweep that has taken the folder may not have written its plan yet: ask the lock
+    // first, so the answer names that process rather than a missing plan.
+    let early = if dir.join("sweep.lock").exists() { Some(units::lock_folder(dir)?) } else { None };
     let cfg = units::load_config(dir, &registry_with_auto(host))?;
-    let _lock = units::lock_folder(dir)?;
+    let _lock = match early {
+        Some(held) => held,
+        None => units::lock_folder(dir)?,
+    };
     let backend = host.resolve(&cfg.backend);
     let prov = provenance(backend, cfg.threads.unwrap_or_else(rayon::current_num_threads), cfg.sweep.seeds.clone());
     let outcome = units::collect(&cfg, dir, &host.registry, &prov, None)?;
