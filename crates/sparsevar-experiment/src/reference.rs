@@ -114,7 +114,7 @@ pub fn config_reference() -> String {
     }
     let sweep = serde_json::to_value(schema_for!(SweepSection)).expect("schema");
     let sd = defs(&sweep);
-    out.push_str("\n## Sweep files\n\nA sweep file (`sparsevar sweep SWEEP.yaml`) has `task:` (without `T`, which the sweep sets), `models:` (a mapping from a name you choose to a `model:` section), `train:`, `backend:`, `threads:` as above, and a `sweep:` section:\n\n");
+    out.push_str("\n## Sweep files\n\nA sweep file (`sparsevar sweep SWEEP.yaml`) has `task:` (without `T`, which the sweep sets), `models:` (a mapping from a name you choose to a `model:` section), `train:`, `backend:`, `threads:` as above, an optional `slurm:` mapping of sbatch options for `--executor slurm` (`slurm: { partition: gpu, time: \"02:00:00\", gres: \"gpu:1\" }`; `true` for a flag), and a `sweep:` section:\n\n");
     out.push_str(&table(&sweep, &sd, None));
     out.push_str("\n`m` is either a list (`[64, 128, 256]`) or a geometric grid (`{ from: 16, to: 4096, factor: 2 }`).\n");
     out

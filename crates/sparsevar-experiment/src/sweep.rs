@@ -128,6 +128,9 @@ pub struct SweepConfig {
     pub sweep: SweepSection,
     pub backend: String,
     pub threads: Option<usize>,
+    /// `slurm:` — sbatch options for `--executor slurm` (`partition: gpu` becomes
+    /// `#SBATCH --partition=gpu`; `exclusive: true` a bare flag), in file order.
+    pub slurm: Vec<(String, Option<String>)>,
 }
 
 /// The raw file shape (models as a YAML mapping, parsed in order afterwards).
@@ -143,6 +146,29 @@ struct RawSweep {
     backend: String,
     #[serde(default)]
     threads: Option<usize>,
+    #[serde(default)]
+    slurm: Option<Value>,
+}
+
+/// `slurm:` as (option, value) pairs; the Slurm executor checks the names.
+fn slurm_options(v: Option<Value>) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Mapping(m) = v else {
+        return Err(ConfigError::Invalid("slurm must be a mapping of sbatch options, e.g. slurm: { partition: gpu, time: \"01:00:00\" }".into()));
+    };
+    let mut out = Vec::new();
+    for (k, v) in m {
+        let key = k.as_str().ok_or_else(|| ConfigError::Invalid("slurm: every option name must be a string".into()))?.to_string();
+        let value = match v {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(true) => None,
+            Value::Bool(false) => continue,
+            _ => return Err(ConfigError::Invalid(format!("slurm.{key} must be a string, a number or true (a flag)"))),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
 }
 
 fn default_backend() -> String {
@@ -187,7 +213,8 @@ impl SweepConfig {
                 let spec: ModelSpec = serde_yaml::from_value(v).map_err(|e| perr(&format!("models.{name}: "), e))?;
                 named.push((name, spec));
             }
-            Ok(SweepConfig { task, models: named, train: raw.train, sweep: raw.sweep, backend: raw.backend, threads: raw.threads })
+            let slurm = slurm_options(raw.slurm)?;
+            Ok(SweepConfig { task, models: named, train: raw.train, sweep: raw.sweep, backend: raw.backend, threads: raw.threads, slurm })
         };
         let cfg = if overrides.is_empty() {
             from_value(value)?

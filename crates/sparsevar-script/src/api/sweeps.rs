@@ -96,7 +96,7 @@ fn sweep_config(st: &State, base: Option<&SweepConfig>, opts: &Map) -> Result<Sw
         Some(v) => string_of("backend", v)?,
         None => st.ctx.backend.clone(),
     };
-    let cfg = SweepConfig { task, models, train, sweep, backend, threads: st.ctx.threads };
+    let cfg = SweepConfig { task, models, train, sweep, backend, threads: st.ctx.threads, slurm: Vec::new() };
     cfg.validate(&st.ctx.registry).map_err(|e| e.to_string())?;
     Ok(cfg)
 }
