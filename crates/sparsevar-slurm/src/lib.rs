@@ -162,6 +162,31 @@ impl SlurmExecutor {
         }
     }
 
+    /// Asks sbatch whether it would accept the user's options (`sbatch --test-only`, which
+    /// queues nothing), before anything is written or planned. A rejection carries sbatch's own
+    /// message.
+    pub fn validate(&self) -> Result<(), SlurmError> {
+        let mut cmd = Command::new(&self.sbatch);
+        cmd.args(["--test-only", "--job-name=sparsevar-check"]);
+        for (k, v) in self.options.iter() {
+            cmd.arg(match v {
+                Some(v) => format!("--{k}={v}"),
+                None => format!("--{k}"),
+            });
+        }
+        self.test_only(cmd.arg("--wrap=true"))
+    }
+
+    fn test_only(&self, cmd: &mut Command) -> Result<(), SlurmError> {
+        let (ok, _, err) = run(cmd, "sbatch --test-only")?;
+        if ok {
+            return Ok(());
+        }
+        let message = err.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("Try \"sbatch --help\"")).collect::<Vec<_>>().join("; ");
+        let options = if self.options.is_empty() { "none".to_string() } else { format!("`{}`", self.options.sbatch_lines().join(" ").replace("#SBATCH ", "")) };
+        Err(SlurmError::Rejected { options, message })
+    }
+
     /// Writes `folder/array.sh` and the logs folder.
     pub fn write_script(&self, job: &ArrayJob) -> Result<PathBuf, SlurmError> {
         fn io(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError {
@@ -182,13 +207,7 @@ impl SlurmExecutor {
     pub fn submit(&self, job: &ArrayJob, units: &[usize]) -> Result<String, SlurmError> {
         let script = self.write_script(job)?;
         let array = self.array_arg(units);
-        let (ok, _, err) = run(Command::new(&self.sbatch).arg("--test-only").arg(&array).arg(&script), "sbatch --test-only")?;
-        if !ok {
-            let message = err.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("Try \"sbatch --help\"")).collect::<Vec<_>>().join("; ");
-            let options =
-                if self.options.is_empty() { "none".to_string() } else { format!("`{}`", self.options.sbatch_lines().join(" ").replace("#SBATCH ", "")) };
-            return Err(SlurmError::Rejected { options, message });
-        }
+        self.test_only(Command::new(&self.sbatch).arg("--test-only").arg(&array).arg(&script))?;
         let (ok, out, err) = run(Command::new(&self.sbatch).arg("--parsable").arg(&array).arg(&script), "sbatch --parsable")?;
         if !ok {
             return Err(SlurmError::Command { command: format!("sbatch {array} {}", script.display()), status: "exit".into(), message: one_line(&err) });
