@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 mod figures;
 mod host;
+mod slurm;
 use host::Host;
 
 #[derive(Parser, Debug)]
@@ -78,13 +79,16 @@ enum Command {
         /// units it holds; run them with `sweep work`, merge them with `sweep collect`.
         #[arg(long)]
         plan: bool,
-        /// Who runs the units: inprocess (this process) or local (--workers processes of
-        /// this program on this machine, the threads split between them).
+        /// Who runs the units: inprocess (this process), local (--workers processes of
+        /// this program on this machine, the threads split between them) or slurm (a Slurm
+        /// job array; see --slurm, --max-parallel, --resubmit, --submit-only).
         #[arg(long, default_value = "inprocess")]
         executor: String,
         /// Worker processes of `--executor local` (default 2).
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        slurm: slurm::SlurmArgs,
         /// Compute backend: cpu, cpu-f64, wgpu, auto or a plugin's (overrides `backend:`).
         #[arg(long)]
         backend: Option<String>,
@@ -189,6 +193,8 @@ enum Executor {
     InProcess,
     /// `workers` processes of this program (`sweep work DIR --claim`) on this machine.
     Local { workers: usize },
+    /// A Slurm job array, one task per unit (`sweep work DIR --unit $SLURM_ARRAY_TASK_ID`).
+    Slurm,
 }
 
 impl Executor {
@@ -200,7 +206,9 @@ impl Executor {
             "inprocess" if workers.is_some() => bad("--workers applies to --executor local only"),
             "inprocess" => Ok(Executor::InProcess),
             "local" => Ok(Executor::Local { workers: workers.unwrap_or(2) }),
-            other => bad(format!("--executor `{other}` is unknown; known: inprocess, local")),
+            "slurm" if workers.is_some() => bad("--workers applies to --executor local only (Slurm runs one task per unit; cap them with --max-parallel K)"),
+            "slurm" => Ok(Executor::Slurm),
+            other => bad(format!("--executor `{other}` is unknown; known: inprocess, local, slurm")),
         }
     }
 }
@@ -242,6 +250,9 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         if let Some(e) = c.downcast_ref::<ResultsError>() {
             return if e.is_input() { 2 } else { 1 };
         }
+        if let Some(e) = c.downcast_ref::<sparsevar_slurm::SlurmError>() {
+            return if e.is_input() { 2 } else { 1 };
+        }
         if let Some(Exit::Interrupted { .. }) = c.downcast_ref::<Exit>() {
             return 130;
         }
@@ -273,9 +284,9 @@ fn main() -> ExitCode {
         Command::Train { config, out, backend, overrides } => train(&host, &config, out, &with_backend(overrides, backend)),
         Command::Sweep { action: Some(SweepAction::Work { dir, unit, claim: _, threads }), .. } => sweep_work(&host, &resolve_path(&dir), unit, threads),
         Command::Sweep { action: Some(SweepAction::Collect { dir }), .. } => sweep_collect(&host, &resolve_path(&dir)),
-        Command::Sweep { action: None, config, out, resume, plan, executor, workers, backend, overrides } => {
+        Command::Sweep { action: None, config, out, resume, plan, executor, workers, slurm, backend, overrides } => {
             let config = config.expect("clap requires the config");
-            Executor::parse(&executor, workers).and_then(|ex| sweep(&host, &config, out, resume, plan, ex, &with_backend(overrides, backend)))
+            Executor::parse(&executor, workers).and_then(|ex| sweep(&host, &config, out, resume, plan, ex, &slurm, &with_backend(overrides, backend)))
         }
         Command::Bench { model, t, batch, runs, steps, repeats, threads, backend, json, profile } => {
             bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
@@ -452,11 +463,27 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
     drawn.check(&out)
 }
 
-fn sweep(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, plan: bool, executor: Executor, overrides: &[String]) -> Result<()> {
+fn sweep(
+    host: &Host,
+    config: &Path,
+    out: Option<PathBuf>,
+    resume: bool,
+    plan: bool,
+    executor: Executor,
+    slurm_args: &slurm::SlurmArgs,
+    overrides: &[String],
+) -> Result<()> {
+    if executor != Executor::Slurm
+        && let Some(flag) = slurm_args.stray_flag()
+    {
+        return bad(format!("{flag} applies to --executor slurm only"));
+    }
     let registry = registry_with_auto(host);
     let mut cfg = SweepConfig::load(config, overrides, &registry)?;
     cfg.backend = host.resolve(&cfg.backend);
-    in_pool(cfg.threads, |threads| sweep_in_pool(host, config, out, resume, plan, executor, &cfg, threads))
+    // Slurm's options and commands are checked before the results folder is touched.
+    let slurm = if executor == Executor::Slurm && !plan { Some((slurm_args.executor(&cfg.slurm)?, slurm_args.submit_only)) } else { None };
+    in_pool(cfg.threads, |threads| sweep_in_pool(host, config, out, resume, plan, executor, slurm.as_ref(), &cfg, threads))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -467,6 +494,7 @@ fn sweep_in_pool(
     resume: bool,
     plan: bool,
     executor: Executor,
+    slurm: Option<&(sparsevar_slurm::SlurmExecutor, bool)>,
     cfg: &SweepConfig,
     threads: usize,
 ) -> Result<()> {
@@ -506,6 +534,21 @@ fn sweep_in_pool(
             let started = Instant::now();
             let _lock = open_sweep(cfg, &out, resume)?;
             run_local_workers(&out, workers, threads)?;
+            units::collect(cfg, &out, registry, &prov, Some(started.elapsed().as_secs_f64()))?
+        }
+        Executor::Slurm => {
+            let (ex, submit_only) = slurm.expect("the Slurm executor is built before the pool");
+            let started = Instant::now();
+            let _lock = open_sweep(cfg, &out, resume)?;
+            let job = slurm::run(ex, &out, *submit_only, &|| units::unit_count(&out), &|i| units::unit_done(&out, i), &|| Ok(units::plan_next(cfg, &out)?))?;
+            if let Some(id) = job {
+                println!("{id}");
+                eprintln!("when the array has ended: sparsevar sweep collect {}", out.display());
+                if cfg.sweep.refine > 0 {
+                    eprintln!("(sweep.refine plans more units once these are done: run this command again with --resume to submit them)");
+                }
+                return Ok(());
+            }
             units::collect(cfg, &out, registry, &prov, Some(started.elapsed().as_secs_f64()))?
         }
     };
