@@ -2,7 +2,8 @@
 //! submitted (these run anywhere). Against a real Slurm (`SLURM_CONF` set, e.g. by
 //! `eval "$(.ci/slurm-up.sh)"`; ignored otherwise, run by .ci/run with `-- --ignored`): a sweep of
 //! 8 units through a job array ends with the summary of the same sweep in one process, also
-//! when one array task is cancelled mid-run and its unit resubmitted.
+//! submitted with --submit-only and collected later, and when one array task is cancelled
+//! mid-run and its unit resubmitted.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -127,6 +128,22 @@ fn a_slurm_sweep_matches_one_process_even_with_a_task_cancelled() {
     assert!(script.contains(" sweep work ") && script.contains("--unit \"$SLURM_ARRAY_TASK_ID\""), "{script}");
     assert_eq!(std::fs::read_to_string(d.join("array/slurm/jobs.txt")).unwrap().lines().count(), 1, "one array, nothing resubmitted");
     assert_eq!(comparable_summary(&d.join("array")), comparable_summary(&d.join("one")), "array and one process disagree");
+
+    // From a login node: submit, print the job id, exit; collect once the array has ended.
+    let o = run(&mut sparsevar(&["sweep", "s.yaml", "--out", "later", "--executor", "slurm", "--submit-only"], &d));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!id.is_empty() && id.chars().all(|c| c.is_ascii_digit()), "stdout is the job id: {id:?}");
+    assert!(stderr(&o).contains("sparsevar sweep collect"), "{}", stderr(&o));
+    assert!(!d.join("later/summary.json").exists());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !Command::new("squeue").args(["-h", "-j", &id]).output().unwrap().stdout.is_empty() {
+        assert!(Instant::now() < deadline, "job {id} never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = run(&mut sparsevar(&["sweep", "collect", "later"], &d));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(comparable_summary(&d.join("later")), comparable_summary(&d.join("one")), "submit-only + collect disagrees");
 
     // Cancel the first task seen running; its unit has no result, so it is resubmitted alone.
     let mut child = sparsevar(&["sweep", "s.yaml", "--out", "cancel", "--executor", "slurm", "--max-parallel", "2"], &d)
