@@ -67,15 +67,7 @@ pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &
     let outlines = s_sorted.iter().map(|&i| (((i + 1) as f64 - 0.5, -0.5), ((i + 1) as f64 + 0.5, top))).collect();
     let arrows: Vec<(f64, f64)> = s_sorted.iter().map(|&i| ((i + 1) as f64, top)).collect();
 
-    // Every column labelled when they fit (about 40), otherwise CLS and every k-th bit from
-    // k on (bit 0 would print on top of CLS), k a round number giving at most 16 labels.
-    let step = if positions <= 41 {
-        1
-    } else {
-        [2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 256, 512, 1024].into_iter().find(|k| t.div_ceil(*k) <= 16).unwrap_or(t)
-    };
-    let mut x_ticks = vec![0.0];
-    x_ticks.extend((0..t).filter(|i| i % step == 0 && (step == 1 || *i > 0)).map(|i| (i + 1) as f64));
+    let x_ticks = position_ticks(t, &s_sorted);
     let mut x = Axis::linear(-0.5, t as f64 + 0.5, x_ticks, "key position: CLS, then input bit i (S outlined)");
     x.names = std::iter::once((0.0, "CLS".to_string())).chain((0..t).map(|i| ((i + 1) as f64, i.to_string()))).collect();
     let mut y = Axis::linear(-0.5, n as f64 - 0.5, (0..n).map(y_of).collect(), "layer, head (mass on S)");
@@ -132,6 +124,30 @@ pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &
         Series { name: "best_head".into(), label: "head with the most mass on S: (layer, head)".into(), points: vec![(bl as f64, bh as f64)] },
     ];
     render(path, &scene, series, cells)
+}
+
+/// Labels the most a position axis shows: beyond this they run together (the plot is about
+/// 580 pixels wide and a label like "31" about 20).
+pub(crate) const MAX_POSITION_LABELS: usize = 16;
+
+/// Which key positions get a label: all of them when CLS and the T bits fit in
+/// [`MAX_POSITION_LABELS`] + 1; otherwise CLS, every bit of S (sorted, deduplicated) and
+/// every k-th bit from k on (bit 0 would print on top of CLS), k a round number chosen so
+/// that at most about [`MAX_POSITION_LABELS`] labels show, leaving out the k-th bits that
+/// would crowd a bit of S. Positions, not bit indices: bit i is position i + 1.
+pub(crate) fn position_ticks(t: usize, s_sorted: &[usize]) -> Vec<f64> {
+    if t < MAX_POSITION_LABELS + 1 {
+        return (0..=t).map(|p| p as f64).collect();
+    }
+    let budget = MAX_POSITION_LABELS.saturating_sub(1 + s_sorted.len()).max(2);
+    let k = [2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 256, 512, 1024, 2048, 4096].into_iter().find(|k| (t - 1) / k <= budget).unwrap_or(t);
+    // A regular label closer than k/2 columns to a bit of S would collide with it.
+    let crowds = |i: usize| s_sorted.iter().any(|&s| 2 * i.abs_diff(s) < k);
+    let mut bits: Vec<usize> = (1..t).filter(|i| i % k == 0 && !crowds(*i)).collect();
+    bits.extend(s_sorted.iter().copied().filter(|&s| s < t));
+    bits.sort();
+    bits.dedup();
+    std::iter::once(0.0).chain(bits.into_iter().map(|i| (i + 1) as f64)).collect()
 }
 
 /// [`attention_heatmap`] of one trained member (its attention summary and its S).

@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::style::BLACK;
 use sparsevar_experiment::train::{CurvePoint, MemberResult};
 
-use crate::draw::{Axis, Dash, Glyph, LIGHT_GREY, Layer, Panel, Scene, Shape, colour, entry, log_range, log10_ticks, log125_ticks, markers, nice_ticks};
+use crate::draw::{Axis, Dash, Glyph, LIGHT_GREY, Layer, Panel, Scene, Shape, colour, entry, log_range, log125_ticks, markers, nice_ticks, readable_log_ticks};
 use crate::{PlotError, PlotFile, Series, render};
 
 /// The step at which member `member` created its variable: its first evaluation whose best
@@ -135,10 +135,8 @@ pub fn training_curves(curves: &[CurvePoint], members: &[MemberResult], title: &
     acc_panel.layers = acc_layers;
     panels.push(acc_panel);
     let (l_lo, l_hi) = log_range(losses.iter().copied(), 1.5).unwrap_or((1e-3, 1.0));
-    let mut l_ticks = log10_ticks(l_lo, l_hi, 8);
-    if l_ticks.len() < 2 {
-        l_ticks = nice_ticks(l_lo, l_hi).into_iter().filter(|v| *v > 0.0).collect();
-    }
+    // Enough readable ticks however few decades the loss spans.
+    let l_ticks = readable_log_ticks(l_lo, l_hi, 8);
     let mut loss_panel = Panel::new(x_of(!has_mass), Axis::log(l_lo, l_hi, l_ticks, "loss (nats)"));
     loss_panel.layers = loss_layers;
     panels.push(loss_panel);

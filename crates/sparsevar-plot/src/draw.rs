@@ -146,6 +146,36 @@ pub(crate) fn log125_ticks(lo: f64, hi: f64) -> Vec<f64> {
     v
 }
 
+/// Ticks for a log axis that always read: powers of ten when at least three fall in
+/// [lo, hi] (thinned to at most `max`), else 1-2-5 steps, else every 1…9 multiple, so an
+/// axis spanning less than a decade (a loss between 0.3 and 0.7) still gets several labels.
+pub(crate) fn readable_log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return vec![];
+    }
+    let p = log10_ticks(lo, hi, max);
+    if p.len() >= 3 {
+        return p;
+    }
+    let t = log125_ticks(lo, hi);
+    if t.len() >= 3 {
+        return t;
+    }
+    let mut v = vec![];
+    let mut e = lo.log10().floor() as i32;
+    while 10f64.powi(e) <= hi {
+        // k / 10^-e rather than k · 10^e: exact decimals (0.3, not 0.30000000000000004).
+        for k in 1..10 {
+            let x = if e < 0 { k as f64 / 10f64.powi(-e) } else { k as f64 * 10f64.powi(e) };
+            if x >= lo * (1.0 - 1e-9) && x <= hi * (1.0 + 1e-9) {
+                v.push(x);
+            }
+        }
+        e += 1;
+    }
+    v
+}
+
 /// Round-number ticks over [lo, hi] (about five).
 pub(crate) fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = (hi - lo).max(1e-12);
@@ -231,7 +261,11 @@ impl Axis {
     pub fn log(lo: f64, hi: f64, ticks: Vec<f64>, desc: impl Into<String>) -> Self {
         Axis { lo, hi, log: true, ticks, names: vec![], desc: desc.into(), labelled: true }
     }
-    fn text(&self, v: f64) -> String {
+    /// The ticks drawn (those inside the range) with the text printed at each.
+    pub(crate) fn drawn_ticks(&self) -> Vec<(f64, String)> {
+        Scale::of(self).ticks.into_iter().map(|t| (t, self.text(t))).collect()
+    }
+    pub(crate) fn text(&self, v: f64) -> String {
         if !self.labelled {
             return String::new();
         }
@@ -708,6 +742,11 @@ mod tests {
         // An end that is a power itself counts, despite ln rounding.
         assert_eq!(log10_ticks(1e-3, 1.0, 10), vec![1e-3, 1e-2, 1e-1, 1.0]);
         assert_eq!(log125_ticks(80.0, 12000.0), vec![100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]);
+        // A loss axis: decades when they are enough, finer steps when they are not.
+        assert_eq!(readable_log_ticks(1e-4, 2.0, 8), vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0]);
+        assert_eq!(readable_log_ticks(0.02, 1.1, 8), vec![0.02, 0.05, 0.1, 0.2, 0.5, 1.0]);
+        assert_eq!(readable_log_ticks(0.28, 1.05, 8), vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]);
+        assert!(readable_log_ticks(0.0, 1.0, 8).is_empty());
     }
 
     #[test]

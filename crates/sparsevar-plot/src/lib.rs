@@ -6,6 +6,8 @@
 //! - [`attention_heatmap`] / [`member_attention`]: where the CLS token attends, S outlined;
 //! - [`training_curves`]: accuracy, loss and attention mass on S against step, per member;
 //! - [`comparison`]: m*(T) of several sweeps or models on one plot;
+//! - [`run_comparison`]: the training curves of several runs on one plot, a colour per run;
+//! - [`lines`] / [`bars`]: general line and bar charts over rows a script tabulates;
 //! - [`load`]: read a results folder back into the experiment types.
 //!
 //! The shaping decision: every figure first turns its input into plain numbers — the
@@ -27,12 +29,14 @@ use plotters::prelude::*;
 mod attention;
 mod curves;
 mod draw;
+mod lines;
 pub mod load;
 mod scaling;
 mod success;
 
 pub use attention::{attention_heatmap, member_attention};
 pub use curves::{training_curves, variable_step};
+pub use lines::{ChartSpec, bars, lines, run_comparison};
 pub use scaling::{comparison, scaling, scaling_with_runs};
 pub use success::success_map;
 
@@ -86,12 +90,20 @@ pub struct AxisInfo {
     pub lo: f64,
     pub hi: f64,
     pub log: bool,
+    /// The ticks drawn, each with the text printed there (empty text on an axis whose
+    /// tick labels are left off, the upper panels of a shared step axis).
+    pub ticks: Vec<(f64, String)>,
 }
 
 impl PlotFile {
     /// The series named `name`, if drawn.
     pub fn series(&self, name: &str) -> Option<&Series> {
         self.series.iter().find(|s| s.name == name)
+    }
+
+    /// The tick texts printed on axis `i` (see [`PlotFile::axes`]), empty ones left out.
+    pub fn tick_labels(&self, i: usize) -> Vec<&str> {
+        self.axes.get(i).map(|a| a.ticks.iter().map(|t| t.1.as_str()).filter(|t| !t.is_empty()).collect()).unwrap_or_default()
     }
 
     /// The axis descriptions a reader sees, in drawing order.
@@ -170,9 +182,15 @@ pub(crate) fn render(path: &Path, scene: &draw::Scene, series: Vec<Series>, cell
         scene.draw(&root).map_err(|e| draw_err(&e))?;
         root.present().map_err(|e| draw_err(&e))?;
     }
-    let info = |a: &draw::Axis| AxisInfo { label: a.desc.clone(), lo: a.lo, hi: a.hi, log: a.log };
+    let info = |a: &draw::Axis| AxisInfo { label: a.desc.clone(), lo: a.lo, hi: a.hi, log: a.log, ticks: a.drawn_ticks() };
     let mut axes: Vec<AxisInfo> = scene.panels.iter().flat_map(|p| [info(&p.x), info(&p.y)]).collect();
-    axes.extend(scene.colorbar.iter().map(|c| AxisInfo { label: c.desc.clone(), lo: c.lo, hi: c.hi, log: false }));
+    axes.extend(scene.colorbar.iter().map(|c| AxisInfo {
+        label: c.desc.clone(),
+        lo: c.lo,
+        hi: c.hi,
+        log: false,
+        ticks: c.ticks.iter().map(|&t| (t, draw::fmt_num(t))).collect(),
+    }));
     Ok(PlotFile {
         path: path.to_path_buf(),
         width: WIDTH,
