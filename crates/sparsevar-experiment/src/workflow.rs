@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
@@ -48,6 +49,77 @@ pub trait Observer {
     fn stop_flag(&self) -> Option<Arc<AtomicBool>> {
         None
     }
+}
+
+/// Plain progress lines for output that is not a terminal (a pipe, a batch job's log), where
+/// a progress bar draws nothing: [`ProgressLines::due`] says when the next line is due, at
+/// most one per interval, and [`progress_line`] formats it. The front ends print the lines on
+/// stderr, so stdout keeps only results.
+#[derive(Clone, Debug)]
+pub struct ProgressLines {
+    every: Duration,
+    started: Instant,
+    last: Instant,
+    /// The best test accuracy seen in this context: members that finish leave the ensemble,
+    /// so the event's own best can fall.
+    best: f64,
+    context: String,
+}
+
+/// The environment variable that sets the interval between progress lines, in seconds
+/// (fractions allowed; 0 = a line at every evaluation). Tests set it; the default is
+/// [`ProgressLines::DEFAULT_EVERY`].
+pub const PROGRESS_ENV: &str = "SPARSEVAR_PROGRESS_SECS";
+
+impl ProgressLines {
+    pub const DEFAULT_EVERY: Duration = Duration::from_secs(5);
+
+    pub fn new(every: Duration) -> Self {
+        let now = Instant::now();
+        ProgressLines { every, started: now, last: now, best: f64::NAN, context: String::new() }
+    }
+
+    /// Lines every [`PROGRESS_ENV`] seconds, else every [`Self::DEFAULT_EVERY`] (an
+    /// unreadable value counts as unset).
+    pub fn from_env() -> Self {
+        let every = std::env::var(PROGRESS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(Self::DEFAULT_EVERY, Duration::from_secs_f64);
+        Self::new(every)
+    }
+
+    /// The line for this evaluation if one is due (see [`progress_line`]); `context` names
+    /// what trains (a sweep's model and T), and the best accuracy is the best seen since the
+    /// context last changed.
+    pub fn line(&mut self, context: &str, step: usize, max_steps: usize, finished: usize, members: usize, best_accuracy: f64) -> Option<String> {
+        if context != self.context {
+            self.context = context.to_string();
+            self.best = f64::NAN;
+        }
+        self.best = self.best.max(best_accuracy);
+        let elapsed = self.due()?;
+        Some(progress_line(context, step, max_steps, finished, members, self.best, elapsed))
+    }
+
+    /// Seconds since the start when a line is due now (and the clock restarts), else None.
+    pub fn due(&mut self) -> Option<f64> {
+        let now = Instant::now();
+        if now.duration_since(self.last) < self.every {
+            return None;
+        }
+        self.last = now;
+        Some(now.duration_since(self.started).as_secs_f64())
+    }
+}
+
+/// One progress line: `progress: [context, ]step S/MAX, F/N members done, best test accuracy
+/// A, E s elapsed` — plain words and numbers, one line, so a log reader or `grep` can follow
+/// it.
+pub fn progress_line(context: &str, step: usize, max_steps: usize, finished: usize, members: usize, best_accuracy: f64, elapsed: f64) -> String {
+    let context = if context.is_empty() { String::new() } else { format!("{context}, ") };
+    format!("progress: {context}step {step}/{max_steps}, {finished}/{members} members done, best test accuracy {best_accuracy:.3}, {elapsed:.1} s elapsed")
 }
 
 /// An observer made of a closure (no stop flag): `&mut observe(|e| { …; true })`.

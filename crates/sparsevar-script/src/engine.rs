@@ -109,6 +109,18 @@ impl State {
         lock(&self.output).push(line.to_string());
     }
 
+    /// A progress line on stderr (above the bars), not kept in the outcome's output.
+    pub fn progress(&self, line: &str) {
+        if self.ctx.echo {
+            self.bars.suspend(|| eprintln!("{line}"));
+        }
+    }
+
+    /// Plain progress lines for one `train` or `sweep`, if the context asks for them.
+    pub fn progress_lines(&self) -> Option<sparsevar_experiment::workflow::ProgressLines> {
+        self.ctx.progress_lines.then(sparsevar_experiment::workflow::ProgressLines::from_env)
+    }
+
     /// `--set key` was read.
     pub fn used_param(&self, key: &str) {
         lock(&self.used_params).insert(key.to_string());

@@ -83,6 +83,10 @@ pub struct ScriptContext {
     pub echo: bool,
     /// The git revision to record in each results folder's provenance.
     pub git_revision: Option<String>,
+    /// Print a plain progress line on stderr every few seconds while `train` and `sweep` run
+    /// (for output that is not a terminal, where the bars draw nothing; the interval is
+    /// `workflow::ProgressLines::from_env`'s). Off by default.
+    pub progress_lines: bool,
     /// Run at every training evaluation and now and then between operations.
     pub health_check: Option<HealthCheck>,
     cancel: Arc<AtomicBool>,
@@ -119,6 +123,7 @@ impl ScriptContext {
             time_limit: None,
             echo: true,
             git_revision: None,
+            progress_lines: false,
             health_check: None,
             cancel: Arc::new(AtomicBool::new(false)),
         }

@@ -25,9 +25,10 @@ use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, holds_f
 use sparsevar_experiment::sweep::{SweepConfig, SweepOutcome, open_sweep, run_sweep};
 use sparsevar_experiment::train::{RunSpec, Trainer};
 use sparsevar_experiment::units;
-use sparsevar_experiment::workflow::{Event, Observer, RunError, run_train};
+use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, run_train};
 use std::sync::Arc;
 
+mod compare;
 mod figures;
 mod host;
 mod slurm;
@@ -40,6 +41,10 @@ struct Cli {
     /// next to this program is always searched).
     #[arg(long, global = true)]
     plugins: Option<PathBuf>,
+    /// No progress output: neither the bar on a terminal nor, when output is not a terminal,
+    /// the plain progress line printed every few seconds (train, sweep, run).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -156,6 +161,17 @@ enum Command {
         /// A folder written by `sparsevar train` or `sparsevar sweep`.
         dir: PathBuf,
     },
+    /// Compare finished runs: a table of the config keys that differ and each run's outcome;
+    /// with --out, the table (compare.csv, compare.md) and one figure overlaying the runs'
+    /// curves (compare.png, compare.svg). All training folders or all sweep folders.
+    Compare {
+        /// Two or more results folders written by `sparsevar train` (or all by `sparsevar sweep`).
+        dirs: Vec<PathBuf>,
+        /// Folder for the table and the figure (created if missing; files already there
+        /// under those names are never overwritten).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print a generated reference in Markdown: `config` (every YAML key, its default and
     /// meaning).
     Reference {
@@ -271,6 +287,7 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var(key, value) };
     }
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let host = Host::new(cli.plugins.as_deref());
     if !matches!(cli.command, Command::Plugins) {
         host.warn_load_errors();
@@ -299,6 +316,7 @@ fn main() -> ExitCode {
             drawn.files.iter().for_each(|f| println!("{}", f.display()));
             drawn.check(&dir)
         }),
+        Command::Compare { dirs, out } => compare::run(&dirs, out.as_deref()),
         Command::Reference { what } => reference(&what),
         Command::Plugins => list_plugins(&host),
     };
@@ -335,8 +353,21 @@ fn in_pool<T: Send>(threads: Option<usize>, f: impl FnOnce(usize) -> Result<T> +
     pool.install(|| f(n))
 }
 
+/// `--quiet`: set once in `main`, read wherever progress is shown.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether progress goes out as plain lines: stderr is not a terminal (a bar would draw
+/// nothing there) and --quiet was not given.
+fn progress_lines() -> Option<ProgressLines> {
+    (!quiet() && !std::io::stderr().is_terminal()).then(ProgressLines::from_env)
+}
+
 fn progress_bar(len: u64) -> ProgressBar {
-    let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let target = if std::io::stderr().is_terminal() && !quiet() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
     let pb = ProgressBar::with_draw_target(Some(len), target);
     pb.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}").expect("template").progress_chars("=> "));
     pb
@@ -376,19 +407,33 @@ struct Display {
     /// the ensembles).
     train: bool,
     stop: Option<Arc<AtomicBool>>,
+    /// Plain lines instead of the bar (output not a terminal, not --quiet).
+    lines: Option<ProgressLines>,
+    /// What a sweep trains now (`softmax T=16`), for the progress lines.
+    context: String,
+}
+
+impl Display {
+    fn new(max_steps: usize, train: bool, stop: Option<Arc<AtomicBool>>) -> Self {
+        Display { pb: progress_bar(max_steps as u64), train, stop, lines: progress_lines(), context: String::new() }
+    }
 }
 
 impl Observer for Display {
     fn event(&mut self, event: Event<'_>) -> bool {
         match event {
             Event::Started { members } => members.iter().for_each(|(seed, task)| eprintln!("  seed {seed}: {task}")),
-            Event::Evaluated { step, finished, members, best_accuracy, .. } => {
+            Event::Evaluated { step, max_steps, finished, members, best_accuracy, .. } => {
+                if let Some(line) = self.lines.as_mut().and_then(|l| l.line(&self.context, step, max_steps, finished, members, best_accuracy)) {
+                    eprintln!("{line}");
+                }
                 self.pb.set_position(step as u64);
                 if self.train {
                     self.pb.set_message(format!("{finished}/{members} done, best test acc {best_accuracy:.3}"));
                 }
             }
             Event::Ensemble { model, t, members, done, total } => {
+                self.context = format!("{model} T={t} ({done}/{total} units done)");
                 self.pb.set_position(0);
                 self.pb.set_message(format!("{model} T={t}: {members} members ({done}/{total} units done)"));
                 if self.pb.is_hidden() {
@@ -423,7 +468,7 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &Experim
     let mut backend = host.backend(&cfg.backend)?;
     let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
     eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
-    let mut display = Display { pb: progress_bar(cfg.train.max_steps as u64), train: true, stop: Some(ctrl_c_flag()?) };
+    let mut display = Display::new(cfg.train.max_steps, true, Some(ctrl_c_flag()?));
     let outcome = run_train(cfg, &out, backend.as_mut(), &host.registry, &provenance, &mut display);
     display.pb.finish_and_clear();
     // A plugin fault is an error of the trainer itself (RunError::Train), naming the plugin,
@@ -524,7 +569,7 @@ fn sweep_in_pool(
     );
     let outcome = match executor {
         Executor::InProcess => {
-            let mut display = Display { pb: progress_bar(cfg.train.max_steps as u64), train: false, stop: None };
+            let mut display = Display::new(cfg.train.max_steps, false, None);
             let mut make = || registry.backend(&cfg.backend).map_err(|e| e.to_string());
             let outcome = run_sweep(cfg, &out, resume, registry, &mut make, &prov, &mut display);
             display.pb.finish_and_clear();
@@ -906,6 +951,7 @@ fn run_script(
     ctx.quick = quick;
     ctx.threads = threads;
     ctx.git_revision = option_env!("SPARSEVAR_GIT_REVISION").filter(|s| !s.is_empty()).map(str::to_string);
+    ctx.progress_lines = progress_lines().is_some();
     if let Some(n) = max_operations {
         ctx.limits.max_operations = n;
     }

@@ -70,7 +70,9 @@ fn normalize(text: &str) -> String {
 fn sparsevar_in(dir: &Path, args: &str, env: &[(&str, &Path)]) -> String {
     let exe = env!("CARGO_BIN_EXE_sparsevar");
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!("'{exe}' {args} 2>&1")).current_dir(dir).env("NO_COLOR", "1");
+    // The book shows what a terminal shows: no plain progress lines (those appear only
+    // when output is piped, every few seconds, so their number depends on the machine).
+    cmd.arg("-c").arg(format!("'{exe}' {args} 2>&1")).current_dir(dir).env("NO_COLOR", "1").env("SPARSEVAR_PROGRESS_SECS", "1e9");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -112,16 +112,24 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
     let pb = st.progress_bar(cfg.train.max_steps as u64, "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}");
     let mut stop = None;
     let mut make = || registry.backend(&cfg.backend).map_err(|e| e.to_string());
+    let mut lines = st.progress_lines();
+    let mut context = name.clone();
     let mut observer = observe(|e| {
         match e {
             Event::Ensemble { model, t, members, done, total } => {
+                context = format!("{name}: {model} T={t} ({done}/{total} units done)");
                 pb.set_position(0);
                 pb.set_message(format!("{name}: {model} T={t}, {members} members ({done}/{total} units done)"));
                 if pb.is_hidden() {
                     st.say(&format!("  {name}: {model} T={t}: training {members} members ({done}/{total} units done)"), true);
                 }
             }
-            Event::Evaluated { step, .. } => pb.set_position(step as u64),
+            Event::Evaluated { step, max_steps, finished, members, best_accuracy, .. } => {
+                if let Some(line) = lines.as_mut().and_then(|l| l.line(&context, step, max_steps, finished, members, best_accuracy)) {
+                    st.progress(&line);
+                }
+                pb.set_position(step as u64)
+            }
             Event::Refine { model, t, m } => st.say(&format!("  {name}: {model} T={t}: refining at m={m}"), true),
             Event::Started { .. } => {}
         }

@@ -136,6 +136,7 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: ExperimentConfig, name: String)
     let provenance = st.provenance(backend.name(), cfg.seeds.clone());
     let pb = st.progress_bar(cfg.train.max_steps as u64, "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}");
     let mut stop = None;
+    let mut lines = st.progress_lines();
     let outcome = run_train(
         &cfg,
         &dir,
@@ -143,7 +144,10 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: ExperimentConfig, name: String)
         registry,
         &provenance,
         &mut observe(|e| {
-            if let Event::Evaluated { step, finished, members, .. } = e {
+            if let Event::Evaluated { step, max_steps, finished, members, best_accuracy, .. } = e {
+                if let Some(line) = lines.as_mut().and_then(|l| l.line(&name, step, max_steps, finished, members, best_accuracy)) {
+                    st.progress(&line);
+                }
                 pb.set_position(step as u64);
                 pb.set_message(format!("{name}: {finished}/{members} done"));
                 stop = st.stop_reason();
