@@ -216,7 +216,7 @@ pub fn differing_keys(configs: &[&BTreeMap<String, String>]) -> Vec<String> {
 
 /// The comparison as a table: a header and one row per run (per run and model for sweeps),
 /// every cell already formatted. Train: the differing keys, then members learned, median
-/// learning step, mean final test accuracy, mean best-head mass on S, wall time. Sweep:
+/// learning step, mean final test accuracy, mean best-head mass on S, wall time (`6.5 s`). Sweep:
 /// the differing keys, the model, then m* at each T any sweep measured.
 pub fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header: Vec<String> = vec!["run".into()];
@@ -224,7 +224,7 @@ pub fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
     let mut rows = vec![];
     match c.kind {
         RunKind::Train => {
-            header.extend(["learned", "median learning step", "test accuracy", "mass on S (best head)", "seconds"].map(String::from));
+            header.extend(["learned", "median learning step", "test accuracy", "mass on S (best head)", "wall time"].map(String::from));
             for (i, r) in c.runs.iter().enumerate() {
                 let RunData::Train { summary, .. } = &r.data else { continue };
                 let o = TrainOutcomeRow::of(summary);
@@ -234,7 +234,7 @@ pub fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
                 row.push(o.median_step.map_or("—".into(), |s| format!("{s:.0}")));
                 row.push(format!("{:.4}", o.test_accuracy));
                 row.push(o.mass_on_s.map_or("—".into(), |m| format!("{m:.3}")));
-                row.push(format!("{:.1}", o.seconds));
+                row.push(format!("{:.1} s", o.seconds));
                 rows.push(row);
             }
         }
@@ -250,7 +250,7 @@ pub fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
                 .collect();
             header.push("model".into());
             header.extend(ts.iter().map(|t| format!("m* T={t}")));
-            header.push("seconds".into());
+            header.push("wall time".into());
             for (i, r) in c.runs.iter().enumerate() {
                 let RunData::Sweep { summary } = &r.data else { continue };
                 for m in &summary.models {
@@ -264,7 +264,7 @@ pub fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
                             Some(p) => p.m_star.map_or_else(|| format!("> {}", p.cells.iter().map(|c| c.m).max().unwrap_or(0)), |m| m.to_string()),
                         });
                     }
-                    row.push(format!("{:.1}", summary.seconds));
+                    row.push(format!("{:.1} s", summary.seconds));
                     rows.push(row);
                 }
             }

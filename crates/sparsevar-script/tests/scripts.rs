@@ -10,7 +10,7 @@ use sparsevar_core::task::TaskSpec;
 use sparsevar_script::{ScriptOutcome, run_script};
 
 /// The scripts this file checks one by one.
-const SCRIPTS: [&str; 5] = ["01_quickstart", "02_paper_scaling", "03_attention_variants", "04_mlp_vs_attention", "05_phase_transition"];
+const SCRIPTS: [&str; 6] = ["01_quickstart", "02_paper_scaling", "03_attention_variants", "04_mlp_vs_attention", "05_phase_transition", "07_heads"];
 
 /// Run `scripts/{name}.rhai` in quick mode into a fresh folder; check that every figure it
 /// wrote is a valid PNG or SVG of the figure size and that `figures` are among them.
@@ -159,4 +159,22 @@ fn phase_transition_replays_match_the_online_run() {
     assert!(last["best_mass_on_s"].parse::<f64>().unwrap() > 0.5, "{last:?}");
     let before = csv(&out.join("phase_before/metrics.csv"));
     assert!(before.last().unwrap()["best_mass_on_s"].parse::<f64>().unwrap() <= 0.5, "{before:?}");
+}
+
+#[test]
+fn heads_study_compares_three_runs_and_plots_rows() {
+    let (outcome, out) = run("07_heads", &["mass_by_heads.png", "steps_by_heads.png"]);
+    let members = csv(&out.join("members.csv"));
+    assert_eq!(members.len(), 6, "three runs of two members");
+    // The comparison reads the runs back: one row per run, the differing key, outcomes that
+    // match each run's own summary.
+    let rows = csv(&out.join("compare.csv"));
+    assert_eq!(rows.iter().map(|r| r["model.heads"].as_str()).collect::<Vec<_>>(), ["1", "2", "4"]);
+    for r in &rows {
+        let s = json(&Path::new(&r["dir"]).join("summary.json"));
+        assert_eq!(r["learned"], s["learned"].to_string());
+        let from_members = members.iter().filter(|m| m["heads"] == r["model.heads"] && m["learned"] == "true").count();
+        assert_eq!(r["learned"], from_members.to_string());
+    }
+    assert!(outcome.output.iter().any(|l| l == "the runs differ in: [\"model.heads\"]"), "{:?}", outcome.output);
 }

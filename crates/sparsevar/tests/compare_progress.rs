@@ -102,7 +102,7 @@ fn compare_tabulates_a_heads_study_and_draws_its_figure() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let rows: Vec<Vec<&str>> = stdout.lines().take(4).map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()).collect();
-    assert_eq!(rows[0], ["run", "model.heads", "learned", "median learning step", "test accuracy", "mass on S (best head)", "seconds"], "{stdout}");
+    assert_eq!(rows[0], ["run", "model.heads", "learned", "median learning step", "test accuracy", "mass on S (best head)", "wall time"], "{stdout}");
     assert_eq!(rows.iter().skip(1).map(|r| r[1]).collect::<Vec<_>>(), ["1", "2", "4"], "only the differing key: {stdout}");
     // The outcomes are the runs' own summaries.
     for (row, h) in rows.iter().skip(1).zip(["h1", "h2", "h4"]) {
