@@ -88,6 +88,16 @@ fn quickstart_train(dir: &Path) -> String {
     sparsevar_in(dir, "train scripts/parity_t16.yaml", &[])
 }
 
+/// The comparing-runs chapter's 1/2/4-head study: three `train`s (their output is not
+/// quoted), then `sparsevar compare … --out runs/heads`, whose output is.
+fn heads_compare(dir: &Path) -> String {
+    std::os::unix::fs::symlink(root().join("scripts"), dir.join("scripts")).unwrap();
+    for h in [1, 2, 4] {
+        sparsevar_in(dir, &format!("train scripts/parity_t16.yaml --out runs/heads{h} model.heads={h} 'seeds=[0,1]' train.max_steps=3000 --quiet"), &[]);
+    }
+    sparsevar_in(dir, "compare runs/heads1 runs/heads2 runs/heads4 --out runs/heads", &[])
+}
+
 /// `sparsevar run scripts/01_quickstart.rhai`, from a folder holding the scripts.
 fn first_script(dir: &Path) -> String {
     std::os::unix::fs::symlink(root().join("scripts"), dir.join("scripts")).unwrap();
@@ -147,7 +157,7 @@ fn build_threshold_plugin() -> PathBuf {
 fn the_books_quoted_outputs_are_what_the_program_prints() {
     let blocks = output_blocks();
     let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
-    for expected in ["quickstart-train", "first-script", "threshold-train"] {
+    for expected in ["quickstart-train", "first-script", "threshold-train", "heads-compare"] {
         assert!(names.contains(&expected), "no ```text,output={expected} block in book/src (found {names:?})");
     }
     let bless = std::env::var_os("SPARSEVAR_BLESS").is_some();
@@ -158,7 +168,8 @@ fn the_books_quoted_outputs_are_what_the_program_prints() {
             "quickstart-train" => quickstart_train(&dir),
             "first-script" => first_script(&dir),
             "threshold-train" => threshold_train(&dir),
-            other => panic!("{}: unknown output={other}; known: quickstart-train, first-script, threshold-train", b.chapter.display()),
+            "heads-compare" => heads_compare(&dir),
+            other => panic!("{}: unknown output={other}; known: quickstart-train, first-script, threshold-train, heads-compare", b.chapter.display()),
         };
         if normalize(&actual) == normalize(&b.text) {
             continue;
