@@ -152,3 +152,35 @@ fn compare_refuses_mixed_kinds_non_results_and_a_single_folder() {
         assert!(out.stdout.is_empty(), "{args:?}: nothing printed before the refusal");
     }
 }
+
+#[test]
+fn compare_of_two_sweeps_lists_m_star_per_t_and_overlays_them() {
+    let d = ScratchDir::created("cli-compare-sweeps");
+    let sweep = "task: { kind: sparse_parity, s: 2 }
+models: { tiny: { kind: transformer, d_model: 16, heads: 2, mlp: 2 } }
+train: { batch: 32, max_steps: 300, lr: 0.003, eval_every: 50, test_samples: 128 }
+sweep: { T: [6, 8], m: [64, 256], seeds: [0], baselines: [] }
+";
+    std::fs::write(d.join("sweep.yaml"), sweep).unwrap();
+    for (out, lr) in [("a", "0.003"), ("b", "0.01")] {
+        let o = sparsevar(&["sweep", "sweep.yaml", "--out", out, &format!("train.lr={lr}"), "--quiet"], &d);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let out = sparsevar(&["compare", "a", "b", "--out", "cmp"], &d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let header: Vec<&str> = stdout.lines().next().unwrap().split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(header, ["run", "train.lr", "model", "m* T=6", "m* T=8", "wall time"], "{stdout}");
+    // m* as each sweep's own summary has it ("> 256" when no m in the grid succeeded).
+    let rows: Vec<Vec<String>> =
+        std::fs::read_to_string(d.join("cmp/compare.csv")).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    for (row, dir) in rows.iter().zip(["a", "b"]) {
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join(dir).join("summary.json")).unwrap()).unwrap();
+        let points = s["summary"]["models"][0]["points"].as_array().unwrap();
+        for (k, p) in points.iter().enumerate() {
+            let want = p["m_star"].as_u64().map_or("> 256".to_string(), |m| m.to_string());
+            assert_eq!(row[3 + k], want, "{dir}: {row:?}");
+        }
+    }
+    assert!(std::fs::read_to_string(d.join("cmp/compare.svg")).unwrap().contains("train.lr=0.01"), "runs named by the differing key");
+}

@@ -139,10 +139,13 @@ fn rows_of(what: &str, rows: &Array, spec: &RowSpec) -> Result<Vec<(Map, String)
         .collect()
 }
 
+/// Named groups of (x, y) points, in the order first seen.
+type Groups = Vec<(String, Vec<(f64, f64)>)>;
+
 /// `plot_lines`: one line per group, (x, y) from each row.
-fn line_groups(rows: &Array, spec: &RowSpec) -> Result<Vec<(String, Vec<(f64, f64)>)>, String> {
+fn line_groups(rows: &Array, spec: &RowSpec) -> Result<Groups, String> {
     let what = "plot_lines";
-    let mut groups: Vec<(String, Vec<(f64, f64)>)> = vec![];
+    let mut groups: Groups = vec![];
     for (i, (m, g)) in rows_of(what, rows, spec)?.into_iter().enumerate() {
         let x = number(what, column(what, &m, i, &spec.x)?, i, &spec.x)?;
         let y = number(what, column(what, &m, i, &spec.y)?, i, &spec.y)?;
