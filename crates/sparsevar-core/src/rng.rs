@@ -154,6 +154,8 @@ pub mod streams {
     pub const TABLE: u64 = 6;
     /// Fresh samples for online (infinite-data) training.
     pub const ONLINE: u64 = 7;
+    /// Fresh samples to evaluate a saved model on (`sparsevar eval --samples`).
+    pub const EVAL: u64 = 8;
 }
 
 #[cfg(test)]

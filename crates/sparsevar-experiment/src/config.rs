@@ -13,6 +13,7 @@ use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
 
 use crate::budget::{self, Knob};
+use crate::weights::SaveWeights;
 
 /// How an ensemble trains and when a member counts as having learned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -56,6 +57,10 @@ pub struct TrainConfig {
     pub target_accuracy: f64,
     /// Size of each member's fresh test set.
     pub test_samples: usize,
+    /// Weights written into `weights/` (safetensors): final (every member at the end,
+    /// `seed-<n>.safetensors`), learned (members that learned, at that step,
+    /// `seed-<n>.learned.safetensors`), both, or none.
+    pub save_weights: SaveWeights,
 }
 
 impl Default for TrainConfig {
@@ -79,6 +84,7 @@ impl Default for TrainConfig {
             eval_every: 100,
             target_accuracy: 0.99,
             test_samples: 2048,
+            save_weights: SaveWeights::Final,
         }
     }
 }

@@ -16,4 +16,5 @@ pub mod results;
 pub mod sweep;
 pub mod train;
 pub mod units;
+pub mod weights;
 pub mod workflow;

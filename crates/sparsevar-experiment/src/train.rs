@@ -386,6 +386,11 @@ impl<'b> Trainer<'b> {
         self.graphs.train_exec.launches()
     }
 
+    /// The parameter declarations (names and per-member shapes) of the model.
+    pub fn param_store(&self) -> &ParamStore {
+        &self.params
+    }
+
     /// The members still training, in slot order (see [`Trainer::evaluate`]).
     pub fn active_members(&self) -> &[usize] {
         &self.active

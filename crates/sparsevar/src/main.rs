@@ -29,6 +29,7 @@ use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, r
 use std::sync::Arc;
 
 mod compare;
+mod eval;
 mod figures;
 mod host;
 mod slurm;
@@ -156,6 +157,33 @@ enum Command {
         #[arg(long)]
         max_operations: Option<u64>,
     },
+    /// Reopen the saved members of a training run (RUN_DIR/weights/*.safetensors): print
+    /// their accuracy on fresh samples of the run's task (or on --inputs) and write the
+    /// logits, the inputs and attention maps into RUN_DIR/eval/seed-<n>/.
+    Eval {
+        /// A folder written by `sparsevar train`.
+        dir: PathBuf,
+        /// Only the member with this seed (default: every member).
+        #[arg(long)]
+        member: Option<u64>,
+        /// A file of inputs: one per line, T tokens separated by spaces or commas (or T
+        /// digits written together, e.g. 0110); blank lines and lines starting with # are
+        /// skipped. Accuracy is against the task's noise-free labels.
+        #[arg(long, conflicts_with = "samples")]
+        inputs: Option<PathBuf>,
+        /// Evaluate on N fresh samples of the run's task (default 1024).
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Draw the attention maps of the first K inputs.
+        #[arg(long, default_value_t = 4)]
+        attention: usize,
+        /// Where to write (default: RUN_DIR/eval).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Compute backend (default: the run's).
+        #[arg(long)]
+        backend: Option<String>,
+    },
     /// Redraw the figures of a results folder (training or sweep) into DIR/figures.
     Plot {
         /// A folder written by `sparsevar train` or `sparsevar sweep`.
@@ -266,6 +294,9 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         if let Some(e) = c.downcast_ref::<ResultsError>() {
             return if e.is_input() { 2 } else { 1 };
         }
+        if let Some(e) = c.downcast_ref::<sparsevar_experiment::weights::WeightsError>() {
+            return if e.is_input() { 2 } else { 1 };
+        }
         if let Some(e) = c.downcast_ref::<sparsevar_slurm::SlurmError>() {
             return if e.is_input() { 2 } else { 1 };
         }
@@ -311,6 +342,9 @@ fn main() -> ExitCode {
         Command::Info => info(&host),
         Command::Run { script, out, backend, quick, set, threads, max_operations } => {
             run_script(host, &script, out, &backend, quick, &set, threads, max_operations)
+        }
+        Command::Eval { dir, member, inputs, samples, attention, out, backend } => {
+            eval::eval(&host, eval::EvalArgs { dir: resolve_path(&dir), member, inputs, samples, attention, out: out.as_deref().map(resolve_path), backend })
         }
         Command::Plot { dir } => figures::redraw(&dir).and_then(|drawn| {
             drawn.files.iter().for_each(|f| println!("{}", f.display()));
