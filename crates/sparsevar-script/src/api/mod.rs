@@ -16,6 +16,7 @@ use crate::engine::State;
 mod models;
 mod output;
 mod plots;
+mod saved;
 mod sweeps;
 mod tasks;
 mod training;
@@ -43,6 +44,7 @@ pub(crate) fn register_all(a: &mut Api) {
     tasks::register(a);
     models::register(a);
     training::register(a);
+    saved::register(a);
     sweeps::register(a);
     output::register(a);
     plots::register(a);

@@ -41,7 +41,7 @@ fn figure(st: &State, f: PlotFile) -> Map {
     m
 }
 
-fn draw(ctx: &NativeCallContext, st: &State, path: &str, f: impl FnOnce(&std::path::Path) -> Result<PlotFile, PlotError>) -> Res<Map> {
+pub(super) fn draw(ctx: &NativeCallContext, st: &State, path: &str, f: impl FnOnce(&std::path::Path) -> Result<PlotFile, PlotError>) -> Res<Map> {
     let full = st.out_path(path).map_err(|e| fail(ctx, e))?;
     f(&full).map(|p| figure(st, p)).map_err(|e| fail(ctx, e))
 }
