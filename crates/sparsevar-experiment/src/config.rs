@@ -59,7 +59,8 @@ pub struct TrainConfig {
     pub test_samples: usize,
     /// Weights written into `weights/` (safetensors): final (every member at the end,
     /// `seed-<n>.safetensors`), learned (members that learned, at that step,
-    /// `seed-<n>.learned.safetensors`), both, or none.
+    /// `seed-<n>.learned.safetensors`), both, or none. `train` only: a sweep writes the
+    /// weights `sweep.weights` asks for.
     pub save_weights: SaveWeights,
 }
 

@@ -35,6 +35,7 @@ use crate::fits::{ScalingFit, fit_scaling, wilson};
 use crate::results::{Provenance, ResultsError, file_in, holds_files, io, nan_if_null, read_csv, read_json};
 use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
 use crate::units::{Held, collect, lock_folder, work_claim, write_plan, write_runs};
+use crate::weights::{SaveWeights, Snapshot, WEIGHTS_DIR};
 use crate::workflow::{Event, Observer, RunError};
 
 /// The m grid: explicit values or a geometric progression.
@@ -116,6 +117,15 @@ pub struct SweepSection {
     /// Subset search is skipped where C(T, s) exceeds this.
     #[serde(default = "default_cap")]
     pub subset_search_cap: f64,
+    /// Weights files of the trained members (train.save_weights is for `train` only):
+    /// none (the default), final, learned or both, into
+    /// `weights/<model>/T<T>-m<m>-seed-<n>[.learned].safetensors`.
+    #[serde(default = "no_weights")]
+    pub weights: SaveWeights,
+}
+
+fn no_weights() -> SaveWeights {
+    SaveWeights::None
 }
 
 /// A sweep config: a task (its T comes from the sweep), named models, training, the grid.
@@ -558,6 +568,7 @@ pub fn run_sweep(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_cells(
     cfg: &SweepConfig,
+    dir: &Path,
     name: &str,
     model: &ModelSpec,
     t: usize,
@@ -590,11 +601,20 @@ pub(crate) fn train_cells(
             if let Some(f) = &flag {
                 trainer.stop_on(f.clone());
             }
-            trainer.run(&mut |p| {
+            let result = trainer.run(&mut |p| {
                 go = observer.event(Event::evaluated(&p));
                 go
-            })
+            })?;
+            let saved = save_weights(&mut trainer, cfg, dir, name, t, &members, &result);
+            Ok((result, saved))
         });
+        let result = match result {
+            Ok((result, saved)) => {
+                saved?;
+                Ok(result)
+            }
+            Err(e) => Err(e),
+        };
         // A stopped ensemble's members did not finish: they are not results.
         if result.is_ok() && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed))) {
             return Err(RunError::Interrupted);
@@ -633,6 +653,27 @@ pub(crate) fn train_cells(
             Err(source) => return Err(RunError::Train { context: format!("T = {t}, model {name}"), source: Box::new(source) }),
         }
     }
+}
+
+/// The unit's weights files, as `sweep.weights` asks (see [`crate::weights`]):
+/// `weights/<model>/T<T>-m<m>-seed-<n>[.learned].safetensors`.
+fn save_weights(
+    trainer: &mut Trainer<'_>,
+    cfg: &SweepConfig,
+    dir: &Path,
+    name: &str,
+    t: usize,
+    members: &[(usize, u64)],
+    result: &EnsembleResult,
+) -> Result<(), RunError> {
+    let task = TaskSpec { t, ..cfg.task.clone() };
+    let path = |i: usize, snapshot: Snapshot| {
+        let (m, seed) = members[i];
+        let suffix = if snapshot == Snapshot::Learned { ".learned" } else { "" };
+        dir.join(WEIGHTS_DIR).join(name).join(format!("T{t}-m{m}-seed-{seed}{suffix}.safetensors"))
+    };
+    crate::weights::save_members(trainer, &task, result, cfg.sweep.weights, &path)
+        .map_err(|source| RunError::Train { context: format!("saving the weights of T = {t}, model {name}"), source: Box::new(source) })
 }
 
 fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, members: &[(usize, u64)]) -> Vec<RunRow> {

@@ -295,7 +295,7 @@ pub fn run_unit(
     let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(io(&log))?;
     // One short write in append mode: lines from several processes never interleave.
     f.write_all(format!("{i} {} {}\n", std::process::id(), hostname()).as_bytes()).map_err(io(&log))?;
-    let rows = train_cells(cfg, &unit.model, model, unit.t, &unit.members, registry, make_backend, observer)?;
+    let rows = train_cells(cfg, dir, &unit.model, model, unit.t, &unit.members, registry, make_backend, observer)?;
     write_rows_atomic(&result_path(dir, i), &rows)?;
     Ok(true)
 }

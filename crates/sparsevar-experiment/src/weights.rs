@@ -25,6 +25,8 @@ use sparsevar_core::model::{DataShape, Model, ModelError, ModelGraph, ModelSpec}
 use sparsevar_core::registry::Registry;
 use sparsevar_core::task::{Task, TaskSpec};
 
+use crate::train::{EnsembleResult, TrainError, Trainer};
+
 /// The folder of a run's weight files.
 pub const WEIGHTS_DIR: &str = "weights";
 
@@ -75,6 +77,53 @@ pub fn weights_path(dir: &Path, seed: u64, snapshot: Snapshot) -> PathBuf {
         Snapshot::Learned => format!("seed-{seed}.learned.safetensors"),
     };
     dir.join(WEIGHTS_DIR).join(name)
+}
+
+/// Write the files `which` asks for of every member of a finished run, member `m`'s at
+/// `path(m, snapshot)`. A member that learned left the ensemble at its learning step, so
+/// its parameters now are the ones of that step.
+pub fn save_members(
+    trainer: &mut Trainer<'_>,
+    task: &TaskSpec,
+    result: &EnsembleResult,
+    which: SaveWeights,
+    path: &dyn Fn(usize, Snapshot) -> PathBuf,
+) -> Result<(), TrainError> {
+    if !which.final_file() && !which.learned_file() {
+        return Ok(());
+    }
+    let all = trainer.parameters()?;
+    let store = trainer.param_store().clone();
+    let data = trainer.model.data;
+    let write = |p: PathBuf, values: &[Vec<f64>], meta: &WeightsMeta| save(&p, &store, values, meta).map_err(|e| TrainError::Setup(e.to_string()));
+    for (m, member) in result.members.iter().enumerate() {
+        let values: Vec<Vec<f64>> = all
+            .iter()
+            .zip(store.ids())
+            .map(|(v, id)| {
+                let n = store.member_len(id);
+                v[m * n..(m + 1) * n].to_vec()
+            })
+            .collect();
+        let mut meta = WeightsMeta {
+            model: trainer.spec.model.clone(),
+            task: task.clone(),
+            data,
+            seed: member.seed,
+            step: member.steps_trained,
+            snapshot: Snapshot::Final.name(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        if which.final_file() {
+            write(path(m, Snapshot::Final), &values, &meta)?;
+        }
+        if let (true, Some(step)) = (which.learned_file(), member.step.filter(|_| member.learned)) {
+            meta.step = step;
+            meta.snapshot = Snapshot::Learned.name();
+            write(path(m, Snapshot::Learned), &values, &meta)?;
+        }
+    }
+    Ok(())
 }
 
 /// Why weights could not be written, read or used. Every message names the file.

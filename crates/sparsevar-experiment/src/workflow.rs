@@ -17,7 +17,7 @@ use sparsevar_core::registry::Registry;
 use crate::config::{ConfigError, ExperimentConfig};
 use crate::results::{Provenance, ResultsDir, ResultsError, TrainSummary, holds_files};
 use crate::train::{CurvePoint, EnsembleResult, Progress, RunSpec, TrainError, Trainer};
-use crate::weights::{self, Snapshot, WeightsError, WeightsMeta};
+use crate::weights;
 
 /// What a workflow reports as it goes.
 #[derive(Clone, Debug)]
@@ -145,9 +145,6 @@ pub enum RunError {
     SweepExists(PathBuf),
     #[error("{} was made by a different config (compare its config.yaml); --resume needs the same config", .0.display())]
     OtherConfig(PathBuf),
-    /// A weights file could not be written (or, for `eval`, read).
-    #[error(transparent)]
-    Weights(#[from] WeightsError),
     #[error("backend `{name}`: {message}")]
     Backend { name: String, message: String },
     /// Boxed: a training error carries the members' faults and would make every result large.
@@ -186,7 +183,6 @@ impl RunError {
             | RunError::UnknownUnit { .. }
             | RunError::Conflict { .. } => true,
             RunError::Results(e) => e.is_input(),
-            RunError::Weights(_) => false,
             RunError::Backend { .. } | RunError::Train { .. } | RunError::Baselines(_) | RunError::Interrupted | RunError::Missing { .. } => false,
         }
     }
@@ -261,45 +257,9 @@ pub fn run_train(
     Ok(TrainOutcome { dir: out.to_path_buf(), summary_path, result, interrupted })
 }
 
-/// Write the members' weights files as `train.save_weights` asks (see [`crate::weights`]).
-/// A member that learned left the ensemble at its learning step, so its parameters now are
-/// the ones of that step.
-pub fn save_weights(trainer: &mut Trainer<'_>, cfg: &ExperimentConfig, out: &Path, result: &EnsembleResult) -> Result<(), RunError> {
-    let which = cfg.train.save_weights;
-    if !which.final_file() && !which.learned_file() {
-        return Ok(());
-    }
-    let all = trainer
-        .parameters()
-        .map_err(|source| RunError::Train { context: format!("reading the weights to save into {}", out.display()), source: Box::new(source) })?;
-    let store = trainer.param_store().clone();
-    let data = trainer.model.data;
-    for (m, member) in result.members.iter().enumerate() {
-        let values: Vec<Vec<f64>> = all
-            .iter()
-            .zip(store.ids())
-            .map(|(v, id)| {
-                let n = store.member_len(id);
-                v[m * n..(m + 1) * n].to_vec()
-            })
-            .collect();
-        let mut meta = WeightsMeta {
-            model: cfg.model.clone(),
-            task: cfg.task.clone(),
-            data,
-            seed: member.seed,
-            step: member.steps_trained,
-            snapshot: Snapshot::Final.name(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        };
-        if which.final_file() {
-            weights::save(&weights::weights_path(out, member.seed, Snapshot::Final), &store, &values, &meta)?;
-        }
-        if let (true, Some(step)) = (which.learned_file(), member.step.filter(|_| member.learned)) {
-            meta.step = step;
-            meta.snapshot = Snapshot::Learned.name();
-            weights::save(&weights::weights_path(out, member.seed, Snapshot::Learned), &store, &values, &meta)?;
-        }
-    }
-    Ok(())
+/// Write the members' weights files into `out/weights/` as `train.save_weights` asks.
+fn save_weights(trainer: &mut Trainer<'_>, cfg: &ExperimentConfig, out: &Path, result: &EnsembleResult) -> Result<(), RunError> {
+    let path = |m: usize, snapshot| weights::weights_path(out, result.members[m].seed, snapshot);
+    weights::save_members(trainer, &cfg.task, result, cfg.train.save_weights, &path)
+        .map_err(|source| RunError::Train { context: format!("saving the weights into {}", out.display()), source: Box::new(source) })
 }

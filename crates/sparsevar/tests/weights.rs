@@ -257,3 +257,26 @@ fn bad_weights_are_one_line_errors() {
     let err = refused(&sparsevar(&["eval", "nowhere"], &d));
     assert!(err.contains("config.yaml"), "{err}");
 }
+
+#[test]
+fn sweep_writes_weights_only_when_asked() {
+    let d = ScratchDir::created("weights-sweep");
+    let cfg = "task: { kind: sparse_parity, s: 2 }
+models:
+  small: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { batch: 16, max_steps: 20, eval_every: 10, test_samples: 32 }
+sweep: { T: [6], m: [16, 32], seeds: [0, 1] }
+";
+    std::fs::write(d.join("s.yaml"), cfg).unwrap();
+    ok(&sparsevar(&["sweep", "s.yaml", "--out", "off"], &d));
+    assert!(!d.join("off/weights").exists(), "no weights unless sweep.weights asks");
+    ok(&sparsevar(&["sweep", "s.yaml", "--out", "on", "sweep.weights=final"], &d));
+    let mut files: Vec<String> = std::fs::read_dir(d.join("on/weights/small")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, ["T6-m16-seed-0.safetensors", "T6-m16-seed-1.safetensors", "T6-m32-seed-0.safetensors", "T6-m32-seed-1.safetensors"]);
+    let bytes = std::fs::read(d.join("on/weights/small/T6-m32-seed-1.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["embed.position"]["shape"], serde_json::json!([7, 16]), "T = 6 from the sweep, plus CLS");
+    assert_eq!(header["__metadata__"]["seed"], "1");
+}
