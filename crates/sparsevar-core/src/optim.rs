@@ -142,6 +142,54 @@ impl Optimizer {
         self.step
     }
 
+    /// The state buffers (moments, or SGD's velocity) of every trained parameter, read to
+    /// the host: for each parameter in the order it was given (`grads` of [`Optimizer::new`]),
+    /// each of its buffers, [members, ..]. With [`Optimizer::steps`] this is all a checkpoint
+    /// needs (the clipping norms are recomputed every step).
+    pub fn read_state(&self, backend: &mut dyn Backend) -> Result<Vec<Vec<f64>>, BackendError> {
+        let mut out = Vec::new();
+        for s in &self.slots {
+            for &b in &s.state {
+                let mut v = Vec::new();
+                backend.read(b, &mut v)?;
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restore what [`Optimizer::read_state`] returned (for an ensemble of the same size and
+    /// the same parameters) and the step counter, so the next update equals the one an
+    /// uninterrupted run makes.
+    pub fn write_state(&mut self, backend: &mut dyn Backend, state: &[Vec<f64>], steps: usize) -> Result<(), BackendError> {
+        let buffers: Vec<(BufferId, usize)> = self.slots.iter().flat_map(|s| s.state.iter().map(move |&b| (b, s.len))).collect();
+        if buffers.len() != state.len() {
+            return Err(BackendError::Device {
+                backend: backend.name(),
+                message: format!("optimizer state: {} buffers given for {} held", state.len(), buffers.len()),
+            });
+        }
+        for ((b, len), values) in buffers.into_iter().zip(state) {
+            if values.len() != len * self.groups {
+                return Err(BackendError::BufferSize {
+                    backend: backend.name(),
+                    kernel: "optimizer state".into(),
+                    buffer: b,
+                    have: values.len(),
+                    need: len * self.groups,
+                });
+            }
+            backend.write(b, values)?;
+        }
+        self.step = steps;
+        Ok(())
+    }
+
+    /// How many state buffers each trained parameter has (2 for Adam/AdamW, 1 for SGD).
+    pub fn buffers_per_param(&self) -> usize {
+        if self.config.kind == OptimizerKind::Sgd { 1 } else { 2 }
+    }
+
     /// Apply one update from the current gradient buffers.
     pub fn step(&mut self, backend: &mut dyn Backend) -> Result<(), BackendError> {
         let c = &self.config;

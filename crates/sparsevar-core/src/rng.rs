@@ -17,7 +17,10 @@ const PCG_MULT: u64 = 6_364_136_223_846_793_005;
 ///
 /// Seeding follows the reference `pcg32_srandom_r(initstate, initseq)`: the seed is the initial
 /// state and the stream selects one of 2^63 distinct sequences.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It serializes as its two words, so a checkpoint can store a stream's position and a
+/// resumed run draws exactly the numbers the uninterrupted one draws.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pcg32 {
     /// The 64-bit LCG state.
     state: u64,

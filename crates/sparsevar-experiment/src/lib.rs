@@ -8,6 +8,7 @@
 
 pub mod baselines;
 pub mod budget;
+pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod fits;
