@@ -62,6 +62,13 @@ pub struct TrainConfig {
     /// `seed-<n>.learned.safetensors`), both, or none. `train` only: a sweep writes the
     /// weights `sweep.weights` asks for.
     pub save_weights: SaveWeights,
+    /// `sparsevar train` writes a checkpoint (checkpoint.safetensors in the results folder)
+    /// every this many steps, and once at the end, so `--resume` continues a run that was
+    /// cut short; 0 turns checkpoints off. The default 1000 loses at most a few minutes of
+    /// a long run, while one checkpoint (a copy of the parameters and Adam moments of the
+    /// members still training, and the curves) costs far less than the 1000 steps between
+    /// two. Sweeps do not write checkpoints.
+    pub checkpoint_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -86,6 +93,7 @@ impl Default for TrainConfig {
             target_accuracy: 0.99,
             test_samples: 2048,
             save_weights: SaveWeights::Final,
+            checkpoint_every: 1000,
         }
     }
 }

@@ -393,6 +393,19 @@ impl ResultsDir {
         Ok(Self { path: path.to_path_buf(), metrics })
     }
 
+    /// Open the existing run folder `path` to go on writing it (a resumed run): its
+    /// metrics.csv is replaced, atomically, by the header and `curves` (the rows up to the
+    /// checkpoint), and new rows are appended after them.
+    pub fn reopen(path: &Path, curves: &[CurvePoint]) -> Result<Self, ResultsError> {
+        let path = &resolve_path(path);
+        let file = path.join("metrics.csv");
+        let tmp = path.join("metrics.csv.tmp");
+        CsvLog::create(&tmp, curves)?;
+        fs::rename(&tmp, &file).map_err(io(&file))?;
+        let metrics = CsvLog::append_to(&file)?;
+        Ok(Self { path: path.to_path_buf(), metrics })
+    }
+
     /// Append curve points and flush them to disk.
     pub fn append_metrics(&mut self, points: &[CurvePoint]) -> Result<(), ResultsError> {
         self.metrics.append(points)

@@ -27,7 +27,9 @@ use sparsevar_core::registry::{FaultMark, Registry, RegistryError};
 use sparsevar_core::rng::{Pcg32, streams};
 use sparsevar_core::task::{Dataset, Task, TaskError, TaskSpec};
 
+use crate::checkpoint::{Checkpoint, CheckpointError, SourceState, TrainerState};
 use crate::config::TrainConfig;
+use crate::results::MemberSummary;
 
 /// Everything one ensemble run needs.
 #[derive(Clone, Debug)]
@@ -124,6 +126,9 @@ pub enum TrainError {
     Model { seeds: Vec<u64>, error: ModelError },
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A checkpoint could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("interrupted at step {step}")]
     Interrupted { step: usize },
     /// The tasks of these members failed (at least one); training stopped.
@@ -233,6 +238,8 @@ pub struct Trainer<'b> {
     /// Each member's loss on its first training batch (the divergence rule's reference);
     /// read after the first step of [`Trainer::run`].
     initial_loss: Option<Vec<f64>>,
+    /// What [`Trainer::run`] has found so far (kept here so a checkpoint can carry it).
+    record: RunRecord,
     /// The plugins' fault record (through the registry's probes) and where it stood when
     /// this trainer was made: any later fault stops training.
     faults: (Registry, FaultMark),
@@ -247,6 +254,19 @@ impl std::fmt::Debug for Trainer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer").field("spec", &self.spec).field("step", &self.step).finish()
     }
+}
+
+/// What a run has found so far, by member.
+struct RunRecord {
+    /// Members that finished (learned or diverged), as they were then.
+    done: Vec<Option<MemberResult>>,
+    curves: Vec<CurvePoint>,
+    /// Each unfinished member's latest evaluation and training loss, for members the
+    /// budget stops.
+    last_eval: Vec<Option<(f64, f64, Option<AttentionSummary>)>>,
+    last_train_loss: Vec<f64>,
+    /// Seconds trained before this process (by the runs a checkpoint continues).
+    seconds: f64,
 }
 
 /// The training and evaluation graphs of one ensemble size, planned on the backend.
@@ -367,6 +387,7 @@ impl<'b> Trainer<'b> {
             stop: None,
             finished_params: vec![None; r],
             initial_loss: None,
+            record: RunRecord { done: vec![None; r], curves: Vec::new(), last_eval: vec![None; r], last_train_loss: vec![f64::NAN; r], seconds: 0.0 },
             faults: (registry.clone(), mark),
             tokens: Vec::new(),
             labels: Vec::new(),
@@ -410,15 +431,21 @@ impl<'b> Trainer<'b> {
             self.finished_params[self.active[slot]] = Some(snapshot);
         }
         let keep: Vec<usize> = (0..self.active.len()).filter(|s| !leaving.contains(s)).collect();
+        self.shrink(&keep)
+    }
+
+    /// Keep only the slots `keep` (in that order): parameters and optimizer state copied
+    /// exactly into an ensemble of that size, the graphs planned again for it.
+    fn shrink(&mut self, keep: &[usize]) -> Result<(), TrainError> {
         self.active = keep.iter().map(|&s| self.active[s]).collect();
         if keep.is_empty() {
             // Nothing left to train: the buffers go with the backend.
             return Ok(());
         }
-        self.params.retain(self.backend, &keep)?;
+        self.params.retain(self.backend, keep)?;
         let seeds: Vec<u64> = self.active.iter().map(|&m| self.spec.seeds[m]).collect();
         let graphs = Graphs::plan(self.backend, &self.model, &self.params, &self.spec.train, &seeds)?;
-        self.optimizer.retain(self.backend, &keep, &self.params, &graphs.grads())?;
+        self.optimizer.retain(self.backend, keep, &self.params, &graphs.grads())?;
         std::mem::replace(&mut self.graphs, graphs).free(self.backend)?;
         Ok(())
     }
@@ -582,14 +609,25 @@ impl<'b> Trainer<'b> {
     /// after the current step (members not finished are then reported as not learned, with
     /// their state at that step). Members leave the ensemble at the evaluation where they finish.
     pub fn run(&mut self, progress: &mut dyn FnMut(Progress) -> bool) -> Result<EnsembleResult, TrainError> {
+        self.run_checkpointed(progress, 0, &mut |_| Ok(()))
+    }
+
+    /// [`Trainer::run`], handing `save` a [`Checkpoint`] (its `config` left empty for the
+    /// caller to fill) after every `every` steps (0: never), once that step's evaluation is
+    /// recorded and reported, and once more when training ends normally (not when stopped:
+    /// a stop evaluates at a step an uninterrupted run may not, so the last regular
+    /// checkpoint is the one to resume from).
+    pub fn run_checkpointed(
+        &mut self,
+        progress: &mut dyn FnMut(Progress) -> bool,
+        every: usize,
+        save: &mut dyn FnMut(Checkpoint) -> Result<(), TrainError>,
+    ) -> Result<EnsembleResult, TrainError> {
         let started = Instant::now();
         let r = self.spec.seeds.len();
         let tc = self.spec.train.clone();
-        let mut done: Vec<Option<MemberResult>> = vec![None; r];
-        let mut curves = Vec::new();
-        // Each member's latest evaluation and training loss, for members the budget stops.
-        let mut last_eval: Vec<Option<(f64, f64, Option<AttentionSummary>)>> = vec![None; r];
-        let mut last_train_loss = vec![f64::NAN; r];
+        let seconds = |rec: &RunRecord| rec.seconds + started.elapsed().as_secs_f64();
+        let mut stopped = false;
         while self.step < tc.max_steps && !self.active.is_empty() {
             self.step()?;
             if self.initial_loss.is_none() {
@@ -602,64 +640,31 @@ impl<'b> Trainer<'b> {
                 self.initial_loss = Some(initial);
             }
             let stopping = self.stop_requested();
-            if !self.step.is_multiple_of(tc.eval_every) && self.step != tc.max_steps && !stopping {
-                continue;
+            let evaluate = self.step.is_multiple_of(tc.eval_every) || self.step == tc.max_steps || stopping;
+            let mut keep_going = true;
+            if evaluate {
+                keep_going = self.evaluate_and_record(progress)?;
             }
-            let train_loss = self.train_loss()?;
-            let evals = self.evaluate()?;
-            // A plugin fault without an error channel (or one a caller swallowed) stops the
-            // run here, before anything it may have touched is recorded.
-            self.check_faults()?;
-            let mut points = Vec::new();
-            let mut leaving = Vec::new();
-            for (slot, ((acc, test_loss, attn), &loss)) in evals.into_iter().zip(&train_loss).enumerate() {
-                let m = self.active[slot];
-                points.push(CurvePoint {
-                    member: m,
-                    seed: self.spec.seeds[m],
-                    step: self.step,
-                    train_loss: loss,
-                    test_loss,
-                    test_accuracy: acc,
-                    best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
-                });
-                last_train_loss[m] = loss;
-                let initial = self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
-                let diverged = has_diverged(loss, test_loss, initial);
-                let learned = !diverged && acc >= tc.target_accuracy;
-                if diverged || learned {
-                    leaving.push(slot);
-                    done[m] = Some(MemberResult {
-                        seed: self.spec.seeds[m],
-                        relevant: self.tasks[m].relevant().to_vec(),
-                        learned,
-                        diverged,
-                        step: learned.then_some(self.step),
-                        steps_trained: self.step,
-                        test_accuracy: acc,
-                        test_loss,
-                        train_loss: loss,
-                        attention: attn,
-                    });
-                } else {
-                    last_eval[m] = Some((acc, test_loss, attn));
-                }
-            }
-            self.retire(&leaving)?;
-            let finished = done.iter().filter(|d| d.is_some()).count();
-            let keep_going = progress(Progress::Evaluated { step: self.step, max_steps: tc.max_steps, points: &points, finished, members: r });
-            curves.extend(points);
-            if !keep_going || stopping {
+            stopped = !keep_going || stopping;
+            if stopped {
                 break;
+            }
+            if every > 0 && self.step.is_multiple_of(every) && self.step < tc.max_steps && !self.active.is_empty() {
+                let ck = self.snapshot(seconds(&self.record))?;
+                save(ck)?;
             }
         }
         self.check_faults()?;
-        let members = done
-            .into_iter()
-            .enumerate()
-            .map(|(m, d)| {
-                d.unwrap_or_else(|| {
-                    let (acc, loss, attn) = last_eval[m].take().unwrap_or((0.0, f64::NAN, None));
+        let total = seconds(&self.record);
+        if every > 0 && !stopped {
+            let ck = self.snapshot(total)?;
+            save(ck)?;
+        }
+        let rec = &mut self.record;
+        let members = (0..r)
+            .map(|m| {
+                rec.done[m].clone().unwrap_or_else(|| {
+                    let (acc, loss, attn) = rec.last_eval[m].clone().unwrap_or((0.0, f64::NAN, None));
                     MemberResult {
                         seed: self.spec.seeds[m],
                         relevant: self.tasks[m].relevant().to_vec(),
@@ -669,13 +674,218 @@ impl<'b> Trainer<'b> {
                         steps_trained: self.step,
                         test_accuracy: acc,
                         test_loss: loss,
-                        train_loss: last_train_loss[m],
+                        train_loss: rec.last_train_loss[m],
                         attention: attn,
                     }
                 })
             })
             .collect();
-        Ok(EnsembleResult { members, curves, steps: self.step, seconds: started.elapsed().as_secs_f64() })
+        Ok(EnsembleResult { members, curves: rec.curves.clone(), steps: self.step, seconds: total })
+    }
+
+    /// Evaluate the active members at this step, record the points and the members that
+    /// finish (they leave the ensemble), and report; returns what `progress` said.
+    fn evaluate_and_record(&mut self, progress: &mut dyn FnMut(Progress) -> bool) -> Result<bool, TrainError> {
+        let (target, max_steps) = (self.spec.train.target_accuracy, self.spec.train.max_steps);
+        let r = self.spec.seeds.len();
+        let train_loss = self.train_loss()?;
+        let evals = self.evaluate()?;
+        // A plugin fault without an error channel (or one a caller swallowed) stops the
+        // run here, before anything it may have touched is recorded.
+        self.check_faults()?;
+        let mut points = Vec::new();
+        let mut leaving = Vec::new();
+        for (slot, ((acc, test_loss, attn), &loss)) in evals.into_iter().zip(&train_loss).enumerate() {
+            let m = self.active[slot];
+            points.push(CurvePoint {
+                member: m,
+                seed: self.spec.seeds[m],
+                step: self.step,
+                train_loss: loss,
+                test_loss,
+                test_accuracy: acc,
+                best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
+            });
+            self.record.last_train_loss[m] = loss;
+            let initial = self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
+            let diverged = has_diverged(loss, test_loss, initial);
+            let learned = !diverged && acc >= target;
+            if diverged || learned {
+                leaving.push(slot);
+                self.record.done[m] = Some(MemberResult {
+                    seed: self.spec.seeds[m],
+                    relevant: self.tasks[m].relevant().to_vec(),
+                    learned,
+                    diverged,
+                    step: learned.then_some(self.step),
+                    steps_trained: self.step,
+                    test_accuracy: acc,
+                    test_loss,
+                    train_loss: loss,
+                    attention: attn,
+                });
+            } else {
+                self.record.last_eval[m] = Some((acc, test_loss, attn));
+            }
+        }
+        self.retire(&leaving)?;
+        let finished = self.record.done.iter().filter(|d| d.is_some()).count();
+        let keep_going = progress(Progress::Evaluated { step: self.step, max_steps, points: &points, finished, members: r });
+        self.record.curves.extend(points);
+        Ok(keep_going)
+    }
+
+    /// Everything needed to go on from this step exactly: see [`crate::checkpoint`]. The
+    /// `config` is left empty (the trainer does not know the YAML it came from).
+    pub fn snapshot(&mut self, seconds: f64) -> Result<Checkpoint, TrainError> {
+        let mut tensors = Vec::new();
+        let slots = self.active.len();
+        if slots > 0 {
+            let current = self.read_parameters()?;
+            for (id, values) in self.params.ids().zip(current) {
+                let spec = &self.params.specs[id.0];
+                tensors.push((format!("param.{}", spec.name), [vec![slots], spec.shape.clone()].concat(), values));
+            }
+            let per = self.optimizer.buffers_per_param();
+            let state = self.optimizer.read_state(self.backend)?;
+            for (i, values) in state.into_iter().enumerate() {
+                let spec = &self.params.specs[self.graphs.train.grads[i / per].0.0];
+                tensors.push((format!("optim.{}.{}", spec.name, i % per), [vec![slots], spec.shape.clone()].concat(), values));
+            }
+        }
+        for (m, finished) in self.finished_params.iter().enumerate() {
+            for (spec, values) in self.params.specs.iter().zip(finished.iter().flatten()) {
+                tensors.push((format!("finished.{m}.{}", spec.name), spec.shape.clone(), values.clone()));
+            }
+        }
+        let rec = &self.record;
+        let as_summary = |m: usize, e: &(f64, f64, Option<AttentionSummary>)| {
+            MemberSummary::from(&MemberResult {
+                seed: self.spec.seeds[m],
+                relevant: Vec::new(),
+                learned: false,
+                diverged: false,
+                step: None,
+                steps_trained: 0,
+                test_accuracy: e.0,
+                test_loss: e.1,
+                train_loss: f64::NAN,
+                attention: e.2.clone(),
+            })
+        };
+        let state = TrainerState {
+            step: self.step,
+            active: self.active.clone(),
+            optimizer_steps: self.optimizer.steps(),
+            sources: self.sources.iter().map(|s| SourceState { order: s.order.clone(), pos: s.pos, rng: s.rng.clone() }).collect(),
+            initial_loss: self.initial_loss.clone(),
+            done: rec.done.iter().map(|d| d.as_ref().map(MemberSummary::from)).collect(),
+            last_eval: rec.last_eval.iter().enumerate().map(|(m, e)| e.as_ref().map(|e| as_summary(m, e))).collect(),
+            last_train_loss: rec.last_train_loss.clone(),
+            seconds,
+        };
+        Ok(Checkpoint { config: String::new(), state, curves: rec.curves.clone(), tensors })
+    }
+
+    /// Put this freshly made trainer (no step taken) where `ck` was taken, so that
+    /// [`Trainer::run`] goes on exactly as the run that wrote it did. A checkpoint that does
+    /// not fit this run (members, parameter shapes, training-set sizes) is refused with
+    /// [`TrainError::Setup`] and the trainer is left unusable.
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<(), TrainError> {
+        let bad = |why: String| Err(TrainError::Setup(format!("the checkpoint does not fit this run: {why}")));
+        let st = &ck.state;
+        let r = self.spec.seeds.len();
+        if self.step != 0 {
+            return bad("the trainer has already trained".into());
+        }
+        if st.sources.len() != r || st.done.len() != r || st.last_eval.len() != r || st.last_train_loss.len() != r {
+            return bad(format!("it holds {} members, this run has {r}", st.sources.len()));
+        }
+        if st.active.windows(2).any(|w| w[0] >= w[1]) || st.active.iter().any(|&m| m >= r || st.done[m].is_some()) {
+            return bad(format!("active members {:?} are not a subset of 0..{r} in order, or include finished ones", st.active));
+        }
+        if (0..r).any(|m| !st.active.contains(&m) && st.done[m].is_none()) {
+            return bad("a member is neither active nor finished".into());
+        }
+        for (m, (src, saved)) in self.sources.iter().zip(&st.sources).enumerate() {
+            let mut sorted = saved.order.clone();
+            sorted.sort_unstable();
+            if sorted != (0..src.order.len()).collect::<Vec<_>>() || saved.pos > saved.order.len() {
+                return bad(format!("member {m}'s batch order is not a permutation of its {} training samples", src.order.len()));
+            }
+        }
+        // Finished members' parameters, then the active ones' in a smaller ensemble.
+        let mut finished = vec![None; r];
+        for m in (0..r).filter(|m| st.done[*m].is_some()) {
+            let mut values = Vec::new();
+            for spec in &self.params.specs {
+                let name = format!("finished.{m}.{}", spec.name);
+                match ck.tensor(&name) {
+                    Some((_, shape, v)) if *shape == spec.shape && v.len() == numel(&spec.shape) => values.push(v.clone()),
+                    Some((_, shape, _)) => return bad(format!("tensor {name} has shape {shape:?}, this model's is {:?}", spec.shape)),
+                    None => return bad(format!("no tensor {name}")),
+                }
+            }
+            finished[m] = Some(values);
+        }
+        if st.active.len() < r {
+            self.shrink(&st.active)?;
+        }
+        self.active = st.active.clone();
+        if !self.active.is_empty() {
+            let slots = self.active.len();
+            let ids: Vec<ParamId> = self.params.ids().collect();
+            for id in ids {
+                let spec = &self.params.specs[id.0];
+                let name = format!("param.{}", spec.name);
+                let want = [vec![slots], spec.shape.clone()].concat();
+                match ck.tensor(&name) {
+                    Some((_, shape, v)) if *shape == want && v.len() == numel(&want) => self.backend.write(self.params.buffer(id), v)?,
+                    Some((_, shape, _)) => return bad(format!("tensor {name} has shape {shape:?}, this model's is {want:?}")),
+                    None => return bad(format!("no tensor {name}")),
+                }
+            }
+            let per = self.optimizer.buffers_per_param();
+            let mut state = Vec::new();
+            for (p, _) in &self.graphs.train.grads {
+                let spec = &self.params.specs[p.0];
+                for k in 0..per {
+                    let name = format!("optim.{}.{k}", spec.name);
+                    let want = [vec![slots], spec.shape.clone()].concat();
+                    match ck.tensor(&name) {
+                        Some((_, shape, v)) if *shape == want => state.push(v.clone()),
+                        Some((_, shape, _)) => return bad(format!("tensor {name} has shape {shape:?}, this model's is {want:?}")),
+                        None => return bad(format!("no tensor {name} (another optimizer?)")),
+                    }
+                }
+            }
+            self.optimizer.write_state(self.backend, &state, st.optimizer_steps)?;
+        }
+        self.finished_params = finished;
+        for (src, saved) in self.sources.iter_mut().zip(&st.sources) {
+            src.order = saved.order.clone();
+            src.pos = saved.pos;
+            src.rng = saved.rng.clone();
+        }
+        self.step = st.step;
+        self.initial_loss = st.initial_loss.clone();
+        self.record = RunRecord {
+            done: st.done.iter().map(|d| d.clone().map(MemberResult::from)).collect(),
+            curves: ck.curves.clone(),
+            last_eval: st
+                .last_eval
+                .iter()
+                .map(|e| {
+                    e.clone().map(|e| {
+                        let e = MemberResult::from(e);
+                        (e.test_accuracy, e.test_loss, e.attention)
+                    })
+                })
+                .collect(),
+            last_train_loss: st.last_train_loss.clone(),
+            seconds: st.seconds,
+        };
+        Ok(())
     }
 
     /// The active members' parameters as stored, in declaration order: [slots, ..] each.
@@ -749,4 +959,8 @@ pub fn summarize_attention(weights: Vec<Vec<Vec<f64>>>, relevant: &[usize]) -> A
     let mut top: Vec<usize> = order[..relevant.len()].to_vec();
     top.sort();
     AttentionSummary { top_s_equals_s: top == relevant, weights, mass_on_s, best_head }
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
 }

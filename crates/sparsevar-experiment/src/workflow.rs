@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 
+use crate::checkpoint::{CHECKPOINT_FILE, CheckpointError, read_checkpoint, write_checkpoint};
 use crate::config::{ConfigError, ExperimentConfig};
-use crate::results::{Provenance, ResultsDir, ResultsError, TrainSummary, holds_files};
+use crate::results::{Provenance, ResultsDir, ResultsError, TrainSummary, holds_files, io, load_train_summary, resolve_path};
 use crate::train::{CurvePoint, EnsembleResult, Progress, RunSpec, TrainError, Trainer};
 use crate::weights;
 
@@ -145,6 +146,18 @@ pub enum RunError {
     SweepExists(PathBuf),
     #[error("{} was made by a different config (compare its config.yaml); --resume needs the same config", .0.display())]
     OtherConfig(PathBuf),
+    /// `train --resume` on a folder without a training run.
+    #[error("{} holds no training run to resume (no config.yaml); give the --out folder of the run to continue", .0.display())]
+    NoRun(PathBuf),
+    /// `train --resume` on a run that finished.
+    #[error("{}: this run has finished; there is nothing to resume (its results stay as they are)", .0.display())]
+    Finished(PathBuf),
+    #[error("{} holds no {CHECKPOINT_FILE} to resume from (train.checkpoint_every was 0, or the run stopped before its first checkpoint); train again into another --out", .0.display())]
+    NoCheckpoint(PathBuf),
+    #[error("{} was written for a different config than this one (compare the folder's config.yaml); --resume needs the same config", .0.display())]
+    OtherCheckpoint(PathBuf),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("backend `{name}`: {message}")]
     Backend { name: String, message: String },
     /// Boxed: a training error carries the members' faults and would make every result large.
@@ -181,7 +194,12 @@ impl RunError {
             | RunError::Busy { .. }
             | RunError::NoPlan(_)
             | RunError::UnknownUnit { .. }
-            | RunError::Conflict { .. } => true,
+            | RunError::Conflict { .. }
+            | RunError::NoRun(_)
+            | RunError::Finished(_)
+            | RunError::NoCheckpoint(_)
+            | RunError::OtherCheckpoint(_)
+            | RunError::Checkpoint(_) => true,
             RunError::Results(e) => e.is_input(),
             RunError::Backend { .. } | RunError::Train { .. } | RunError::Baselines(_) | RunError::Interrupted | RunError::Missing { .. } => false,
         }
@@ -208,8 +226,9 @@ pub struct TrainOutcome {
 }
 
 /// Train `cfg` on `backend` into the folder `out` (refused if it holds results): config.yaml
-/// first, metrics.csv appended at every evaluation, summary.json at the end — also when the
-/// observer stops the run, then marked interrupted.
+/// first, metrics.csv appended at every evaluation, a checkpoint every
+/// `train.checkpoint_every` steps, summary.json at the end — also when the observer stops
+/// the run, then marked interrupted.
 pub fn run_train(
     cfg: &ExperimentConfig,
     out: &Path,
@@ -223,10 +242,85 @@ pub fn run_train(
     if holds_files(out)? {
         return Err(ResultsError::Exists(out.to_path_buf()).into());
     }
+    let trainer = set_up(cfg, backend, registry)?;
+    let results = ResultsDir::create(out, &cfg.to_yaml())?;
+    train_into(cfg, trainer, results, provenance, observer)
+}
+
+/// Continue the run `cfg` in the folder `out` from its checkpoint (see
+/// [`crate::checkpoint`]): it ends exactly where an uninterrupted run ends (summary.json
+/// apart from its times and command line, metrics.csv, parameters). Refused, with nothing in
+/// the folder touched, when the folder holds no run, a finished run (its summary.json not
+/// marked interrupted), no checkpoint, a checkpoint that cannot be read, or a run of another
+/// config (`threads` and `train.checkpoint_every` may differ: results do not depend on them).
+pub fn resume_train(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    backend: &mut dyn Backend,
+    registry: &Registry,
+    provenance: &Provenance,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    let out = &resolve_path(out);
+    let config_path = out.join("config.yaml");
+    if !out.is_dir() || !config_path.is_file() {
+        return Err(RunError::NoRun(out.to_path_buf()));
+    }
+    let summary = out.join("summary.json");
+    if summary.exists() {
+        match load_train_summary(&summary) {
+            Ok(s) if s.interrupted => {}
+            Ok(_) => return Err(RunError::Finished(summary)),
+            // A summary that does not read is not one this program finished; the checks
+            // below decide.
+            Err(_) => {}
+        }
+    }
+    let checkpoint_path = out.join(CHECKPOINT_FILE);
+    if !checkpoint_path.exists() {
+        return Err(RunError::NoCheckpoint(out.to_path_buf()));
+    }
+    let saved = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+    if !same_run(&saved, cfg) {
+        return Err(RunError::OtherConfig(out.to_path_buf()));
+    }
+    let ck = read_checkpoint(out)?;
+    if !same_run(&ck.config, cfg) {
+        return Err(RunError::OtherCheckpoint(checkpoint_path));
+    }
+    let mut trainer = set_up(cfg, backend, registry)?;
+    trainer.restore(&ck).map_err(|e| RunError::Checkpoint(CheckpointError::Corrupt { path: checkpoint_path.clone(), why: e.to_string() }))?;
+    // Rows written after the checkpoint's step are written again by this run.
+    let results = ResultsDir::reopen(out, &ck.curves)?;
+    train_into(cfg, trainer, results, provenance, observer)
+}
+
+/// Whether the resolved config `saved` (YAML) describes the same run as `cfg`: equal but
+/// for the keys results do not depend on.
+fn same_run(saved: &str, cfg: &ExperimentConfig) -> bool {
+    let normal = |c: &ExperimentConfig| {
+        let mut c = c.clone();
+        c.threads = None;
+        c.train.checkpoint_every = 0;
+        c
+    };
+    serde_yaml::from_str::<ExperimentConfig>(saved).is_ok_and(|s| normal(&s) == normal(cfg))
+}
+
+fn set_up<'b>(cfg: &ExperimentConfig, backend: &'b mut dyn Backend, registry: &Registry) -> Result<Trainer<'b>, RunError> {
     let spec = RunSpec { task: cfg.task.clone(), model: cfg.model.clone(), train: cfg.train.clone(), seeds: cfg.seeds.clone(), samples: None };
-    let mut trainer =
-        Trainer::new(backend, spec, registry).map_err(|source| RunError::Train { context: "setting up training".into(), source: Box::new(source) })?;
-    let mut results = ResultsDir::create(out, &cfg.to_yaml())?;
+    Trainer::new(backend, spec, registry).map_err(|source| RunError::Train { context: "setting up training".into(), source: Box::new(source) })
+}
+
+/// Train a set-up (maybe restored) trainer into its results folder.
+fn train_into(
+    cfg: &ExperimentConfig,
+    mut trainer: Trainer<'_>,
+    mut results: ResultsDir,
+    provenance: &Provenance,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    let out = results.path.clone();
     let flag = observer.stop_flag();
     if let Some(f) = &flag {
         trainer.stop_on(f.clone());
@@ -236,15 +330,24 @@ pub fn run_train(
     observer.event(Event::Started { members: &members });
     let mut go = true;
     let mut write_error = None;
-    let result = trainer.run(&mut |p| {
-        let Progress::Evaluated { points, .. } = &p;
-        if let Err(e) = results.append_metrics(points) {
-            write_error = Some(e);
-            return false;
-        }
-        go = observer.event(Event::evaluated(&p));
-        go
-    });
+    let config = cfg.to_yaml();
+    let result = trainer.run_checkpointed(
+        &mut |p| {
+            let Progress::Evaluated { points, .. } = &p;
+            if let Err(e) = results.append_metrics(points) {
+                write_error = Some(e);
+                return false;
+            }
+            go = observer.event(Event::evaluated(&p));
+            go
+        },
+        cfg.train.checkpoint_every,
+        &mut |mut ck| {
+            ck.config = config.clone();
+            write_checkpoint(&out, &ck)?;
+            Ok(())
+        },
+    );
     if let Some(e) = write_error {
         return Err(e.into());
     }
@@ -254,7 +357,7 @@ pub fn run_train(
     let unfinished = result.members.iter().any(|m| !m.learned && !m.diverged) && result.steps < cfg.train.max_steps;
     let interrupted = unfinished && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed)));
     let summary_path = results.write_summary(&TrainSummary::new(&result, provenance, interrupted))?;
-    Ok(TrainOutcome { dir: out.to_path_buf(), summary_path, result, interrupted })
+    Ok(TrainOutcome { dir: out, summary_path, result, interrupted })
 }
 
 /// Write the members' weights files into `out/weights/` as `train.save_weights` asks.

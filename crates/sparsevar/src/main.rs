@@ -25,7 +25,7 @@ use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, holds_f
 use sparsevar_experiment::sweep::{SweepConfig, SweepOutcome, open_sweep, run_sweep};
 use sparsevar_experiment::train::{RunSpec, Trainer};
 use sparsevar_experiment::units;
-use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, run_train};
+use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, resume_train, run_train};
 use std::sync::Arc;
 
 mod compare;
@@ -63,6 +63,10 @@ enum Command {
         /// Compute backend: cpu, cpu-f64, wgpu, auto or a plugin's (overrides `backend:`).
         #[arg(long)]
         backend: Option<String>,
+        /// Continue the run in --out from its last checkpoint (train.checkpoint_every); it
+        /// ends exactly where an uninterrupted run ends. Needs the same config.
+        #[arg(long, requires = "out")]
+        resume: bool,
         /// Overrides, e.g. train.lr=0.003 seeds=[0,1] task.T=32.
         overrides: Vec<String>,
     },
@@ -329,7 +333,7 @@ fn main() -> ExitCode {
         o
     };
     let result = match cli.command {
-        Command::Train { config, out, backend, overrides } => train(&host, &config, out, &with_backend(overrides, backend)),
+        Command::Train { config, out, backend, resume, overrides } => train(&host, &config, out, resume, &with_backend(overrides, backend)),
         Command::Sweep { action: Some(SweepAction::Work { dir, unit, claim: _, threads }), .. } => sweep_work(&host, &resolve_path(&dir), unit, threads),
         Command::Sweep { action: Some(SweepAction::Collect { dir }), .. } => sweep_collect(&host, &resolve_path(&dir)),
         Command::Sweep { action: None, config, out, resume, plan, executor, workers, slurm, backend, overrides } => {
@@ -407,11 +411,11 @@ fn progress_bar(len: u64) -> ProgressBar {
     pb
 }
 
-fn train(host: &Host, config: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<()> {
+fn train(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, overrides: &[String]) -> Result<()> {
     let registry = registry_with_auto(host);
     let mut cfg = ExperimentConfig::load(config, overrides, &registry)?;
     cfg.backend = host.resolve(&cfg.backend);
-    in_pool(cfg.threads, |threads| train_in_pool(host, config, out, &cfg, threads))
+    in_pool(cfg.threads, |threads| train_in_pool(host, config, out, resume, &cfg, threads))
 }
 
 /// The registry for validating configs: every backend plus the `auto` choice.
@@ -493,17 +497,22 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
+fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool, cfg: &ExperimentConfig, threads: usize) -> Result<()> {
     let out = out_dir(out, config, "run");
     // Refused before the banner, so the refusal is the only line.
-    if holds_files(&out).map_err(|e| BadInput(e.to_string()))? {
-        return Err(BadInput(ResultsError::Exists(out).to_string()).into());
+    if !resume && holds_files(&out).map_err(|e| BadInput(e.to_string()))? {
+        return Err(BadInput(format!("{}; or pass --resume to continue a run cut short", ResultsError::Exists(out))).into());
     }
     let mut backend = host.backend(&cfg.backend)?;
     let provenance = provenance(backend.name(), threads, cfg.seeds.clone());
-    eprintln!("training {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
+    let verb = if resume { "resuming" } else { "training" };
+    eprintln!("{verb} {} members on {} ({} threads) -> {}", cfg.seeds.len(), provenance.backend, threads, out.display());
     let mut display = Display::new(cfg.train.max_steps, true, Some(ctrl_c_flag()?));
-    let outcome = run_train(cfg, &out, backend.as_mut(), &host.registry, &provenance, &mut display);
+    let outcome = if resume {
+        resume_train(cfg, &out, backend.as_mut(), &host.registry, &provenance, &mut display)
+    } else {
+        run_train(cfg, &out, backend.as_mut(), &host.registry, &provenance, &mut display)
+    };
     display.pb.finish_and_clear();
     // A plugin fault is an error of the trainer itself (RunError::Train), naming the plugin,
     // the member and the call; what was written so far stays.
