@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 
-use crate::checkpoint::{CHECKPOINT_FILE, CheckpointError, read_checkpoint, write_checkpoint};
+use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint, write_checkpoint};
 use crate::config::{ConfigError, ExperimentConfig};
 use crate::results::{Provenance, ResultsDir, ResultsError, TrainSummary, holds_files, io, load_train_summary, resolve_path};
 use crate::train::{CurvePoint, EnsembleResult, Progress, RunSpec, TrainError, Trainer};
@@ -262,6 +262,19 @@ pub fn resume_train(
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome, RunError> {
     let out = &resolve_path(out);
+    let ck = resumable(cfg, out)?;
+    let checkpoint_path = out.join(CHECKPOINT_FILE);
+    let mut trainer = set_up(cfg, backend, registry)?;
+    trainer.restore(&ck).map_err(|e| RunError::Checkpoint(CheckpointError::Corrupt { path: checkpoint_path.clone(), why: e.to_string() }))?;
+    // Rows written after the checkpoint's step are written again by this run.
+    let results = ResultsDir::reopen(out, &ck.curves)?;
+    train_into(cfg, trainer, results, provenance, observer)
+}
+
+/// The checkpoint `sparsevar train --resume` would continue from in `out`, or why there is
+/// none to continue (see [`resume_train`]); reads the folder, writes nothing.
+pub fn resumable(cfg: &ExperimentConfig, out: &Path) -> Result<Checkpoint, RunError> {
+    let out = &resolve_path(out);
     let config_path = out.join("config.yaml");
     if !out.is_dir() || !config_path.is_file() {
         return Err(RunError::NoRun(out.to_path_buf()));
@@ -288,11 +301,7 @@ pub fn resume_train(
     if !same_run(&ck.config, cfg) {
         return Err(RunError::OtherCheckpoint(checkpoint_path));
     }
-    let mut trainer = set_up(cfg, backend, registry)?;
-    trainer.restore(&ck).map_err(|e| RunError::Checkpoint(CheckpointError::Corrupt { path: checkpoint_path.clone(), why: e.to_string() }))?;
-    // Rows written after the checkpoint's step are written again by this run.
-    let results = ResultsDir::reopen(out, &ck.curves)?;
-    train_into(cfg, trainer, results, provenance, observer)
+    Ok(ck)
 }
 
 /// Whether the resolved config `saved` (YAML) describes the same run as `cfg`: equal but

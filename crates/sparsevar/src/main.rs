@@ -25,7 +25,7 @@ use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, holds_f
 use sparsevar_experiment::sweep::{SweepConfig, SweepOutcome, open_sweep, run_sweep};
 use sparsevar_experiment::train::{RunSpec, Trainer};
 use sparsevar_experiment::units;
-use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, resume_train, run_train};
+use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, resumable, resume_train, run_train};
 use std::sync::Arc;
 
 mod compare;
@@ -502,6 +502,9 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
     // Refused before the banner, so the refusal is the only line.
     if !resume && holds_files(&out).map_err(|e| BadInput(e.to_string()))? {
         return Err(BadInput(format!("{}; or pass --resume to continue a run cut short", ResultsError::Exists(out))).into());
+    }
+    if resume {
+        resumable(cfg, &out)?;
     }
     let mut backend = host.backend(&cfg.backend)?;
     let provenance = provenance(backend.name(), threads, cfg.seeds.clone());

@@ -1,0 +1,176 @@
+//! `sparsevar train --resume`: a run killed (SIGKILL) after a checkpoint and resumed ends bit
+//! for bit where an uninterrupted run ends — summary.json (but for times and the command
+//! line), metrics.csv and the final parameters and optimizer state; every folder that cannot
+//! be resumed is refused with one line and exit status 2, and nothing in it is touched.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sparsevar_experiment::checkpoint::{CHECKPOINT_FILE, CHECKPOINT_TEMP, read_checkpoint};
+use sparsevar_test_support::ScratchDir;
+
+fn sparsevar(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsevar")).args(args).current_dir(dir).output().expect("run sparsevar")
+}
+
+/// One member learns early (it leaves the ensemble before the kill), the others run to the
+/// budget; about 3 s in a debug build.
+const RUN: &str = "task: { kind: sparse_parity, T: 12, s: 3 }
+model: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { samples: 512, batch: 32, max_steps: 3000, lr: 0.003, eval_every: 50, test_samples: 256, checkpoint_every: 100 }
+seeds: [0, 1, 2, 3]
+";
+
+/// summary.json without what differs between two processes (times, command line).
+fn summary_without_times(dir: &Path) -> serde_json::Value {
+    let mut s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let o = s.as_object_mut().unwrap();
+    o.remove("seconds");
+    let p = o["provenance"].as_object_mut().unwrap();
+    p.remove("command");
+    p.remove("started_unix");
+    s
+}
+
+/// Every file in `dir` (not its figures) and its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_end() {
+    let d = ScratchDir::created("resume-kill");
+    std::fs::write(d.join("run.yaml"), RUN).unwrap();
+
+    let whole = sparsevar(&["train", "run.yaml", "--out", "whole"], &d);
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+
+    // The same run, killed once a checkpoint after the first member learned exists.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparsevar"))
+        .args(["train", "run.yaml", "--out", "cut"])
+        .current_dir(&*d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cut = d.join("cut");
+    let start = Instant::now();
+    let killed_at = loop {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after step 700 appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        if let Ok(ck) = read_checkpoint(&cut)
+            && ck.state.step >= 700
+        {
+            child.kill().unwrap(); // SIGKILL: no handler runs, nothing is flushed.
+            child.wait().unwrap();
+            break ck.state.step;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(!cut.join("summary.json").exists(), "killed at step {killed_at}, but the run had finished");
+    let ck = read_checkpoint(&cut).unwrap();
+    assert!(ck.state.step < 3000 && ck.state.active.len() < 4, "the checkpoint should be mid-run, after a member left: step {}", ck.state.step);
+    // A kill between writing a checkpoint and renaming it leaves half a file under the
+    // temporary name: resuming ignores it.
+    let bytes = std::fs::read(cut.join(CHECKPOINT_FILE)).unwrap();
+    std::fs::write(cut.join(CHECKPOINT_TEMP), &bytes[..bytes.len() / 3]).unwrap();
+
+    let resumed = sparsevar(&["train", "run.yaml", "--out", "cut", "--resume"], &d);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming 4 members"));
+
+    let whole = d.join("whole");
+    assert_eq!(summary_without_times(&cut), summary_without_times(&whole));
+    assert_eq!(std::fs::read_to_string(cut.join("metrics.csv")).unwrap(), std::fs::read_to_string(whole.join("metrics.csv")).unwrap());
+    // The final checkpoints: every member's parameters (finished members' as they were when
+    // they finished) and the optimizer's moments, bit for bit.
+    let (a, b) = (read_checkpoint(&cut).unwrap(), read_checkpoint(&whole).unwrap());
+    assert_eq!(a.state.step, 3000);
+    assert!(a.tensors.iter().any(|t| t.0.starts_with("finished.")) && a.tensors.iter().any(|t| t.0.starts_with("optim.")));
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (x, y) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!((&x.0, &x.1), (&y.0, &y.1));
+        assert!(x.2.iter().zip(&y.2).all(|(u, v)| u.to_bits() == v.to_bits()), "tensor {} differs", x.0);
+    }
+    let (mut sa, mut sb) = (a.state.clone(), b.state.clone());
+    sa.seconds = 0.0;
+    sb.seconds = 0.0;
+    assert_eq!(format!("{sa:?}"), format!("{sb:?}"));
+    assert!(!cut.join(CHECKPOINT_TEMP).exists(), "the next checkpoint replaced the leftover");
+
+    // Now finished: a second resume is refused and changes nothing.
+    let before = files(&cut);
+    let again = sparsevar(&["train", "run.yaml", "--out", "cut", "--resume"], &d);
+    assert_eq!(again.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("summary.json: this run has finished; there is nothing to resume"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(files(&cut), before);
+}
+
+/// Run `args` in `d`, expecting exit status 2, one line containing `needle`, and the folder
+/// `out` unchanged.
+fn assert_refused(d: &Path, args: &[&str], out: &str, needle: &str) {
+    let before = files(&d.join(out));
+    let o = sparsevar(args, d);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert_eq!(files(&d.join(out)), before, "{args:?} touched {out}");
+}
+
+#[test]
+fn folders_that_cannot_be_resumed_are_refused() {
+    let d = ScratchDir::created("resume-refused");
+    let short = RUN.replace("max_steps: 3000", "max_steps: 300");
+    std::fs::write(d.join("run.yaml"), &short).unwrap();
+    for (out, extra) in [("a", "train.checkpoint_every=100"), ("b", "train.lr=0.01"), ("none", "train.checkpoint_every=0")] {
+        let o = sparsevar(&["train", "run.yaml", "--out", out, extra], &d);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // As if each had been cut short after its last checkpoint.
+        std::fs::remove_file(d.join(out).join("summary.json")).unwrap();
+    }
+
+    // Never overwritten without --resume; the message points at --resume.
+    assert_refused(&d, &["train", "run.yaml", "--out", "a"], "a", "already holds results; choose another --out or remove it first; or pass --resume");
+    // No checkpoint (checkpoints off).
+    assert_refused(
+        &d,
+        &["train", "run.yaml", "--out", "none", "train.checkpoint_every=0", "--resume"],
+        "none",
+        "holds no checkpoint.safetensors to resume from",
+    );
+    // Another config than the folder's.
+    assert_refused(&d, &["train", "run.yaml", "--out", "a", "train.lr=0.01", "--resume"], "a", "was made by a different config");
+    // The folder's config, but a checkpoint of another run copied in.
+    std::fs::copy(d.join("b").join(CHECKPOINT_FILE), d.join("a").join(CHECKPOINT_FILE)).unwrap();
+    assert_refused(&d, &["train", "run.yaml", "--out", "a", "--resume"], "a", "a/checkpoint.safetensors was written for a different config");
+    // Truncated, then damaged in one byte.
+    let good = std::fs::read(d.join("b").join(CHECKPOINT_FILE)).unwrap();
+    std::fs::write(d.join("b").join(CHECKPOINT_FILE), &good[..good.len() - 100]).unwrap();
+    assert_refused(&d, &["train", "run.yaml", "--out", "b", "train.lr=0.01", "--resume"], "b", "b/checkpoint.safetensors: not a usable checkpoint (truncated");
+    let mut damaged = good.clone();
+    let at = damaged.len() - 50;
+    damaged[at] ^= 0x10;
+    std::fs::write(d.join("b").join(CHECKPOINT_FILE), &damaged).unwrap();
+    assert_refused(&d, &["train", "run.yaml", "--out", "b", "train.lr=0.01", "--resume"], "b", "its checksum does not match");
+    // The checkpoint restored: it resumes (threads may differ) and finishes.
+    std::fs::write(d.join("b").join(CHECKPOINT_FILE), &good).unwrap();
+    let o = sparsevar(&["train", "run.yaml", "--out", "b", "train.lr=0.01", "threads=1", "--resume"], &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(d.join("b/summary.json").exists());
+
+    // A folder that holds no run, and --resume without --out.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    assert_refused(&d, &["train", "run.yaml", "--out", "empty", "--resume"], "empty", "holds no training run to resume");
+    let o = sparsevar(&["train", "run.yaml", "--resume"], &d);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
