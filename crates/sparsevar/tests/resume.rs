@@ -167,6 +167,12 @@ fn folders_that_cannot_be_resumed_are_refused() {
     let o = sparsevar(&["train", "run.yaml", "--out", "b", "train.lr=0.01", "threads=1", "--resume"], &d);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(d.join("b/summary.json").exists());
+    // A run stopped by Ctrl-C (its summary marked interrupted) resumes from its checkpoint.
+    let summary = std::fs::read_to_string(d.join("b/summary.json")).unwrap();
+    std::fs::write(d.join("b/summary.json"), summary.replace("\"interrupted\": false", "\"interrupted\": true")).unwrap();
+    let o = sparsevar(&["train", "run.yaml", "--out", "b", "train.lr=0.01", "--resume"], &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(d.join("b/summary.json")).unwrap().contains("\"interrupted\": false"));
 
     // A folder that holds no run, and --resume without --out.
     std::fs::create_dir(d.join("empty")).unwrap();
