@@ -195,9 +195,17 @@ impl Checkpoint {
 /// Write `ck` into the folder `dir` atomically: to [`CHECKPOINT_TEMP`], flushed to disk,
 /// then renamed over [`CHECKPOINT_FILE`].
 pub fn write_checkpoint(dir: &Path, ck: &Checkpoint) -> Result<PathBuf, CheckpointError> {
-    let tmp = dir.join(CHECKPOINT_TEMP);
     let path = dir.join(CHECKPOINT_FILE);
-    let bytes = ck.to_bytes().map_err(|why| CheckpointError::corrupt(&path, format!("cannot encode: {why}")))?;
+    write_checkpoint_file(&path, ck)?;
+    Ok(path)
+}
+
+/// Write `ck` to `path` atomically: to `path` + `.tmp`, flushed to disk, then renamed.
+pub fn write_checkpoint_file(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let bytes = ck.to_bytes().map_err(|why| CheckpointError::corrupt(path, format!("cannot encode: {why}")))?;
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| CheckpointError::Io { path: p, source }
@@ -206,19 +214,25 @@ pub fn write_checkpoint(dir: &Path, ck: &Checkpoint) -> Result<PathBuf, Checkpoi
     f.write_all(&bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
     // The rename itself reaches the disk with the folder's entry.
-    if let Ok(d) = fs::File::open(dir) {
+    if let Some(dir) = path.parent()
+        && let Ok(d) = fs::File::open(dir)
+    {
         d.sync_all().ok();
     }
-    Ok(path)
+    Ok(())
 }
 
 /// Read the checkpoint of the folder `dir` (a leftover temporary file is not looked at).
 pub fn read_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let bytes = fs::read(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
-    Checkpoint::from_bytes(&path, &bytes)
+    read_checkpoint_file(&dir.join(CHECKPOINT_FILE))
+}
+
+/// Read the checkpoint file `path`.
+pub fn read_checkpoint_file(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let bytes = fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    Checkpoint::from_bytes(path, &bytes)
 }
 
 #[cfg(test)]

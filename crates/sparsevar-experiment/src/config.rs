@@ -67,7 +67,8 @@ pub struct TrainConfig {
     /// cut short; 0 turns checkpoints off. The default 1000 loses at most a few minutes of
     /// a long run, while one checkpoint (a copy of the parameters and Adam moments of the
     /// members still training, and the curves) costs far less than the 1000 steps between
-    /// two. Sweeps do not write checkpoints.
+    /// two. A sweep's work units write theirs to
+    /// checkpoints/ while they train, so a preempted unit continues where it was.
     pub checkpoint_every: usize,
 }
 

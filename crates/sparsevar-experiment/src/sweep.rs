@@ -30,6 +30,7 @@ use sparsevar_core::task::{Dataset, TaskSpec};
 
 use crate::baselines::{SubsetSearch, gf2_parity, log2_binomial, subset_search_parity};
 use crate::budget::{Knob, MAX_SWEEP_RUNS};
+use crate::checkpoint::{read_checkpoint_file, write_checkpoint_file};
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, wilson};
 use crate::results::{Provenance, ResultsError, file_in, holds_files, io, nan_if_null, read_csv, read_json};
@@ -565,6 +566,16 @@ pub fn run_sweep(
     collect(cfg, dir, registry, provenance, Some(started.elapsed().as_secs_f64()))
 }
 
+/// What a unit's checkpoint is checked against: the sweep's resolved config and the
+/// ensemble (model, T, members), so a checkpoint of another unit or sweep is never restored.
+pub(crate) fn unit_fingerprint(cfg: &SweepConfig, name: &str, t: usize, members: &[(usize, u64)]) -> String {
+    format!("{}\n# unit: model {name}, T {t}, members (m, seed) {members:?}\n", cfg.to_yaml())
+}
+
+/// Train the ensemble of `members` (m, seed) of model `name` at `t` into rows. With
+/// `checkpoint` (a file path), a checkpoint is written there every
+/// `train.checkpoint_every` steps, and a checkpoint found there for this very ensemble is
+/// continued, so a preempted unit loses at most those steps (the rows are the same).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_cells(
     cfg: &SweepConfig,
@@ -576,6 +587,7 @@ pub(crate) fn train_cells(
     registry: &Registry,
     make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
     observer: &mut dyn Observer,
+    checkpoint: Option<&Path>,
 ) -> Result<Vec<RunRow>, RunError> {
     let variant = match model {
         ModelSpec::Transformer(c) => c.attention.clone(),
@@ -597,14 +609,29 @@ pub(crate) fn train_cells(
         let mut backend = make_backend().map_err(|message| RunError::Backend { name: cfg.backend.clone(), message })?;
         let flag = observer.stop_flag();
         let mut go = true;
+        let fingerprint = unit_fingerprint(cfg, name, t, &members);
+        // A checkpoint that does not read, or belongs to another ensemble (members dropped
+        // after a fault), is not continued: training from the start gives the same rows.
+        let resume = checkpoint.and_then(|p| read_checkpoint_file(p).ok()).filter(|ck| ck.config == fingerprint);
+        let every = if checkpoint.is_some() { cfg.train.checkpoint_every } else { 0 };
         let result = Trainer::new(backend.as_mut(), spec, registry).and_then(|mut trainer| {
             if let Some(f) = &flag {
                 trainer.stop_on(f.clone());
             }
-            let result = trainer.run(&mut |p| {
-                go = observer.event(Event::evaluated(&p));
-                go
-            })?;
+            if let Some(ck) = &resume {
+                trainer.restore(ck)?;
+            }
+            let result = trainer.run_checkpointed(
+                &mut |p| {
+                    go = observer.event(Event::evaluated(&p));
+                    go
+                },
+                every,
+                &mut |mut ck| {
+                    ck.config = fingerprint.clone();
+                    Ok(write_checkpoint_file(checkpoint.expect("checkpoints only with a path"), &ck)?)
+                },
+            )?;
             let saved = save_weights(&mut trainer, cfg, dir, name, t, &members, &result);
             Ok((result, saved))
         });

@@ -10,6 +10,10 @@
 //!   in the same folder + rename), by the worker holding the claim `claims/NNNN.lock` (an
 //!   advisory lock, so a claim whose process died is free again; a unit whose result exists
 //!   is never run again);
+//! - `checkpoints/NNNN.safetensors`: unit NNNN's training state every
+//!   `train.checkpoint_every` steps, written (temporary file + rename) by the claim holder,
+//!   continued by the next worker to claim the unit if its process died, removed once the
+//!   result is written;
 //! - `runs.csv` and `summary.json`: written by `collect`, holding `sweep.lock`, which a
 //!   `sweep` process holds for its whole life (a second `sweep` on the folder is refused,
 //!   naming the holder).
@@ -30,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 
+use crate::checkpoint::read_checkpoint_file;
 use crate::results::{CsvLog, Provenance, ResultsError, io, read_csv, read_json};
-use crate::sweep::{RunRow, SweepConfig, SweepFile, SweepOutcome, summarize, summarize_point, train_cells};
+use crate::sweep::{RunRow, SweepConfig, SweepFile, SweepOutcome, summarize, summarize_point, train_cells, unit_fingerprint};
 use crate::workflow::{Event, Observer, RunError};
 
 /// One work unit: an ensemble of (m, seed) members of one model at one T.
@@ -291,13 +296,28 @@ pub fn run_unit(
     if !go {
         return Err(RunError::Interrupted);
     }
+    // The unit's checkpoint: written only by the holder of its claim, like its result.
+    let ck = checkpoint_path(dir, i);
+    let ck_dir = dir.join("checkpoints");
+    std::fs::create_dir_all(&ck_dir).map_err(io(&ck_dir))?;
+    let fingerprint = unit_fingerprint(cfg, &unit.model, unit.t, &unit.members);
+    let from = read_checkpoint_file(&ck).ok().filter(|c| c.config == fingerprint).map(|c| format!(" from-step {}", c.state.step));
     let log = dir.join("starts.log");
     let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(io(&log))?;
     // One short write in append mode: lines from several processes never interleave.
-    f.write_all(format!("{i} {} {}\n", std::process::id(), hostname()).as_bytes()).map_err(io(&log))?;
-    let rows = train_cells(cfg, dir, &unit.model, model, unit.t, &unit.members, registry, make_backend, observer)?;
+    f.write_all(format!("{i} {} {}{}
+", std::process::id(), hostname(), from.unwrap_or_default()).as_bytes()).map_err(io(&log))?;
+    let rows = train_cells(cfg, dir, &unit.model, model, unit.t, &unit.members, registry, make_backend, observer, Some(&ck))?;
     write_rows_atomic(&result_path(dir, i), &rows)?;
+    // The result is what counts now; the checkpoint would only take space.
+    std::fs::remove_file(&ck).ok();
     Ok(true)
+}
+
+/// Where unit `i`'s checkpoint lives while it trains (see [`crate::checkpoint`]): a
+/// preempted unit, run again, continues from it ("from-step N" in starts.log).
+pub fn checkpoint_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join("checkpoints").join(format!("{i:04}.safetensors"))
 }
 
 /// What [`claim_and_run`] did with a unit.

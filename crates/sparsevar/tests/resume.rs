@@ -180,3 +180,71 @@ fn folders_that_cannot_be_resumed_are_refused() {
     let o = sparsevar(&["train", "run.yaml", "--resume"], &d);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// One sweep unit of four hard members (about 3 s in a debug build).
+const SWEEP: &str = "task: { kind: sparse_parity, s: 3 }
+models: { attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 } }
+train: { batch: 32, max_steps: 3000, lr: 0.003, eval_every: 50, test_samples: 256, checkpoint_every: 100 }
+sweep: { T: [12], m: [512], seeds: [0, 1, 2, 3], max_ensemble: 4 }
+";
+
+/// A unit's result rows without their wall time.
+fn rows_without_seconds(path: &Path) -> Vec<Vec<String>> {
+    // No field of these rows holds a comma or a quote.
+    let text = std::fs::read_to_string(path).unwrap();
+    let rows: Vec<Vec<String>> = text.lines().map(|l| l.split(',').map(str::to_string).collect()).collect();
+    let col = rows[0].iter().position(|h| h == "seconds").expect("a seconds column");
+    rows.into_iter()
+        .map(|mut row| {
+            row.remove(col);
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn a_preempted_sweep_unit_continues_from_its_checkpoint() {
+    let d = ScratchDir::created("resume-unit");
+    std::fs::write(d.join("s.yaml"), SWEEP).unwrap();
+    for out in ["whole", "cut"] {
+        let o = sparsevar(&["sweep", "s.yaml", "--out", out, "--plan"], &d);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = sparsevar(&["sweep", "work", "whole", "--unit", "0"], &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!d.join("whole/checkpoints/0000.safetensors").exists(), "a finished unit's checkpoint is removed");
+
+    // The same unit, preempted (SIGKILL) after a checkpoint at step 700 or later.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparsevar"))
+        .args(["sweep", "work", "cut", "--unit", "0"])
+        .current_dir(&*d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ck = d.join("cut/checkpoints/0000.safetensors");
+    let start = Instant::now();
+    let step = loop {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after step 700 appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the unit ended before it could be killed");
+        if let Ok(c) = sparsevar_experiment::checkpoint::read_checkpoint_file(&ck)
+            && c.state.step >= 700
+        {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break c.state.step;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(!d.join("cut/results/0000.csv").exists(), "killed at step {step}, but the unit had finished");
+    let step = sparsevar_experiment::checkpoint::read_checkpoint_file(&ck).unwrap().state.step;
+
+    let o = sparsevar(&["sweep", "work", "cut", "--unit", "0"], &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let starts = std::fs::read_to_string(d.join("cut/starts.log")).unwrap();
+    let lines: Vec<&str> = starts.lines().collect();
+    assert_eq!(lines.len(), 2, "{starts}");
+    assert!(lines[1].ends_with(&format!(" from-step {step}")), "the second start should continue from step {step}: {starts}");
+    assert_eq!(rows_without_seconds(&d.join("cut/results/0000.csv")), rows_without_seconds(&d.join("whole/results/0000.csv")));
+    assert!(!ck.exists());
+}
