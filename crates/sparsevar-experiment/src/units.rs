@@ -305,8 +305,7 @@ pub fn run_unit(
     let log = dir.join("starts.log");
     let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(io(&log))?;
     // One short write in append mode: lines from several processes never interleave.
-    f.write_all(format!("{i} {} {}{}
-", std::process::id(), hostname(), from.unwrap_or_default()).as_bytes()).map_err(io(&log))?;
+    f.write_all(format!("{i} {} {}{}\n", std::process::id(), hostname(), from.unwrap_or_default()).as_bytes()).map_err(io(&log))?;
     let rows = train_cells(cfg, dir, &unit.model, model, unit.t, &unit.members, registry, make_backend, observer, Some(&ck))?;
     write_rows_atomic(&result_path(dir, i), &rows)?;
     // The result is what counts now; the checkpoint would only take space.

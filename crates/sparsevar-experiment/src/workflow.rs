@@ -362,7 +362,7 @@ fn train_into(
     }
     let result = result
         .map_err(|source| RunError::Train { context: format!("training stopped; the curves so far are in {}", out.display()), source: Box::new(source) })?;
-    save_weights(&mut trainer, cfg, out, &result)?;
+    save_weights(&mut trainer, cfg, &out, &result)?;
     let unfinished = result.members.iter().any(|m| !m.learned && !m.diverged) && result.steps < cfg.train.max_steps;
     let interrupted = unfinished && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed)));
     let summary_path = results.write_summary(&TrainSummary::new(&result, provenance, interrupted))?;
