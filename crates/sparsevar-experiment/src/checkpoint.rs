@@ -146,7 +146,7 @@ impl Checkpoint {
             ("config".to_string(), self.config.clone()),
             ("checksum".to_string(), format!("{sum:016x}")),
         ]);
-        safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+        safetensors::serialize(views, Some(meta)).map(crate::weights::sorted_header).map_err(|e| e.to_string())
     }
 
     /// Parse a checkpoint file's bytes (`path` names it in errors): the format, the checksum

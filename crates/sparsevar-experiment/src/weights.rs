@@ -359,6 +359,32 @@ pub fn from_tensors(store: &ParamStore, tensors: &BTreeMap<String, Tensor>, path
     Ok(out)
 }
 
+/// The same safetensors file with its JSON header's keys in sorted order. `safetensors::serialize`
+/// takes the metadata as a `HashMap`, so its order (and the file's bytes) change from process to
+/// process; sorted, the same parameters always give the same bytes, and files can be compared
+/// with `cmp`. Offsets are relative to the data, so only the header moves.
+pub(crate) fn sorted_header(file: Vec<u8>) -> Vec<u8> {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let sorted: std::collections::BTreeMap<String, serde_json::Value> = m.into_iter().map(|(k, v)| (k, sort(v))).collect();
+                serde_json::Value::Object(sorted.into_iter().collect())
+            }
+            other => other,
+        }
+    }
+    let Some(n) = file.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else { return file };
+    let Some(header) = file.get(8..8 + n).and_then(|h| serde_json::from_slice::<serde_json::Value>(h).ok()) else { return file };
+    let mut text = serde_json::to_vec(&sort(header)).expect("a JSON value serializes");
+    // The data starts 8-byte aligned, as safetensors writes it: pad the header with spaces.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + file.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&file[8 + n..]);
+    out
+}
+
 /// Write one member's file (atomically: a temporary file, then a rename).
 pub fn save(path: &Path, store: &ParamStore, values: &[Vec<f64>], meta: &WeightsMeta) -> Result<(), WeightsError> {
     let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
@@ -371,6 +397,7 @@ pub fn save(path: &Path, store: &ParamStore, values: &[Vec<f64>], meta: &Weights
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| WeightsError::Format { path: path.to_path_buf(), message: e.to_string() })?;
     let data = safetensors::serialize(views, Some(meta.to_map())).map_err(|e| WeightsError::Format { path: path.to_path_buf(), message: e.to_string() })?;
+    let data = sorted_header(data);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }

@@ -103,6 +103,19 @@ fn a_killed_run_resumes_to_the_same_end() {
     sa.seconds = 0.0;
     sb.seconds = 0.0;
     assert_eq!(format!("{sa:?}"), format!("{sb:?}"));
+    // The saved weights, byte for byte (their headers are written in sorted order).
+    let weights = |d: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d.join("weights"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (wa, wb) = (weights(&cut), weights(&whole));
+    assert_eq!(wa.len(), 4, "one final weights file per member");
+    assert!(wa == wb, "the weights files differ between the resumed and the uninterrupted run");
     assert!(!cut.join(CHECKPOINT_TEMP).exists(), "the next checkpoint replaced the leftover");
 
     // Now finished: a second resume is refused and changes nothing.
