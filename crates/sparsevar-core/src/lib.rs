@@ -11,6 +11,7 @@ pub mod backend;
 pub mod fault;
 pub mod graph;
 pub mod model;
+pub mod norms;
 pub mod optim;
 pub mod registry;
 pub mod rng;

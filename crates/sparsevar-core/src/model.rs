@@ -299,6 +299,24 @@ impl Model {
         Ok((Model { spec: spec.clone(), data, attention, layout }, p))
     }
 
+    /// Where the parameters of the capacity bound live (transformers only; see
+    /// [`crate::norms`]).
+    pub fn norm_layout(&self) -> Option<crate::norms::NormLayout> {
+        match &self.layout {
+            Layout::Transformer { cfg, tok, pos, blocks, .. } => Some(crate::norms::NormLayout {
+                d_model: cfg.d_model,
+                heads: cfg.heads,
+                tok: *tok,
+                pos: *pos,
+                layers: blocks
+                    .iter()
+                    .map(|b| crate::norms::AttentionParams { q: (b.q.w, b.q.b), k: (b.k.w, b.k.b), v: (b.v.w, b.v.b), o: (b.o.w, b.o.b) })
+                    .collect(),
+            }),
+            Layout::Mlp { .. } => None,
+        }
+    }
+
     fn mlp_features(data: DataShape) -> usize {
         if data.alphabet == 2 { data.seq_len } else { data.seq_len * data.alphabet }
     }

@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use sparsevar_core::norms::CapacityNorms;
 
 use crate::train::{AttentionSummary, CurvePoint, EnsembleResult, MemberResult};
 
@@ -283,6 +284,10 @@ pub struct MemberSummary {
     /// input bit i is position i + 1); absent in folders written before it was recorded.
     #[serde(default, deserialize_with = "nan_if_null")]
     pub attention_weights: Option<Vec<Vec<Vec<f64>>>>,
+    /// The capacity-bound norms when the member finished (transformers only; absent in
+    /// folders written before they were recorded).
+    #[serde(default)]
+    pub norms: Option<CapacityNorms>,
 }
 
 impl From<&MemberResult> for MemberSummary {
@@ -303,6 +308,7 @@ impl From<&MemberResult> for MemberSummary {
             best_head: a.map(|a| a.best_head),
             top_s_equals_s: a.map(|a| a.top_s_equals_s),
             attention_weights: a.map(|a| a.weights.clone()),
+            norms: m.norms.clone(),
         }
     }
 }
@@ -329,6 +335,7 @@ impl From<MemberSummary> for MemberResult {
             test_loss: m.test_loss,
             train_loss: m.train_loss,
             attention,
+            norms: m.norms,
         }
     }
 }

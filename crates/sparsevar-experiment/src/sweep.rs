@@ -399,6 +399,11 @@ pub struct RunRow {
     /// before the column existed).
     #[serde(default)]
     pub faulted: Option<String>,
+    /// The member's capacity-bound value when it finished (`CapacityNorms::bound`:
+    /// ‖[E_tok; E_pos]‖_F · max_h ‖A_Q^h A_K^hᵀ‖_F · ‖[W_V; b_V]‖_F · ‖[W_O; b_O]‖_F);
+    /// `None` for a model without attention, a faulted member, and in older files.
+    #[serde(default)]
+    pub norm_bound: Option<f64>,
 }
 
 impl RunRow {
@@ -672,6 +677,7 @@ pub(crate) fn train_cells(
                         variable_step: None,
                         seconds: 0.0,
                         faulted: Some(f.error.to_string()),
+                        norm_bound: None,
                     });
                 }
                 let gone: BTreeSet<usize> = faults.iter().map(|f| f.member).collect();
@@ -725,6 +731,7 @@ fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, member
                 variable_step,
                 seconds: result.seconds,
                 faulted: None,
+                norm_bound: r.norms.as_ref().map(|n| n.bound),
             }
         })
         .collect()

@@ -22,6 +22,7 @@ use sparsevar_core::backend::{Backend, BackendError, BufferId};
 use sparsevar_core::fault::PluginFault;
 use sparsevar_core::graph::{Executor, NodeId, ParamId, ParamStore};
 use sparsevar_core::model::{DataShape, Model, ModelError, ModelGraph, ModelSpec};
+use sparsevar_core::norms::{CapacityNorms, capacity_norms};
 use sparsevar_core::optim::Optimizer;
 use sparsevar_core::registry::{FaultMark, Registry, RegistryError};
 use sparsevar_core::rng::{Pcg32, streams};
@@ -79,6 +80,8 @@ pub struct MemberResult {
     pub test_loss: f64,
     pub train_loss: f64,
     pub attention: Option<AttentionSummary>,
+    /// The capacity-bound norms at the last evaluation (transformers only).
+    pub norms: Option<CapacityNorms>,
 }
 
 /// One evaluation of one member: a row of metrics.csv.
@@ -92,6 +95,41 @@ pub struct CurvePoint {
     pub test_accuracy: f64,
     /// Largest attention mass on S over heads (transformers only).
     pub best_mass_on_s: Option<f64>,
+    /// The capacity-bound norms of `sparsevar_core::norms::CapacityNorms` (transformers only;
+    /// absent in files written before they were recorded): max over heads of
+    /// ‖A_Q^h (A_K^h)ᵀ‖₂ and ‖·‖_F, ‖[W_V; b_V]‖_F, ‖[W_O; b_O]‖_F (products over layers),
+    /// ‖E_tok‖_F, ‖E_pos‖_F, and their product `norm_bound`.
+    #[serde(default)]
+    pub qk_spectral: Option<f64>,
+    #[serde(default)]
+    pub qk_frobenius: Option<f64>,
+    #[serde(default)]
+    pub v_norm: Option<f64>,
+    #[serde(default)]
+    pub o_norm: Option<f64>,
+    #[serde(default)]
+    pub tok_norm: Option<f64>,
+    #[serde(default)]
+    pub pos_norm: Option<f64>,
+    #[serde(default)]
+    pub norm_bound: Option<f64>,
+}
+
+impl CurvePoint {
+    /// This point with the norm columns set from `norms`.
+    pub fn with_norms(self, norms: Option<&CapacityNorms>) -> Self {
+        let Some(n) = norms else { return self };
+        CurvePoint {
+            qk_spectral: Some(n.qk_spectral),
+            qk_frobenius: Some(n.qk_frobenius),
+            v_norm: Some(n.v),
+            o_norm: Some(n.o),
+            tok_norm: Some(n.tok),
+            pos_norm: Some(n.pos),
+            norm_bound: Some(n.bound),
+            ..self
+        }
+    }
 }
 
 /// The outcome of an ensemble run.
@@ -163,6 +201,9 @@ pub const DIVERGENCE_FLOOR: f64 = 10.0;
 pub fn has_diverged(train_loss: f64, test_loss: f64, initial: f64) -> bool {
     !train_loss.is_finite() || !test_loss.is_finite() || (initial.is_finite() && train_loss > DIVERGENCE_FACTOR * initial && train_loss > DIVERGENCE_FLOOR)
 }
+
+/// A member's latest evaluation: test accuracy, test loss, attention, norms.
+type LastEval = (f64, f64, Option<AttentionSummary>, Option<CapacityNorms>);
 
 /// What the trainer tells its caller as it goes.
 #[derive(Clone, Debug)]
@@ -263,7 +304,7 @@ struct RunRecord {
     curves: Vec<CurvePoint>,
     /// Each unfinished member's latest evaluation and training loss, for members the
     /// budget stops.
-    last_eval: Vec<Option<(f64, f64, Option<AttentionSummary>)>>,
+    last_eval: Vec<Option<LastEval>>,
     last_train_loss: Vec<f64>,
     /// Seconds trained before this process (by the runs a checkpoint continues).
     seconds: f64,
@@ -664,7 +705,7 @@ impl<'b> Trainer<'b> {
         let members = (0..r)
             .map(|m| {
                 rec.done[m].clone().unwrap_or_else(|| {
-                    let (acc, loss, attn) = rec.last_eval[m].clone().unwrap_or((0.0, f64::NAN, None));
+                    let (acc, loss, attn, norms) = rec.last_eval[m].clone().unwrap_or((0.0, f64::NAN, None, None));
                     MemberResult {
                         seed: self.spec.seeds[m],
                         relevant: self.tasks[m].relevant().to_vec(),
@@ -676,6 +717,7 @@ impl<'b> Trainer<'b> {
                         test_loss: loss,
                         train_loss: rec.last_train_loss[m],
                         attention: attn,
+                        norms,
                     }
                 })
             })
@@ -690,22 +732,27 @@ impl<'b> Trainer<'b> {
         let r = self.spec.seeds.len();
         let train_loss = self.train_loss()?;
         let evals = self.evaluate()?;
+        let norms = self.norms()?;
         // A plugin fault without an error channel (or one a caller swallowed) stops the
         // run here, before anything it may have touched is recorded.
         self.check_faults()?;
         let mut points = Vec::new();
         let mut leaving = Vec::new();
-        for (slot, ((acc, test_loss, attn), &loss)) in evals.into_iter().zip(&train_loss).enumerate() {
+        for (slot, (((acc, test_loss, attn), &loss), norms)) in evals.into_iter().zip(&train_loss).zip(norms).enumerate() {
             let m = self.active[slot];
-            points.push(CurvePoint {
-                member: m,
-                seed: self.spec.seeds[m],
-                step: self.step,
-                train_loss: loss,
-                test_loss,
-                test_accuracy: acc,
-                best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
-            });
+            points.push(
+                CurvePoint {
+                    member: m,
+                    seed: self.spec.seeds[m],
+                    step: self.step,
+                    train_loss: loss,
+                    test_loss,
+                    test_accuracy: acc,
+                    best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
+                    ..Default::default()
+                }
+                .with_norms(norms.as_ref()),
+            );
             self.record.last_train_loss[m] = loss;
             let initial = self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
             let diverged = has_diverged(loss, test_loss, initial);
@@ -723,9 +770,10 @@ impl<'b> Trainer<'b> {
                     test_loss,
                     train_loss: loss,
                     attention: attn,
+                    norms,
                 });
             } else {
-                self.record.last_eval[m] = Some((acc, test_loss, attn));
+                self.record.last_eval[m] = Some((acc, test_loss, attn, norms));
             }
         }
         self.retire(&leaving)?;
@@ -759,7 +807,7 @@ impl<'b> Trainer<'b> {
             }
         }
         let rec = &self.record;
-        let as_summary = |m: usize, e: &(f64, f64, Option<AttentionSummary>)| {
+        let as_summary = |m: usize, e: &LastEval| {
             MemberSummary::from(&MemberResult {
                 seed: self.spec.seeds[m],
                 relevant: Vec::new(),
@@ -771,6 +819,7 @@ impl<'b> Trainer<'b> {
                 test_loss: e.1,
                 train_loss: f64::NAN,
                 attention: e.2.clone(),
+                norms: e.3.clone(),
             })
         };
         let state = TrainerState {
@@ -878,7 +927,7 @@ impl<'b> Trainer<'b> {
                 .map(|e| {
                     e.clone().map(|e| {
                         let e = MemberResult::from(e);
-                        (e.test_accuracy, e.test_loss, e.attention)
+                        (e.test_accuracy, e.test_loss, e.attention, e.norms)
                     })
                 })
                 .collect(),
@@ -886,6 +935,35 @@ impl<'b> Trainer<'b> {
             seconds: st.seconds,
         };
         Ok(())
+    }
+
+    /// The capacity-bound norms of every active member, in slot order, computed on the host
+    /// from the parameters as they are now (`None` for a model without attention). Only the
+    /// parameters of the bound are read back; evaluations are rare, so this costs little.
+    pub fn norms(&mut self) -> Result<Vec<Option<CapacityNorms>>, TrainError> {
+        let r = self.active.len();
+        let Some(layout) = self.model.norm_layout() else { return Ok(vec![None; r]) };
+        let mut ids = vec![layout.tok];
+        ids.extend(layout.pos);
+        for l in &layout.layers {
+            ids.extend([l.q.0, l.q.1, l.k.0, l.k.1, l.v.0, l.v.1, l.o.0, l.o.1]);
+        }
+        let mut values = std::collections::HashMap::new();
+        for id in ids {
+            let mut v = Vec::new();
+            self.backend.read(self.params.buffer(id), &mut v)?;
+            values.insert(id, v);
+        }
+        let params = &self.params;
+        Ok((0..r)
+            .map(|slot| {
+                let value = |id: ParamId| -> &[f64] {
+                    let n = params.member_len(id);
+                    &values[&id][slot * n..(slot + 1) * n]
+                };
+                Some(capacity_norms(&layout, &value))
+            })
+            .collect())
     }
 
     /// The active members' parameters as stored, in declaration order: [slots, ..] each.

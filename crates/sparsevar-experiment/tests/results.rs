@@ -22,7 +22,16 @@ fn provenance() -> Provenance {
 }
 
 fn point(member: usize, step: usize, loss: f64, mass: Option<f64>) -> CurvePoint {
-    CurvePoint { member, seed: member as u64 + 7, step, train_loss: loss, test_loss: loss * 1.5, test_accuracy: 0.5 + step as f64 * 1e-4, best_mass_on_s: mass }
+    CurvePoint {
+        member,
+        seed: member as u64 + 7,
+        step,
+        train_loss: loss,
+        test_loss: loss * 1.5,
+        test_accuracy: 0.5 + step as f64 * 1e-4,
+        best_mass_on_s: mass,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -33,7 +42,11 @@ fn metrics_csv_round_trips_with_non_finite_values() {
     dir.append_metrics(&points[..2]).unwrap();
     dir.append_metrics(&points[2..]).unwrap();
     let text = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
-    assert_eq!(text.lines().next().unwrap(), "member,seed,step,train_loss,test_loss,test_accuracy,best_mass_on_s", "the header the book quotes");
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "member,seed,step,train_loss,test_loss,test_accuracy,best_mass_on_s,qk_spectral,qk_frobenius,v_norm,o_norm,tok_norm,pos_norm,norm_bound",
+        "the header the book quotes"
+    );
     assert_eq!(csv_header::<CurvePoint>(), text.lines().next().unwrap());
     same(&load_metrics(&d).unwrap(), &points);
     // Full precision: the values read back are the values written, bit for bit.
@@ -62,6 +75,7 @@ fn train_summary_round_trips_with_null_for_nan() {
             test_loss: 0.01,
             train_loss: 0.02,
             attention: Some(attention),
+            norms: None,
         },
         MemberResult {
             seed: 4,
@@ -74,6 +88,7 @@ fn train_summary_round_trips_with_null_for_nan() {
             test_loss: f64::NAN,
             train_loss: f64::NAN,
             attention: None,
+            norms: None,
         },
     ];
     let summary = TrainSummary {
@@ -135,6 +150,7 @@ fn row(model: &str, t: usize, m: usize, seed: u64, acc: f64, mass: Option<f64>) 
         variable_step: None,
         seconds: 0.123_456_789,
         faulted: None,
+        norm_bound: None,
     }
 }
 
@@ -149,7 +165,7 @@ fn runs_csv_round_trips_with_quoting() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted"
+        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound"
     );
     assert!(text.contains("\"wide, \"\"deep\"\"\""), "quoted: {text}");
     same(&read_runs(&d).unwrap(), &rows);

@@ -19,9 +19,10 @@ pub fn variable_step(curves: &[CurvePoint], member: usize) -> Option<usize> {
 }
 
 /// Training curves of each member against step, in stacked panels sharing the step axis:
-/// test accuracy; loss (cross-entropy, log axis; test solid, train dotted); and, when the
+/// test accuracy; loss (cross-entropy, log axis; test solid, train dotted); when the
 /// curves carry it, the best head's attention mass on S with the 0.5 line that defines
-/// variable creation. A ● marks the step a member learned (`MemberResult::step`), a ▲ the
+/// variable creation; and when they carry norms, the capacity-bound value against step
+/// (see `norm_panel`). A ● marks the step a member learned (`MemberResult::step`), a ▲ the
 /// step it created its variable ([`variable_step`]), on every panel.
 ///
 /// `members[i]` describes the member whose curve points have `member == i` (its seed and S
@@ -40,6 +41,7 @@ pub fn training_curves(curves: &[CurvePoint], members: &[MemberResult], title: &
         return Err(PlotError::empty(path, "no curve points"));
     }
     let has_mass = curves.iter().any(|c| c.best_mass_on_s.is_some());
+    let has_norms = curves.iter().any(|c| c.norm_bound.is_some_and(|b| b.is_finite() && b > 0.0));
 
     let mut series = vec![];
     let (mut acc_layers, mut loss_layers, mut mass_layers) = (vec![], vec![], vec![]);
@@ -137,14 +139,19 @@ pub fn training_curves(curves: &[CurvePoint], members: &[MemberResult], title: &
     let (l_lo, l_hi) = log_range(losses.iter().copied(), 1.5).unwrap_or((1e-3, 1.0));
     // Enough readable ticks however few decades the loss spans.
     let l_ticks = readable_log_ticks(l_lo, l_hi, 8);
-    let mut loss_panel = Panel::new(x_of(!has_mass), Axis::log(l_lo, l_hi, l_ticks, "loss (nats)"));
+    let mut loss_panel = Panel::new(x_of(!has_mass && !has_norms), Axis::log(l_lo, l_hi, l_ticks, "loss (nats)"));
     loss_panel.layers = loss_layers;
     panels.push(loss_panel);
     if has_mass {
-        let mut mass_panel = Panel::new(x_of(true), Axis::linear(0.0, 1.02, vec![0.0, 0.25, 0.5, 0.75, 1.0], "mass on S (best head)"));
+        let mut mass_panel = Panel::new(x_of(!has_norms), Axis::linear(0.0, 1.02, vec![0.0, 0.25, 0.5, 0.75, 1.0], "mass on S (best head)"));
         mass_panel.layers.push(Layer::Line { points: vec![(x_lo, 0.5), (x_hi, 0.5)], color: LIGHT_GREY, width: 1, dash: Dash::Dashed });
         mass_panel.layers.extend(mass_layers);
         panels.push(mass_panel);
+    }
+    if has_norms {
+        let (panel, entries) = crate::norm_panel::norm_panel(&by_member, members, x_of(true), &mut series);
+        panels.push(panel);
+        legend.extend(entries);
     }
     let n = panels.len();
     for (k, p) in panels.iter_mut().enumerate() {

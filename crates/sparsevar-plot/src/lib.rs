@@ -31,6 +31,7 @@ mod curves;
 mod draw;
 mod lines;
 pub mod load;
+mod norm_panel;
 mod scaling;
 mod success;
 

@@ -11,7 +11,7 @@ fn tmp(name: &str) -> ScratchDir {
 }
 
 fn point(member: usize, step: usize, acc: f64, loss: f64, mass: Option<f64>) -> CurvePoint {
-    CurvePoint { member, seed: member as u64, step, train_loss: loss, test_loss: loss, test_accuracy: acc, best_mass_on_s: mass }
+    CurvePoint { member, seed: member as u64, step, train_loss: loss, test_loss: loss, test_accuracy: acc, best_mass_on_s: mass, ..Default::default() }
 }
 
 #[test]

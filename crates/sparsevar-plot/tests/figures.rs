@@ -171,6 +171,7 @@ fn run_row(model: &str, t: usize, m: usize, seed: u64, learned: bool) -> RunRow 
         variable_step: None,
         seconds: 1.0,
         faulted: None,
+        norm_bound: None,
     }
 }
 
@@ -414,6 +415,7 @@ fn member(seed: u64, relevant: Vec<usize>, step: Option<usize>, attention: Optio
         test_loss: 0.01,
         train_loss: 0.01,
         attention,
+        norms: None,
     }
 }
 
@@ -433,7 +435,16 @@ fn member_attention_uses_the_members_s_and_refuses_missing_weights() {
 // (d) training curves
 
 fn curve(member: usize, seed: u64, step: usize, acc: f64, mass: Option<f64>) -> CurvePoint {
-    CurvePoint { member, seed, step, train_loss: 1.0 - acc + 0.001, test_loss: 1.0 - acc + 0.002, test_accuracy: acc, best_mass_on_s: mass }
+    CurvePoint {
+        member,
+        seed,
+        step,
+        train_loss: 1.0 - acc + 0.001,
+        test_loss: 1.0 - acc + 0.002,
+        test_accuracy: acc,
+        best_mass_on_s: mass,
+        ..Default::default()
+    }
 }
 
 #[test]

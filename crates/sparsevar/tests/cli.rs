@@ -39,7 +39,10 @@ fn train_writes_config_metrics_and_summary() {
     assert!(resolved.contains("target_accuracy: 0.99") && resolved.contains("attention: softmax"), "{resolved}");
     let metrics = std::fs::read_to_string(d.join("res/metrics.csv")).unwrap();
     let rows: Vec<&str> = metrics.lines().collect();
-    assert_eq!(rows[0], "member,seed,step,train_loss,test_loss,test_accuracy,best_mass_on_s");
+    assert_eq!(
+        rows[0],
+        "member,seed,step,train_loss,test_loss,test_accuracy,best_mass_on_s,qk_spectral,qk_frobenius,v_norm,o_norm,tok_norm,pos_norm,norm_bound"
+    );
     assert!(rows.len() > 2);
 
     // Running again into the same folder must not overwrite it.
