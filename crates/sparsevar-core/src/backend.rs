@@ -103,6 +103,11 @@ pub enum Update {
     /// squared norm buffer when `clip` is set). g' = clipped g + weight_decay p;
     /// vel = momentum vel + g'; p -= lr vel.
     Sgd { groups: usize, len: usize, lr: f64, momentum: f64, weight_decay: f64, clip: Option<f64> },
+    /// Projection onto a Frobenius ball, given the norm: x[g, :] *= radius / sqrt(sq[g])
+    /// where sqrt(sq[g]) > radius, untouched otherwise. Buffers: [x: [groups, len],
+    /// sq: [groups]] (sq from [`Update::AccumulateSquares`], summed over every tensor of the
+    /// ball, so a ball may span several buffers). Elementwise: any split is deterministic.
+    ScaleToBall { groups: usize, len: usize, radius: f64 },
 }
 
 /// What can go wrong inside a backend.
@@ -249,6 +254,7 @@ impl Update {
             Update::AccumulateSquares { .. } => "accumulate_squares",
             Update::Adam { .. } => "adam",
             Update::Sgd { .. } => "sgd",
+            Update::ScaleToBall { .. } => "scale_to_ball",
         }
     }
 
@@ -256,7 +262,7 @@ impl Update {
     pub fn lengths(&self) -> Vec<usize> {
         match self {
             Update::Zero { len } => vec![*len],
-            Update::AccumulateSquares { groups, len } => vec![groups * len, *groups],
+            Update::AccumulateSquares { groups, len } | Update::ScaleToBall { groups, len, .. } => vec![groups * len, *groups],
             Update::Adam { groups, len, clip, .. } => {
                 let mut v = vec![groups * len; 4];
                 if clip.is_some() {

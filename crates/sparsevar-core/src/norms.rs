@@ -3,7 +3,8 @@
 //! Edelman et al. bound the capacity of a bounded-norm attention head by the norms of its
 //! query-key product W_Q W_Kᵀ, its value and output maps W_V and W_O, and the size of its
 //! inputs (token plus position embeddings). [`capacity_norms`] measures exactly these on a
-//! member's parameters.
+//! member's parameters; [`MaxNorm`] names balls that bounded training projects the same
+//! parameter groups back onto after every optimizer step ([`Projector`]).
 //!
 //! Every linear map here is affine (`x W + b`), so each group's matrix is the weight with
 //! its bias appended as one more row: the map as a matrix acting on `[x, 1]`. A head's
@@ -13,7 +14,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::graph::ParamId;
+use crate::backend::{Backend, BackendError, BufferId, Update};
+use crate::graph::{ParamId, ParamStore};
 
 /// The parameters of one attention layer whose norms the bound reads: (weight, bias) each.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -61,7 +63,8 @@ pub struct CapacityNorms {
     #[serde(deserialize_with = "nan_if_null")]
     pub pos: f64,
     /// embed · qk_frobenius · v · o, with embed = sqrt(tok² + pos²) = ‖[E_tok; E_pos]‖_F: the
-    /// product of the norms of the parameter groups that bounded training bounds.
+    /// product of the norms of the groups [`MaxNorm`] bounds, so training under
+    /// `max_norm: {qk: Bqk, v: Bv, o: Bo, embed: Be}` keeps it at most Be·(Bqk·Bv·Bo)^layers.
     #[serde(deserialize_with = "nan_if_null")]
     pub bound: f64,
 }
@@ -185,4 +188,145 @@ pub fn capacity_norms<'a>(layout: &NormLayout, value: &dyn Fn(ParamId) -> &'a [f
     n.pos = layout.pos.map_or(0.0, |p| frobenius(&[value(p)]));
     n.bound = n.tok.hypot(n.pos) * n.qk_frobenius * n.v * n.o;
     n
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounded training: balls the parameters are projected back onto after every step.
+
+/// `train.max_norm`: a Frobenius bound per parameter group (`None` = unbounded). Each
+/// weight is taken with its bias appended (the affine map as a matrix on [x, 1]):
+/// - `qk`: every layer's [W_Q; b_Q] and [W_K; b_K], each projected onto the ball of radius
+///   sqrt(B), which bounds every head's ‖A_Q^h (A_K^h)ᵀ‖_F ≤ ‖A_Q‖_F ‖A_K‖_F ≤ B (and the
+///   spectral norm with it);
+/// - `v`: every layer's [W_V; b_V], radius B;
+/// - `o`: every layer's [W_O; b_O], radius B;
+/// - `embed`: the token and learned position embeddings together, ‖[E_tok; E_pos]‖_F ≤ B.
+///
+/// Layer norms, the MLP and the readout head are never bounded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaxNorm {
+    /// Bound on ‖W_Q W_Kᵀ‖_F per head (W_Q and W_K each kept within sqrt(B)).
+    #[serde(default)]
+    pub qk: Option<f64>,
+    /// Bound on ‖[W_V; b_V]‖_F per layer.
+    #[serde(default)]
+    pub v: Option<f64>,
+    /// Bound on ‖[W_O; b_O]‖_F per layer.
+    #[serde(default)]
+    pub o: Option<f64>,
+    /// Bound on ‖[E_tok; E_pos]‖_F.
+    #[serde(default)]
+    pub embed: Option<f64>,
+}
+
+/// One ball: parameters projected together (their values concatenated per member).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ball {
+    /// The group's key: qk, v, o or embed.
+    pub group: &'static str,
+    pub params: Vec<ParamId>,
+    pub radius: f64,
+}
+
+impl MaxNorm {
+    /// Whether no group is bounded.
+    pub fn is_unbounded(&self) -> bool {
+        self.groups().iter().all(|g| g.1.is_none())
+    }
+
+    /// (key, bound) of every group, in a fixed order.
+    pub fn groups(&self) -> [(&'static str, Option<f64>); 4] {
+        [("qk", self.qk), ("v", self.v), ("o", self.o), ("embed", self.embed)]
+    }
+
+    /// The first bound that is not a positive number, as a message naming `prefix.key`.
+    pub fn check(&self, prefix: &str) -> Result<(), String> {
+        for (key, b) in self.groups() {
+            if let Some(b) = b
+                && !(b > 0.0 && b.is_finite())
+            {
+                return Err(format!("{prefix}.{key} = {b} must be a positive number (or null for no bound)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The balls these bounds make on a model with `layout`.
+    pub fn balls(&self, layout: &NormLayout) -> Vec<Ball> {
+        let mut out = Vec::new();
+        for l in &layout.layers {
+            if let Some(b) = self.qk {
+                out.push(Ball { group: "qk", params: vec![l.q.0, l.q.1], radius: b.sqrt() });
+                out.push(Ball { group: "qk", params: vec![l.k.0, l.k.1], radius: b.sqrt() });
+            }
+            if let Some(b) = self.v {
+                out.push(Ball { group: "v", params: vec![l.v.0, l.v.1], radius: b });
+            }
+            if let Some(b) = self.o {
+                out.push(Ball { group: "o", params: vec![l.o.0, l.o.1], radius: b });
+            }
+        }
+        if let Some(b) = self.embed {
+            out.push(Ball { group: "embed", params: std::iter::once(layout.tok).chain(layout.pos).collect(), radius: b });
+        }
+        out
+    }
+}
+
+/// Projects an ensemble's bounded parameter groups back onto their balls, per member, on
+/// the backend: for each ball, the squared norm over its tensors is summed
+/// ([`Update::AccumulateSquares`], a fixed order) into one per-member buffer, then each
+/// tensor is scaled ([`Update::ScaleToBall`]). Nothing travels to the host.
+#[derive(Debug)]
+pub struct Projector {
+    balls: Vec<Ball>,
+    /// Per-member squared norms, sized for `groups` members.
+    sq: Option<BufferId>,
+    groups: usize,
+}
+
+impl Projector {
+    pub fn new(balls: Vec<Ball>) -> Self {
+        Projector { balls, sq: None, groups: 0 }
+    }
+
+    pub fn balls(&self) -> &[Ball] {
+        &self.balls
+    }
+
+    /// Project every ball of every member in `params` (its current ensemble size).
+    pub fn project(&mut self, backend: &mut dyn Backend, params: &ParamStore) -> Result<(), BackendError> {
+        if self.balls.is_empty() {
+            return Ok(());
+        }
+        let groups = params.members;
+        // Members left the ensemble: a buffer of the new size.
+        if self.groups != groups || self.sq.is_none() {
+            if let Some(b) = self.sq.take() {
+                backend.free(b)?;
+            }
+            self.sq = Some(backend.alloc(groups)?);
+            self.groups = groups;
+        }
+        let sq = self.sq.expect("allocated");
+        for ball in &self.balls {
+            backend.update(&Update::Zero { len: groups }, &[sq])?;
+            for &p in &ball.params {
+                backend.update(&Update::AccumulateSquares { groups, len: params.member_len(p) }, &[params.buffer(p), sq])?;
+            }
+            for &p in &ball.params {
+                backend.update(&Update::ScaleToBall { groups, len: params.member_len(p), radius: ball.radius }, &[params.buffer(p), sq])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Give the norm buffer back.
+    pub fn free(&mut self, backend: &mut dyn Backend) -> Result<(), BackendError> {
+        if let Some(b) = self.sq.take() {
+            backend.free(b)?;
+        }
+        Ok(())
+    }
 }

@@ -208,6 +208,7 @@ fn run_update<F: Float>(u: &Update, b: &mut [Vec<F>; 5]) {
     match u {
         Update::Zero { .. } => update::zero(b0),
         Update::AccumulateSquares { len, .. } => update::accumulate_squares(*len, b0, b1),
+        Update::ScaleToBall { len, radius, .. } => update::scale_to_ball(*len, *radius, b0, b1),
         Update::Adam { len, lr, beta1, beta2, eps, weight_decay, bias1, bias2, clip, .. } => {
             let h =
                 update::AdamHyper { lr: *lr, beta1: *beta1, beta2: *beta2, eps: *eps, weight_decay: *weight_decay, bias1: *bias1, bias2: *bias2, clip: *clip };

@@ -1,4 +1,4 @@
-//! In-place updates: Zero, AccumulateSquares and the optimizer steps. All but the sum of
+//! In-place updates: Zero, AccumulateSquares, ScaleToBall and the optimizer steps. All but the sum of
 //! squares are elementwise, so any split is deterministic; the sum runs inside one group.
 
 use rayon::prelude::*;
@@ -20,6 +20,26 @@ pub(crate) fn accumulate_squares<F: Float>(len: usize, x: &[F], acc: &mut [F]) {
         acc.iter_mut().zip(x.chunks(len)).for_each(one);
     } else {
         acc.par_iter_mut().zip(x.par_chunks(len)).for_each(one);
+    }
+}
+
+/// x[g, :] *= radius / ‖x[g]‖ where ‖x[g]‖ = sqrt(sq[g]) exceeds radius (elementwise, so
+/// any split is deterministic).
+pub(crate) fn scale_to_ball<F: Float>(len: usize, radius: f64, x: &mut [F], sq: &[F]) {
+    if len == 0 {
+        return;
+    }
+    let one = |(xg, s): (&mut [F], &F)| {
+        let norm = s.to_f64().sqrt();
+        if norm > radius {
+            let f = F::from_f64(radius / norm);
+            xg.iter_mut().for_each(|v| *v *= f);
+        }
+    };
+    if !go_parallel(x.len()) {
+        x.chunks_mut(len).zip(sq).for_each(one);
+    } else {
+        x.par_chunks_mut(len).zip(sq.par_iter()).for_each(one);
     }
 }
 

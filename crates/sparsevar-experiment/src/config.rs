@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 use sparsevar_core::model::{DataShape, ModelSpec, TransformerConfig};
+use sparsevar_core::norms::MaxNorm;
 use sparsevar_core::optim::{OptimConfig, OptimizerKind, Schedule};
 use sparsevar_core::registry::Registry;
 use sparsevar_core::task::TaskSpec;
@@ -70,6 +71,13 @@ pub struct TrainConfig {
     /// two. A sweep's work units write theirs to
     /// checkpoints/ while they train, so a preempted unit continues where it was.
     pub checkpoint_every: usize,
+    /// Norm-bounded training: `{ qk: B, v: B, o: B, embed: B }`, each a Frobenius bound on a
+    /// parameter group (`null` or absent = unbounded) that every member is projected back
+    /// onto after every optimizer step. qk: every layer's [W_Q; b_Q] and [W_K; b_K] each
+    /// within sqrt(B), so every head's ‖W_Q W_Kᵀ‖_F ≤ B; v, o: every layer's [W_V; b_V],
+    /// [W_O; b_O]; embed: the token and learned position embeddings together.
+    #[serde(skip_serializing_if = "MaxNorm::is_unbounded")]
+    pub max_norm: MaxNorm,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +103,7 @@ impl Default for TrainConfig {
             test_samples: 2048,
             save_weights: SaveWeights::Final,
             checkpoint_every: 1000,
+            max_norm: MaxNorm::default(),
         }
     }
 }
@@ -303,6 +312,10 @@ impl ExperimentConfig {
             && c <= 0.0
         {
             return bad(format!("train.clip = {c} must be positive (or remove it)"));
+        }
+        t.max_norm.check("train.max_norm").map_err(ConfigError::Invalid)?;
+        if !t.max_norm.is_unbounded() && matches!(self.model, ModelSpec::Mlp(_)) {
+            return bad("train.max_norm bounds attention parameters (qk, v, o, embed), but model.kind is mlp: remove train.max_norm".into());
         }
         if !registry.backends.is_empty() && !registry.backends.contains_key(&self.backend) {
             return bad(format!("backend `{}` is unknown; available backends: {}", self.backend, registry.backend_names().join(", ")));

@@ -22,7 +22,7 @@ use sparsevar_core::backend::{Backend, BackendError, BufferId};
 use sparsevar_core::fault::PluginFault;
 use sparsevar_core::graph::{Executor, NodeId, ParamId, ParamStore};
 use sparsevar_core::model::{DataShape, Model, ModelError, ModelGraph, ModelSpec};
-use sparsevar_core::norms::{CapacityNorms, capacity_norms};
+use sparsevar_core::norms::{CapacityNorms, Projector, capacity_norms};
 use sparsevar_core::optim::Optimizer;
 use sparsevar_core::registry::{FaultMark, Registry, RegistryError};
 use sparsevar_core::rng::{Pcg32, streams};
@@ -267,6 +267,8 @@ pub struct Trainer<'b> {
     params: ParamStore,
     graphs: Graphs,
     optimizer: Optimizer,
+    /// `train.max_norm`: the balls every member's bounded groups return to after each step.
+    projector: Projector,
     sources: Vec<BatchSource>,
     tests: Vec<Dataset>,
     step: usize,
@@ -382,6 +384,13 @@ impl<'b> Trainer<'b> {
         let tc = &spec.train;
         let graphs = Graphs::plan(backend, &model, &params, tc, &spec.seeds)?;
         let optimizer = Optimizer::new(backend, tc.optim(), &params, &graphs.grads())?;
+        tc.max_norm.check("train.max_norm").map_err(TrainError::Setup)?;
+        let balls = match model.norm_layout() {
+            Some(layout) => tc.max_norm.balls(&layout),
+            None if tc.max_norm.is_unbounded() => Vec::new(),
+            None => return Err(TrainError::Setup("train.max_norm bounds attention parameters, but this model has none (remove train.max_norm)".into())),
+        };
+        let projector = Projector::new(balls);
 
         let mut sources = Vec::new();
         let mut tests = Vec::new();
@@ -421,6 +430,7 @@ impl<'b> Trainer<'b> {
             params,
             graphs,
             optimizer,
+            projector,
             sources,
             tests,
             step: 0,
@@ -540,6 +550,7 @@ impl<'b> Trainer<'b> {
         self.load_batch()?;
         self.graphs.train_exec.run(self.backend)?;
         self.optimizer.step(self.backend)?;
+        self.projector.project(self.backend, &self.params)?;
         self.step += 1;
         Ok(())
     }
@@ -551,8 +562,9 @@ impl<'b> Trainer<'b> {
         self.graphs.train_exec.run_profiled(self.backend, profile)?;
         let start = std::time::Instant::now();
         self.optimizer.step(self.backend)?;
+        self.projector.project(self.backend, &self.params)?;
         self.backend.sync()?;
-        let e = profile.entry("optimizer (all parameters)".into()).or_insert((0, 0.0));
+        let e = profile.entry("optimizer (all parameters, with the norm projection)".into()).or_insert((0, 0.0));
         e.0 += 1;
         e.1 += start.elapsed().as_secs_f64();
         self.step += 1;

@@ -31,10 +31,16 @@ struct Case {
 
 /// Compare analytic gradients with central differences on every parameter entry.
 fn check_case(name: &str, case: Case, rng: &mut Pcg32) {
+    check_case_after(name, case, rng, &mut |_, _| {});
+}
+
+/// [`check_case`] with `before` run on the initialised parameters first.
+fn check_case_after(name: &str, case: Case, rng: &mut Pcg32, before: &mut dyn FnMut(&mut CpuBackend<f64>, &ParamStore)) {
     let mut be = CpuBackend::<f64>::new();
     let mut params = case.params;
     let mut rngs: Vec<Pcg32> = (0..params.members).map(|i| Pcg32::new(77 + i as u64, 1)).collect();
     params.initialize(&mut be, &mut rngs).unwrap();
+    before(&mut be, &params);
     let mut outputs = vec![case.loss];
     outputs.extend(case.grads.iter().flatten());
     let exec = Executor::new(&mut be, case.graph, &outputs, &params).unwrap();
@@ -232,6 +238,34 @@ fn whole_model_gradients_match_finite_differences() {
     }
     let c = model_case(ModelSpec::Mlp(MlpConfig { depth: 2, width: 6 }), data, 4, &mut rng);
     check_case("mlp", c, &mut rng);
+}
+
+#[test]
+fn gradients_match_finite_differences_under_a_norm_bound_that_is_not_active() {
+    use sparsevar_core::norms::{MaxNorm, Projector};
+    let mut rng = Pcg32::new(9, 3);
+    let data = DataShape { seq_len: 5, alphabet: 2, classes: 2 };
+    let spec = ModelSpec::Transformer(small_transformer());
+    let (model, _) = Model::new(&spec, data, 2, builtin_attention("softmax")).unwrap();
+    let bound = MaxNorm { qk: Some(1e3), v: Some(1e3), o: Some(1e3), embed: Some(1e3) };
+    let mut projector = Projector::new(bound.balls(&model.norm_layout().unwrap()));
+    assert_eq!(projector.balls().len(), 5, "q, k, v, o and the embeddings");
+    let c = model_case(spec, data, 4, &mut rng);
+    check_case_after("transformer under max_norm 1e3", c, &mut rng, &mut |be, params| {
+        let read = |be: &mut CpuBackend<f64>| -> Vec<Vec<f64>> {
+            params
+                .ids()
+                .map(|id| {
+                    let mut v = Vec::new();
+                    be.read(params.buffer(id), &mut v).unwrap();
+                    v
+                })
+                .collect()
+        };
+        let before = read(be);
+        projector.project(be, params).unwrap();
+        assert_eq!(read(be), before, "a bound that is not active changes nothing, bit for bit");
+    });
 }
 
 /// Read loss and every gradient of a model graph built with the given options.

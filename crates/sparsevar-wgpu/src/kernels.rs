@@ -309,6 +309,12 @@ pub(crate) fn plan_update(update: &Update) -> Result<Plan, String> {
             // One workgroup per group; an empty sum adds nothing.
             p.one(Pipe::AccumulateSquares, if *len == 0 { 0 } else { *groups }, 1)
         }
+        Update::ScaleToBall { groups, len, radius } => {
+            let n = groups * len;
+            p.set(0, &[n, *len])?;
+            p.float(2, *radius);
+            p.one(Pipe::ScaleToBall, n, 256)
+        }
         Update::Adam { groups, len, lr, beta1, beta2, eps, weight_decay, bias1, bias2, clip } => {
             let n = groups * len;
             p.set(0, &[n, *len])?;

@@ -412,6 +412,10 @@ fn update_slots(update: &Update, b: &[BufferId]) -> [Option<BufferId>; SLOTS] {
     let mut s = [None; SLOTS];
     match update {
         Update::Zero { .. } => s[Y] = Some(b[0]),
+        Update::ScaleToBall { .. } => {
+            s[Y] = Some(b[0]);
+            s[X0] = Some(b[1]);
+        }
         Update::AccumulateSquares { .. } => {
             s[X0] = Some(b[0]);
             s[Y] = Some(b[1]);

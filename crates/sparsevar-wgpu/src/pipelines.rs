@@ -90,9 +90,10 @@ pub(crate) enum Pipe {
     AccumulateSquares,
     Adam,
     Sgd,
+    ScaleToBall,
 }
 
-const PIPES: usize = 25;
+const PIPES: usize = 26;
 
 impl Pipe {
     /// Module, entry point, and the bindings it uses.
@@ -125,6 +126,7 @@ impl Pipe {
             Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0]),
             Pipe::Adam => (M::Update, "adam", &[Y, X0, X1, S0, S1]),
             Pipe::Sgd => (M::Update, "sgd", &[Y, X0, X1, S0]),
+            Pipe::ScaleToBall => (M::Update, "scale_to_ball", &[Y, X0]),
         }
     }
 }

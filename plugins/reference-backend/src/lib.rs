@@ -391,6 +391,15 @@ impl Backend for ReferenceBackend {
                     b[1][g] += acc;
                 }
             }
+            Update::ScaleToBall { groups, len, radius } => {
+                for g in 0..*groups {
+                    let norm = b[1][g].sqrt();
+                    if norm > *radius {
+                        let f = radius / norm;
+                        b[0][g * len..(g + 1) * len].iter_mut().for_each(|v| *v *= f);
+                    }
+                }
+            }
             Update::Adam { groups, len, lr, beta1, beta2, eps, weight_decay, bias1, bias2, clip } => {
                 let squares = clip.map(|_| b[4].clone());
                 for g in 0..*groups {

@@ -30,6 +30,19 @@ fn accumulate_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 }
 
+// Projection onto the Frobenius ball of radius r, given the squared norm x0[g]:
+// y[g, :] *= r / sqrt(x0[g]) where that exceeds r. Words: 0 = n, 1 = len, 2 = r.
+@compute @workgroup_size(256)
+fn scale_to_ball(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = workgroup_index(wid, nwg) * 256u + lid.x;
+    if (i >= pu(0u)) { return; }
+    let norm = sqrt(x0[udiv(i, pu(1u))]);
+    let r = pf(2u);
+    if (norm > r) {
+        y[i] = y[i] * (r / norm);
+    }
+}
+
 // Per-group clip factor min(1, clip / (sqrt(sq[g]) + 1e-6)), or 1 when clipping is off.
 fn clip_scale(on: u32, clip: f32, g: u32) -> f32 {
     if (on == 0u) { return 1.0; }
