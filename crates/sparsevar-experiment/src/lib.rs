@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod fits;
+pub mod learners;
 pub mod reference;
 pub mod results;
 pub mod sweep;
