@@ -70,9 +70,7 @@ fn bad_learner_settings_are_one_line_errors_naming_the_key() {
     assert!(e.contains("sweep.validation holds out 16 of m = 8") && e.contains("m − 1 = 7"), "{e}");
     let e = spec(LearnerKind::BestOfK, 4, None).check(&[16]).unwrap_err();
     assert!(e.starts_with("sweep.validation is missing"), "{e}");
-    for e in [spec(LearnerKind::BestOfK, 0, None).check(&[16]).unwrap_err()] {
-        assert_eq!(e.lines().count(), 1);
-    }
+    assert_eq!(spec(LearnerKind::BestOfK, 0, None).check(&[16]).unwrap_err().lines().count(), 1);
     assert!(spec(LearnerKind::BestOfK, 8, Some(Validation::Share(0.2))).check(&[8, 16, 64]).is_ok());
     assert!(spec(LearnerKind::MinNorm, 8, None).check(&[8]).is_ok());
     assert!(spec(LearnerKind::Majority, 0, None).check(&[1]).is_ok(), "majority has no k");
