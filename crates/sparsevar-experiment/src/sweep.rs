@@ -123,6 +123,13 @@ pub struct SweepSection {
     /// `weights/<model>/T<T>-m<m>-seed-<n>[.learned].safetensors`.
     #[serde(default = "no_weights")]
     pub weights: SaveWeights,
+    /// Step budgets at which to report m*, strictly increasing, each a multiple of
+    /// train.eval_every (e.g. [10000, 40000, 160000]). The sweep trains once, to the last
+    /// budget (which replaces train.max_steps); a member counts as learned within budget b
+    /// when it learned by step b. Each point then says whether m* was stable under the last
+    /// doubling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<usize>,
 }
 
 fn no_weights() -> SaveWeights {
@@ -245,9 +252,29 @@ impl SweepConfig {
         Ok(cfg)
     }
 
+    /// The training settings a sweep trains with: `train`, with the last of `sweep.budgets`
+    /// (if any) as the step budget.
+    pub fn train_config(&self) -> TrainConfig {
+        let mut t = self.train.clone();
+        if let Some(&last) = self.sweep.budgets.last() {
+            t.max_steps = last;
+        }
+        t
+    }
+
     pub fn validate(&self, registry: &Registry) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let s = &self.sweep;
+        let b = &s.budgets;
+        if b.contains(&0) || b.windows(2).any(|w| w[1] <= w[0]) {
+            return bad(format!("sweep.budgets = {b:?} must be step counts that increase strictly, e.g. [10000, 40000, 160000]"));
+        }
+        if let Some(x) = b.iter().find(|&&x| self.train.eval_every > 0 && !x.is_multiple_of(self.train.eval_every)) {
+            return bad(format!(
+                "sweep.budgets: {x} is not a multiple of train.eval_every = {}: a budget must fall on an evaluation, so that learning by then is seen there",
+                self.train.eval_every
+            ));
+        }
         if s.t.is_empty() {
             return bad("sweep.T is empty: list the input lengths, e.g. T: [8, 16, 32]".into());
         }
@@ -330,7 +357,7 @@ impl SweepConfig {
                 let exp = crate::config::ExperimentConfig {
                     task: TaskSpec { t, ..self.task.clone() },
                     model: model.clone(),
-                    train: self.train.clone(),
+                    train: self.train_config(),
                     seeds: s.seeds.clone(),
                     backend: self.backend.clone(),
                     threads: self.threads,
@@ -445,6 +472,20 @@ pub struct PointSummary {
     /// above 0.5), over seeds where it happened.
     #[serde(default)]
     pub median_variable_step: Option<f64>,
+    /// m* within each of `sweep.budgets`, in order (empty without budgets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetPoint>,
+    /// With two or more budgets: whether the last one left m* where the one before had it
+    /// (a missing m* at both counts as stable). `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<bool>,
+}
+
+/// m* within one step budget.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BudgetPoint {
+    pub budget: usize,
+    pub m_star: Option<usize>,
 }
 
 /// Per-T results of the non-neural baselines.
@@ -607,7 +648,7 @@ pub(crate) fn train_cells(
         let spec = RunSpec {
             task: TaskSpec { t, ..cfg.task.clone() },
             model: model.clone(),
-            train: cfg.train.clone(),
+            train: cfg.train_config(),
             seeds: members.iter().map(|x| x.1).collect(),
             samples: (!cfg.train.online).then(|| members.iter().map(|x| x.0).collect()),
         };
@@ -746,8 +787,26 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }
 
-/// Cells, m* and the bracket below it for one model at one T.
+/// Cells, m* and the bracket below it for one model at one T, and m* within each budget.
 pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) -> PointSummary {
+    let mut point = summarize_cells(cfg, rows, model, t);
+    point.budgets = cfg
+        .sweep
+        .budgets
+        .iter()
+        .map(|&b| {
+            // Learned within b: the member learned at an evaluation no later than b.
+            let capped: Vec<RunRow> = rows.iter().map(|r| RunRow { learned: r.learned && r.step.is_some_and(|s| s <= b), ..r.clone() }).collect();
+            BudgetPoint { budget: b, m_star: summarize_cells(cfg, &capped, model, t).m_star }
+        })
+        .collect();
+    if let [.., before, last] = point.budgets.as_slice() {
+        point.stable = Some(before.m_star == last.m_star);
+    }
+    point
+}
+
+fn summarize_cells(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) -> PointSummary {
     let mut by_m: BTreeMap<usize, Vec<&RunRow>> = BTreeMap::new();
     // Faulted members count neither for nor against a cell; a cell of only faulted
     // members is no cell at all.
@@ -782,6 +841,8 @@ pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize
         median_steps_to_learn: cfg.train.online.then(|| median(all.iter().filter_map(|r| r.step.map(|s| s as f64)).collect())).flatten(),
         median_variable_step: cfg.train.online.then(|| median(all.iter().filter_map(|r| r.variable_step.map(|s| s as f64)).collect())).flatten(),
         cells,
+        budgets: Vec::new(),
+        stable: None,
     }
 }
 
@@ -853,7 +914,7 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
         "a cell (T, m) succeeds when at least {needed} of {} seeds reach test accuracy {} within {} steps",
         cfg.sweep.seeds.len(),
         cfg.train.target_accuracy,
-        cfg.train.max_steps
+        cfg.train_config().max_steps
     );
     if !faulted.is_empty() {
         success_rule.push_str("; members whose task faulted are left out, and the rule applies to the seeds that remain in their cell");
@@ -862,7 +923,7 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
         s: cfg.task.s,
         task: cfg.task.kind.clone(),
         success_rule,
-        max_steps: cfg.train.max_steps,
+        max_steps: cfg.train_config().max_steps,
         models,
         baselines: if cfg.sweep.baselines.is_empty() { Vec::new() } else { baseline_points(cfg, registry)? },
         faulted,

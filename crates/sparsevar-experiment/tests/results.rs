@@ -194,6 +194,8 @@ fn sweep_summary_round_trips_wrapped_and_bare() {
         m_below: Some(16),
         median_steps_to_learn: None,
         median_variable_step: Some(120.0),
+        budgets: vec![],
+        stable: None,
     };
     let f = |law: &str, r2: f64| Fit { law: law.into(), a: 1.5, b: 2.0, r2 };
     let summary = SweepSummary {

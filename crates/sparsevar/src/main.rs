@@ -706,6 +706,15 @@ fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
             println!("{}: median steps to learn / to create the variable: {}", m.model, steps.join(", "));
         } else {
             println!("{}: m* {}", m.model, stars.join(", "));
+            for p in m.points.iter().filter(|p| !p.budgets.is_empty()) {
+                let per: Vec<String> = p.budgets.iter().map(|b| format!("{} steps: {}", b.budget, b.m_star.map_or("none".into(), |x| x.to_string()))).collect();
+                let stable = match p.stable {
+                    Some(true) => " (stable: the last doubling did not move it)",
+                    Some(false) => " (not stable: the last budget moved it)",
+                    None => "",
+                };
+                println!("  T={}: m* within {}{stable}", p.t, per.join(", "));
+            }
         }
         if let Some(f) = &m.fit {
             println!("  {}", f.verdict);
