@@ -9,8 +9,8 @@
 //!   with the smallest norm bound (bounded-norm ERM, the theorem's own rule).
 //!
 //! The rules here are pure functions over restart outcomes, so they are tested on hand-made
-//! outcomes. Running them inside `sparsevar sweep` (restarts sharing an instance's data,
-//! the validation split in the trainer, m* per learner) is not wired yet.
+//! outcomes; `sweep` applies them to the rows of a sweep with `sweep.learner` set, whose
+//! restarts the trainer runs with `train::Restarts`.
 
 use serde::{Deserialize, Serialize};
 

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use sparsevar_core::norms::CapacityNorms;
 
-use crate::train::{AttentionSummary, CurvePoint, EnsembleResult, MemberResult};
+use crate::train::{AttentionSummary, CurvePoint, EnsembleResult, MemberResult, Scores};
 
 /// Where this run came from: enough to reproduce it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -288,6 +288,9 @@ pub struct MemberSummary {
     /// folders written before they were recorded).
     #[serde(default)]
     pub norms: Option<CapacityNorms>,
+    /// Training and validation scores (restarts of a learner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Scores>,
 }
 
 impl From<&MemberResult> for MemberSummary {
@@ -309,6 +312,7 @@ impl From<&MemberResult> for MemberSummary {
             top_s_equals_s: a.map(|a| a.top_s_equals_s),
             attention_weights: a.map(|a| a.weights.clone()),
             norms: m.norms.clone(),
+            scores: m.scores.clone(),
         }
     }
 }
@@ -336,6 +340,7 @@ impl From<MemberSummary> for MemberResult {
             train_loss: m.train_loss,
             attention,
             norms: m.norms,
+            scores: m.scores,
         }
     }
 }

@@ -33,6 +33,7 @@ use crate::budget::{Knob, MAX_SWEEP_RUNS};
 use crate::checkpoint::{read_checkpoint_file, write_checkpoint_file};
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, wilson};
+use crate::learners::{LearnerKind, LearnerSpec, RestartOutcome, Validation, select};
 use crate::results::{Provenance, ResultsError, file_in, holds_files, io, nan_if_null, read_csv, read_json};
 use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
 use crate::units::{Held, collect, lock_folder, work_claim, write_plan, write_runs};
@@ -120,7 +121,8 @@ pub struct SweepSection {
     pub subset_search_cap: f64,
     /// Weights files of the trained members (train.save_weights is for `train` only):
     /// none (the default), final, learned or both, into
-    /// `weights/<model>/T<T>-m<m>-seed-<n>[.learned].safetensors`.
+    /// `weights/<model>/T<T>-m<m>-seed-<n>[-restart-<j>][.learned].safetensors` (the
+    /// restart index for a learner's restarts).
     #[serde(default = "no_weights")]
     pub weights: SaveWeights,
     /// Step budgets at which to report m*, strictly increasing, each a multiple of
@@ -130,6 +132,22 @@ pub struct SweepSection {
     /// doubling.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<usize>,
+    /// How the restarts of one training set become one hypothesis: majority (the default:
+    /// a cell succeeds when most seeds learn), best_of_k or min_norm (see the book's "Is it
+    /// log T?"). With best_of_k or min_norm each seed is an instance: it draws its m samples
+    /// and trains `k` restarts on them.
+    #[serde(default, skip_serializing_if = "is_majority")]
+    pub learner: LearnerKind,
+    /// Restarts per instance (best_of_k, min_norm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// best_of_k: samples held out of m for validation, a share in (0, 1) or a count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
+}
+
+fn is_majority(l: &LearnerKind) -> bool {
+    *l == LearnerKind::Majority
 }
 
 fn no_weights() -> SaveWeights {
@@ -252,6 +270,18 @@ impl SweepConfig {
         Ok(cfg)
     }
 
+    /// The learner's settings.
+    pub fn learner(&self) -> LearnerSpec {
+        LearnerSpec { kind: self.sweep.learner, k: self.sweep.k.unwrap_or(1), validation: self.sweep.validation }
+    }
+
+    /// (m, seed, restart) of every member trained at `m`: one per seed under `majority`,
+    /// k per seed (instance) under the other learners.
+    pub fn members_at(&self, m: usize) -> Vec<(usize, u64, usize)> {
+        let k = if self.sweep.learner == LearnerKind::Majority { 1 } else { self.learner().k };
+        self.sweep.seeds.iter().flat_map(|&s| (0..k).map(move |j| (m, s, j))).collect()
+    }
+
     /// The training settings a sweep trains with: `train`, with the last of `sweep.budgets`
     /// (if any) as the step budget.
     pub fn train_config(&self) -> TrainConfig {
@@ -265,6 +295,22 @@ impl SweepConfig {
     pub fn validate(&self, registry: &Registry) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let s = &self.sweep;
+        if s.learner != LearnerKind::Majority {
+            if self.train.online {
+                return bad(format!("sweep.learner = {:?} needs training sets: set train.online: false", s.learner));
+            }
+            if s.k.is_none() {
+                return bad("sweep.k is missing: how many restarts each instance trains, e.g. k: 8".into());
+            }
+        } else if s.k.is_some() || s.validation.is_some() {
+            return bad("sweep.k and sweep.validation belong to a learner: set sweep.learner: best_of_k or min_norm (or remove them)".into());
+        }
+        if s.learner != LearnerKind::Majority && !s.budgets.is_empty() {
+            return bad(
+                "sweep.budgets works with sweep.learner: majority only (a learner selects from the restarts' final states, not their states at each budget)"
+                    .into(),
+            );
+        }
         let b = &s.budgets;
         if b.contains(&0) || b.windows(2).any(|w| w[1] <= w[0]) {
             return bad(format!("sweep.budgets = {b:?} must be step counts that increase strictly, e.g. [10000, 40000, 160000]"));
@@ -321,7 +367,8 @@ impl SweepConfig {
             (MGrid::List(v), _) => v.len() as u128,
             (MGrid::Geometric { from, to, factor }, _) => ((*to as f64 / *from as f64).ln() / factor.ln()).floor() as u128 + 1,
         };
-        let runs = s.t.len() as u128 * m_count * s.seeds.len() as u128 * self.models.len() as u128;
+        let restarts = if s.learner == LearnerKind::Majority { 1 } else { self.learner().k.max(1) as u128 };
+        let runs = s.t.len() as u128 * m_count * s.seeds.len() as u128 * restarts * self.models.len() as u128;
         if runs > MAX_SWEEP_RUNS {
             return bad(format!(
                 "the sweep grid is too large: sweep.T ({}) × sweep.m ({m_count}) × sweep.seeds ({}) × models ({}) = {runs} training runs, more than the {MAX_SWEEP_RUNS} a sweep may hold; use fewer T, m or seeds",
@@ -330,11 +377,15 @@ impl SweepConfig {
                 self.models.len()
             ));
         }
+        // After the grid is counted: listing a huge grid would take forever.
+        if s.learner != LearnerKind::Majority {
+            self.learner().check(&s.m.values()).map_err(ConfigError::Invalid)?;
+        }
         // The largest ensemble the sweep trains: up to max_ensemble (m, seed) members, each
         // sized here for the largest m.
         let m_values = if self.train.online { vec![self.train.samples] } else { s.m.values() };
         let largest_m = m_values.iter().copied().max().unwrap_or(1);
-        let members = (m_values.len() * s.seeds.len()).min(s.max_ensemble);
+        let members = (m_values.len() * s.seeds.len() * restarts as usize).min(s.max_ensemble);
         // Each (T, model) must make a valid experiment.
         for &t in &s.t {
             for (name, model) in &self.models {
@@ -431,13 +482,28 @@ pub struct RunRow {
     /// `None` for a model without attention, a faulted member, and in older files.
     #[serde(default)]
     pub norm_bound: Option<f64>,
+    /// A learner's restart index within its instance (the seed); `None` under `majority`.
+    #[serde(default)]
+    pub restart: Option<usize>,
+    /// A learner's restart: accuracy on its training samples (the m minus validation).
+    #[serde(default)]
+    pub train_accuracy: Option<f64>,
+    /// best_of_k: accuracy on the held-out validation samples.
+    #[serde(default)]
+    pub validation_accuracy: Option<f64>,
+    /// A learner's restart: mean loss on its training samples.
+    #[serde(default)]
+    pub train_set_loss: Option<f64>,
 }
 
 impl RunRow {
-    pub(crate) fn key(&self) -> (String, usize, usize, u64) {
-        (self.model.clone(), self.t, self.m, self.seed)
+    pub(crate) fn key(&self) -> RowKey {
+        (self.model.clone(), self.t, self.m, self.seed, self.restart)
     }
 }
+
+/// What identifies a member in runs.csv: model, T, m, seed and (for a learner) restart.
+pub(crate) type RowKey = (String, usize, usize, u64, Option<usize>);
 
 /// Success statistics of one (model, T, m) cell.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -479,6 +545,17 @@ pub struct PointSummary {
     /// (a missing m* at both counts as stable). `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<bool>,
+    /// A learner's sweep: m* of each learner its rows allow (majority over restart 0, the
+    /// sweep's own learner, min_norm), from the same restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learners: Vec<LearnerPoint>,
+}
+
+/// m* of one learner at one T.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LearnerPoint {
+    pub learner: LearnerKind,
+    pub m_star: Option<usize>,
 }
 
 /// m* within one step budget.
@@ -614,8 +691,11 @@ pub fn run_sweep(
 
 /// What a unit's checkpoint is checked against: the sweep's resolved config and the
 /// ensemble (model, T, members), so a checkpoint of another unit or sweep is never restored.
-pub(crate) fn unit_fingerprint(cfg: &SweepConfig, name: &str, t: usize, members: &[(usize, u64)]) -> String {
-    format!("{}\n# unit: model {name}, T {t}, members (m, seed) {members:?}\n", cfg.to_yaml())
+pub(crate) fn unit_fingerprint(cfg: &SweepConfig, name: &str, t: usize, members: &[(usize, u64, Option<usize>)]) -> String {
+    let pairs: Vec<(usize, u64)> = members.iter().map(|x| (x.0, x.1)).collect();
+    let restarts: Vec<usize> = members.iter().filter_map(|x| x.2).collect();
+    let restarts = if restarts.is_empty() { String::new() } else { format!(", restarts {restarts:?}") };
+    format!("{}\n# unit: model {name}, T {t}, members (m, seed) {pairs:?}{restarts}\n", cfg.to_yaml())
 }
 
 /// Train the ensemble of `members` (m, seed) of model `name` at `t` into rows. With
@@ -630,6 +710,7 @@ pub(crate) fn train_cells(
     model: &ModelSpec,
     t: usize,
     members: &[(usize, u64)],
+    restarts: &[usize],
     registry: &Registry,
     make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
     observer: &mut dyn Observer,
@@ -639,7 +720,9 @@ pub(crate) fn train_cells(
         ModelSpec::Transformer(c) => c.attention.clone(),
         ModelSpec::Mlp(_) => "mlp".into(),
     };
-    let mut members = members.to_vec();
+    // Members carry their restart index (None under majority) through refits after faults.
+    let mut members: Vec<(usize, u64, Option<usize>)> = members.iter().enumerate().map(|(i, &(m, s))| (m, s, restarts.get(i).copied())).collect();
+    let learner = cfg.learner();
     let mut faulted_rows = Vec::new();
     loop {
         if members.is_empty() {
@@ -660,7 +743,13 @@ pub(crate) fn train_cells(
         // after a fault), is not continued: training from the start gives the same rows.
         let resume = checkpoint.and_then(|p| read_checkpoint_file(p).ok()).filter(|ck| ck.config == fingerprint);
         let every = if checkpoint.is_some() { cfg.train.checkpoint_every } else { 0 };
-        let result = Trainer::new(backend.as_mut(), spec, registry).and_then(|mut trainer| {
+        // A learner's restarts share their instance's data (seed) and differ in their
+        // initialisation; restart 0 uses the seed itself.
+        let restarts = members.iter().any(|x| x.2.is_some()).then(|| crate::train::Restarts {
+            init_seeds: members.iter().map(|x| restart_seed(x.1, x.2.unwrap_or(0))).collect(),
+            validation: members.iter().map(|x| if learner.kind == LearnerKind::BestOfK { learner.validation.map_or(0, |v| v.count(x.0)) } else { 0 }).collect(),
+        });
+        let result = Trainer::with_restarts(backend.as_mut(), spec, registry, restarts).and_then(|mut trainer| {
             if let Some(f) = &flag {
                 trainer.stop_on(f.clone());
             }
@@ -702,7 +791,7 @@ pub(crate) fn train_cells(
             // without them (members are independent, so their numbers are unchanged).
             Err(TrainError::MemberFaults { step, faults }) => {
                 for f in &faults {
-                    let (m, seed) = members[f.member];
+                    let (m, seed, restart) = members[f.member];
                     faulted_rows.push(RunRow {
                         model: name.to_string(),
                         variant: variant.clone(),
@@ -719,6 +808,10 @@ pub(crate) fn train_cells(
                         seconds: 0.0,
                         faulted: Some(f.error.to_string()),
                         norm_bound: None,
+                        restart,
+                        train_accuracy: None,
+                        validation_accuracy: None,
+                        train_set_loss: None,
                     });
                 }
                 let gone: BTreeSet<usize> = faults.iter().map(|f| f.member).collect();
@@ -730,27 +823,34 @@ pub(crate) fn train_cells(
 }
 
 /// The unit's weights files, as `sweep.weights` asks (see [`crate::weights`]):
-/// `weights/<model>/T<T>-m<m>-seed-<n>[.learned].safetensors`.
+/// `weights/<model>/T<T>-m<m>-seed-<n>[-restart-<j>][.learned].safetensors`.
 fn save_weights(
     trainer: &mut Trainer<'_>,
     cfg: &SweepConfig,
     dir: &Path,
     name: &str,
     t: usize,
-    members: &[(usize, u64)],
+    members: &[(usize, u64, Option<usize>)],
     result: &EnsembleResult,
 ) -> Result<(), RunError> {
     let task = TaskSpec { t, ..cfg.task.clone() };
     let path = |i: usize, snapshot: Snapshot| {
-        let (m, seed) = members[i];
+        let (m, seed, restart) = members[i];
         let suffix = if snapshot == Snapshot::Learned { ".learned" } else { "" };
-        dir.join(WEIGHTS_DIR).join(name).join(format!("T{t}-m{m}-seed-{seed}{suffix}.safetensors"))
+        // A learner's restarts share their seed: the restart index tells their files apart.
+        let restart = restart.map_or(String::new(), |j| format!("-restart-{j}"));
+        dir.join(WEIGHTS_DIR).join(name).join(format!("T{t}-m{m}-seed-{seed}{restart}{suffix}.safetensors"))
     };
     crate::weights::save_members(trainer, &task, result, cfg.sweep.weights, &path)
         .map_err(|source| RunError::Train { context: format!("saving the weights of T = {t}, model {name}"), source: Box::new(source) })
 }
 
-fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, members: &[(usize, u64)]) -> Vec<RunRow> {
+/// The initialisation seed of restart `j` of the instance with `seed` (restart 0: the seed).
+pub fn restart_seed(seed: u64, j: usize) -> u64 {
+    if j == 0 { seed } else { seed ^ (j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) }
+}
+
+fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, members: &[(usize, u64, Option<usize>)]) -> Vec<RunRow> {
     result
         .members
         .iter()
@@ -773,6 +873,10 @@ fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, member
                 seconds: result.seconds,
                 faulted: None,
                 norm_bound: r.norms.as_ref().map(|n| n.bound),
+                restart: members[i].2,
+                train_accuracy: r.scores.as_ref().map(|s| s.train_accuracy),
+                validation_accuracy: r.scores.as_ref().and_then(|s| s.validation_accuracy),
+                train_set_loss: r.scores.as_ref().map(|s| s.train_loss),
             }
         })
         .collect()
@@ -787,9 +891,59 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }
 
-/// Cells, m* and the bracket below it for one model at one T, and m* within each budget.
+/// One row per instance (model, T, m, seed) whose `learned` says whether `kind`'s output
+/// learned: the restarts of each instance collapsed by the learner's rule. Rows without a
+/// restart index (a majority sweep) pass through; `majority` over restarts keeps restart 0.
+pub fn instance_rows(kind: LearnerKind, rows: &[RunRow]) -> Vec<RunRow> {
+    let mut by_instance: BTreeMap<(String, usize, usize, u64), Vec<&RunRow>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in rows {
+        match r.restart {
+            None => out.push(r.clone()),
+            Some(_) if r.faulted.is_some() => {}
+            Some(_) => by_instance.entry((r.model.clone(), r.t, r.m, r.seed)).or_default().push(r),
+        }
+    }
+    for restarts in by_instance.values() {
+        let outcomes: Vec<RestartOutcome> = restarts
+            .iter()
+            .map(|r| RestartOutcome {
+                restart: r.restart.unwrap_or(0),
+                train_accuracy: r.train_accuracy.unwrap_or(f64::NAN),
+                train_loss: r.train_set_loss.unwrap_or(f64::NAN),
+                validation_accuracy: r.validation_accuracy,
+                norm_bound: r.norm_bound,
+                test_accuracy: r.test_accuracy,
+            })
+            .collect();
+        let chosen = match kind {
+            LearnerKind::Majority => restarts.iter().position(|r| r.restart == Some(0)),
+            k => select(k, &outcomes),
+        };
+        let first = restarts[0];
+        out.push(match chosen {
+            Some(i) => RunRow { restart: restarts[i].restart, ..restarts[i].clone() },
+            // No output (min_norm where nothing fits): the instance fails.
+            None => RunRow { learned: false, step: None, restart: None, ..first.clone() },
+        });
+    }
+    out
+}
+
+/// Cells, m* and the bracket below it for one model at one T (under the sweep's learner,
+/// cells count instances), m* within each budget, and for a learner's sweep m* of every
+/// learner its rows allow.
 pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) -> PointSummary {
-    let mut point = summarize_cells(cfg, rows, model, t);
+    let kind = cfg.sweep.learner;
+    let mut point = summarize_cells(cfg, &instance_rows(kind, rows), model, t);
+    if kind != LearnerKind::Majority {
+        let mut kinds = vec![LearnerKind::Majority, LearnerKind::MinNorm];
+        if kind == LearnerKind::BestOfK {
+            kinds.insert(1, LearnerKind::BestOfK);
+        }
+        point.learners =
+            kinds.into_iter().map(|k| LearnerPoint { learner: k, m_star: summarize_cells(cfg, &instance_rows(k, rows), model, t).m_star }).collect();
+    }
     point.budgets = cfg
         .sweep
         .budgets
@@ -843,6 +997,7 @@ fn summarize_cells(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) ->
         cells,
         budgets: Vec::new(),
         stable: None,
+        learners: Vec::new(),
     }
 }
 

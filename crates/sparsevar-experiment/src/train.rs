@@ -51,6 +51,28 @@ impl RunSpec {
     }
 }
 
+/// The restarts of a learner: members that share an instance's data (their seed in
+/// [`RunSpec::seeds`]) but not their initialisation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Restarts {
+    /// Per member: the seed of its initialisation and minibatch streams.
+    pub init_seeds: Vec<u64>,
+    /// Per member: how many of its m samples are held out for validation (the last ones;
+    /// 0 = none). It trains on the rest.
+    pub validation: Vec<usize>,
+}
+
+/// A learner's view of a member: its accuracy and loss on its own samples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    #[serde(deserialize_with = "crate::results::nan_if_null")]
+    pub train_accuracy: f64,
+    #[serde(deserialize_with = "crate::results::nan_if_null")]
+    pub train_loss: f64,
+    /// On the held-out split (`None` without one).
+    pub validation_accuracy: Option<f64>,
+}
+
 /// Where the CLS attention of one member went, averaged over its test set.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct AttentionSummary {
@@ -82,6 +104,8 @@ pub struct MemberResult {
     pub attention: Option<AttentionSummary>,
     /// The capacity-bound norms at the last evaluation (transformers only).
     pub norms: Option<CapacityNorms>,
+    /// Training and validation scores at the last evaluation (restarts of a learner only).
+    pub scores: Option<Scores>,
 }
 
 /// One evaluation of one member: a row of metrics.csv.
@@ -203,7 +227,7 @@ pub fn has_diverged(train_loss: f64, test_loss: f64, initial: f64) -> bool {
 }
 
 /// A member's latest evaluation: test accuracy, test loss, attention, norms.
-type LastEval = (f64, f64, Option<AttentionSummary>, Option<CapacityNorms>);
+type LastEval = (f64, f64, Option<AttentionSummary>, Option<CapacityNorms>, Option<Scores>);
 
 /// What the trainer tells its caller as it goes.
 #[derive(Clone, Debug)]
@@ -271,6 +295,10 @@ pub struct Trainer<'b> {
     projector: Projector,
     sources: Vec<BatchSource>,
     tests: Vec<Dataset>,
+    /// Per member: a learner's held-out validation samples.
+    validation: Vec<Option<Dataset>>,
+    /// Score every member on its training and validation samples at each evaluation.
+    scored: bool,
     step: usize,
     /// Members still training, in slot order.
     active: Vec<usize>,
@@ -359,10 +387,24 @@ const EVAL_CHUNK: usize = 256;
 
 impl<'b> Trainer<'b> {
     pub fn new(backend: &'b mut dyn Backend, spec: RunSpec, registry: &Registry) -> Result<Self, TrainError> {
+        Self::with_restarts(backend, spec, registry, None)
+    }
+
+    /// [`Trainer::new`] for the restarts of a learner (see [`Restarts`]): each member's
+    /// task and data come from its seed, its initialisation and minibatches from its
+    /// restart seed, and every evaluation also scores it on its training and validation
+    /// samples ([`MemberResult::scores`]).
+    pub fn with_restarts(backend: &'b mut dyn Backend, spec: RunSpec, registry: &Registry, restarts: Option<Restarts>) -> Result<Self, TrainError> {
         let r = spec.seeds.len();
         if r == 0 {
             return Err(TrainError::Setup("no seeds: an ensemble needs at least one member".into()));
         }
+        if let Some(x) = &restarts
+            && (x.init_seeds.len() != r || x.validation.len() != r)
+        {
+            return Err(TrainError::Setup(format!("restarts for {} and {} members, but the ensemble has {r}", x.init_seeds.len(), x.validation.len())));
+        }
+        let init_seed = |m: usize| restarts.as_ref().map_or(spec.seeds[m], |x| x.init_seeds[m]);
         if let Some(s) = &spec.samples
             && (s.len() != r || s.contains(&0))
         {
@@ -378,7 +420,7 @@ impl<'b> Trainer<'b> {
         };
         let model_error = |error| TrainError::Model { seeds: spec.seeds.clone(), error };
         let (model, mut params) = Model::new(&spec.model, data, r, attention).map_err(model_error)?;
-        let mut init: Vec<Pcg32> = spec.seeds.iter().map(|&s| Pcg32::new(s, streams::INIT)).collect();
+        let mut init: Vec<Pcg32> = (0..r).map(|m| Pcg32::new(init_seed(m), streams::INIT)).collect();
         params.initialize(backend, &mut init)?;
 
         let tc = &spec.train;
@@ -394,6 +436,7 @@ impl<'b> Trainer<'b> {
 
         let mut sources = Vec::new();
         let mut tests = Vec::new();
+        let mut validation = Vec::new();
         // Every member's data is drawn even after one fails, so that one error names every
         // member whose task fails here (a sweep then retrains the rest once).
         let mut faults = Vec::new();
@@ -403,16 +446,27 @@ impl<'b> Trainer<'b> {
                 let test = Dataset::draw(task.as_ref(), tc.test_samples, &mut Pcg32::new(seed, streams::TEST_DATA))?;
                 Ok((train, test))
             })();
-            let (train, test) = match drawn {
+            let (mut train, test) = match drawn {
                 Ok(d) => d,
                 Err(error) => {
                     faults.push(MemberFault { member: m, seed, error });
                     continue;
                 }
             };
+            // A learner's validation split: the last v of the m samples.
+            let held = restarts.as_ref().map_or(0, |x| x.validation[m]);
+            validation.push(match train.as_mut() {
+                Some(d) if held > 0 => {
+                    let keep = d.len().saturating_sub(held).max(1);
+                    let t = d.t;
+                    let val = Dataset { t, tokens: d.tokens.split_off(keep * t), labels: d.labels.split_off(keep) };
+                    Some(val)
+                }
+                _ => None,
+            });
             let n = train.as_ref().map_or(0, |d| d.len());
             let stream = if tc.online { streams::ONLINE } else { streams::BATCH };
-            let mut rng = Pcg32::new(seed, stream);
+            let mut rng = Pcg32::new(init_seed(m), stream);
             let mut order: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut order);
             sources.push(BatchSource { train, order, pos: 0, rng });
@@ -433,6 +487,8 @@ impl<'b> Trainer<'b> {
             projector,
             sources,
             tests,
+            validation,
+            scored: restarts.is_some(),
             step: 0,
             active: (0..r).collect(),
             stop: None,
@@ -717,7 +773,7 @@ impl<'b> Trainer<'b> {
         let members = (0..r)
             .map(|m| {
                 rec.done[m].clone().unwrap_or_else(|| {
-                    let (acc, loss, attn, norms) = rec.last_eval[m].clone().unwrap_or((0.0, f64::NAN, None, None));
+                    let (acc, loss, attn, norms, scores) = rec.last_eval[m].clone().unwrap_or((0.0, f64::NAN, None, None, None));
                     MemberResult {
                         seed: self.spec.seeds[m],
                         relevant: self.tasks[m].relevant().to_vec(),
@@ -730,6 +786,7 @@ impl<'b> Trainer<'b> {
                         train_loss: rec.last_train_loss[m],
                         attention: attn,
                         norms,
+                        scores,
                     }
                 })
             })
@@ -745,12 +802,13 @@ impl<'b> Trainer<'b> {
         let train_loss = self.train_loss()?;
         let evals = self.evaluate()?;
         let norms = self.norms()?;
+        let scores = if self.scored { self.scores()? } else { vec![None; evals.len()] };
         // A plugin fault without an error channel (or one a caller swallowed) stops the
         // run here, before anything it may have touched is recorded.
         self.check_faults()?;
         let mut points = Vec::new();
         let mut leaving = Vec::new();
-        for (slot, (((acc, test_loss, attn), &loss), norms)) in evals.into_iter().zip(&train_loss).zip(norms).enumerate() {
+        for (slot, ((((acc, test_loss, attn), &loss), norms), scores)) in evals.into_iter().zip(&train_loss).zip(norms).zip(scores).enumerate() {
             let m = self.active[slot];
             points.push(
                 CurvePoint {
@@ -783,9 +841,10 @@ impl<'b> Trainer<'b> {
                     train_loss: loss,
                     attention: attn,
                     norms,
+                    scores,
                 });
             } else {
-                self.record.last_eval[m] = Some((acc, test_loss, attn, norms));
+                self.record.last_eval[m] = Some((acc, test_loss, attn, norms, scores));
             }
         }
         self.retire(&leaving)?;
@@ -832,6 +891,7 @@ impl<'b> Trainer<'b> {
                 train_loss: f64::NAN,
                 attention: e.2.clone(),
                 norms: e.3.clone(),
+                scores: e.4.clone(),
             })
         };
         let state = TrainerState {
@@ -939,7 +999,7 @@ impl<'b> Trainer<'b> {
                 .map(|e| {
                     e.clone().map(|e| {
                         let e = MemberResult::from(e);
-                        (e.test_accuracy, e.test_loss, e.attention, e.norms)
+                        (e.test_accuracy, e.test_loss, e.attention, e.norms, e.scores)
                     })
                 })
                 .collect(),
@@ -947,6 +1007,77 @@ impl<'b> Trainer<'b> {
             seconds: st.seconds,
         };
         Ok(())
+    }
+
+    /// Every active member's accuracy and mean loss on its training samples and, where it
+    /// has one, its validation split (slot order).
+    fn scores(&mut self) -> Result<Vec<Option<Scores>>, TrainError> {
+        let train: Vec<Option<Dataset>> = self.active.iter().map(|&m| self.sources[m].train.clone()).collect();
+        let val: Vec<Option<Dataset>> = self.active.iter().map(|&m| self.validation[m].clone()).collect();
+        let (train_acc, train_loss) = self.accuracy_on(&train)?;
+        let (val_acc, _) = self.accuracy_on(&val)?;
+        Ok((0..self.active.len())
+            .map(|slot| {
+                train[slot].as_ref().map(|_| Scores {
+                    train_accuracy: train_acc[slot],
+                    train_loss: train_loss[slot],
+                    validation_accuracy: val[slot].as_ref().map(|_| val_acc[slot]),
+                })
+            })
+            .collect())
+    }
+
+    /// Accuracy and mean loss of each active member on its own `sets[slot]` (NaN for none),
+    /// through the evaluation graph in chunks; sets may differ in size.
+    fn accuracy_on(&mut self, sets: &[Option<Dataset>]) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
+        let r = self.active.len();
+        let chunk = self.graphs.eval.batch;
+        let classes = self.model.data.classes;
+        let longest = sets.iter().flatten().map(|d| d.len()).max().unwrap_or(0);
+        let (mut correct, mut loss) = (vec![0usize; r], vec![0.0; r]);
+        let mut start = 0;
+        while start < longest {
+            self.tokens.clear();
+            self.labels.clear();
+            self.encoded.clear();
+            for set in sets {
+                let first = self.tokens.len();
+                for i in 0..chunk {
+                    // Rows past a set's end (or of no set) repeat a row and are not counted.
+                    match set.as_ref().filter(|d| !d.is_empty()) {
+                        Some(d) => {
+                            let row = (start + i).min(d.len() - 1);
+                            self.tokens.extend_from_slice(d.row(row));
+                            self.labels.push(d.labels[row] as f64);
+                        }
+                        None => {
+                            self.tokens.extend(std::iter::repeat_n(0u8, self.model.data.seq_len));
+                            self.labels.push(0.0);
+                        }
+                    }
+                }
+                self.model.encode(chunk, &self.tokens[first..], &mut self.encoded);
+            }
+            let g = &self.graphs;
+            g.eval_exec.write(self.backend, g.eval.inputs, &self.encoded)?;
+            g.eval_exec.run(self.backend)?;
+            g.eval_exec.read(self.backend, g.eval.logits, &mut self.scratch)?;
+            for (slot, set) in sets.iter().enumerate() {
+                let valid = set.as_ref().map_or(0, |d| d.len().saturating_sub(start).min(chunk));
+                for i in 0..valid {
+                    let row = &self.scratch[(slot * chunk + i) * classes..(slot * chunk + i + 1) * classes];
+                    let y = self.labels[slot * chunk + i] as usize;
+                    let (arg, max) = row.iter().enumerate().fold((0, f64::NEG_INFINITY), |acc, (j, &v)| if v > acc.1 { (j, v) } else { acc });
+                    if arg == y && max.is_finite() {
+                        correct[slot] += 1;
+                    }
+                    loss[slot] += max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln() - row[y];
+                }
+            }
+            start += chunk;
+        }
+        let n = |slot: usize| sets[slot].as_ref().map_or(0, |d| d.len());
+        Ok(((0..r).map(|s| correct[s] as f64 / n(s) as f64).collect(), (0..r).map(|s| loss[s] / n(s) as f64).collect()))
     }
 
     /// The capacity-bound norms of every active member, in slot order, computed on the host

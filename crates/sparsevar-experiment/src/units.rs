@@ -35,6 +35,7 @@ use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 
 use crate::checkpoint::read_checkpoint_file;
+use crate::learners::LearnerKind;
 use crate::results::{CsvLog, Provenance, ResultsError, io, read_csv, read_json};
 use crate::sweep::{RunRow, SweepConfig, SweepFile, SweepOutcome, summarize, summarize_point, train_cells, unit_fingerprint};
 use crate::workflow::{Event, Observer, RunError};
@@ -50,6 +51,10 @@ pub struct Unit {
     pub t: usize,
     /// (m, seed) of each member.
     pub members: Vec<(usize, u64)>,
+    /// A learner's restart index of each member (empty: every member is restart 0, as under
+    /// `majority`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<usize>,
 }
 
 /// plan.json: how far the plan has grown.
@@ -195,9 +200,16 @@ fn grid_units(cfg: &SweepConfig) -> Vec<Unit> {
     let mut units = Vec::new();
     for &t in &cfg.sweep.t {
         for (name, _) in &cfg.models {
-            let all: Vec<(usize, u64)> = grid.iter().flat_map(|&m| cfg.sweep.seeds.iter().map(move |&s| (m, s))).collect();
+            let all: Vec<(usize, u64, usize)> = grid.iter().flat_map(|&m| cfg.members_at(m)).collect();
             for chunk in all.chunks(cfg.sweep.max_ensemble) {
-                units.push(Unit { index: units.len(), round: 0, model: name.clone(), t, members: chunk.to_vec() });
+                units.push(Unit {
+                    index: units.len(),
+                    round: 0,
+                    model: name.clone(),
+                    t,
+                    members: chunk.iter().map(|x| (x.0, x.1)).collect(),
+                    restarts: if cfg.learner().k > 1 || cfg.learner().kind != LearnerKind::Majority { chunk.iter().map(|x| x.2).collect() } else { Vec::new() },
+                });
             }
         }
     }
@@ -251,8 +263,16 @@ pub fn plan_next(cfg: &SweepConfig, dir: &Path) -> Result<bool, RunError> {
                     if mid >= hi || rows.iter().any(|r| r.model == *name && r.t == t && r.m == mid) {
                         continue;
                     }
-                    let members = cfg.sweep.seeds.iter().map(|&s| (mid, s)).collect();
-                    units.push(Unit { index: state.units + units.len(), round: state.rounds, model: name.clone(), t, members });
+                    let all = cfg.members_at(mid);
+                    let learner = cfg.learner().kind != LearnerKind::Majority;
+                    units.push(Unit {
+                        index: state.units + units.len(),
+                        round: state.rounds,
+                        model: name.clone(),
+                        t,
+                        members: all.iter().map(|x| (x.0, x.1)).collect(),
+                        restarts: if learner { all.iter().map(|x| x.2).collect() } else { Vec::new() },
+                    });
                 }
             }
             state.rounds += 1;
@@ -300,13 +320,14 @@ pub fn run_unit(
     let ck = checkpoint_path(dir, i);
     let ck_dir = dir.join("checkpoints");
     std::fs::create_dir_all(&ck_dir).map_err(io(&ck_dir))?;
-    let fingerprint = unit_fingerprint(cfg, &unit.model, unit.t, &unit.members);
+    let triples: Vec<(usize, u64, Option<usize>)> = unit.members.iter().enumerate().map(|(i, &(m, s))| (m, s, unit.restarts.get(i).copied())).collect();
+    let fingerprint = unit_fingerprint(cfg, &unit.model, unit.t, &triples);
     let from = read_checkpoint_file(&ck).ok().filter(|c| c.config == fingerprint).map(|c| format!(" from-step {}", c.state.step));
     let log = dir.join("starts.log");
     let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(io(&log))?;
     // One short write in append mode: lines from several processes never interleave.
     f.write_all(format!("{i} {} {}{}\n", std::process::id(), hostname(), from.unwrap_or_default()).as_bytes()).map_err(io(&log))?;
-    let rows = train_cells(cfg, dir, &unit.model, model, unit.t, &unit.members, registry, make_backend, observer, Some(&ck))?;
+    let rows = train_cells(cfg, dir, &unit.model, model, unit.t, &unit.members, &unit.restarts, registry, make_backend, observer, Some(&ck))?;
     write_rows_atomic(&result_path(dir, i), &rows)?;
     // The result is what counts now; the checkpoint would only take space.
     std::fs::remove_file(&ck).ok();
@@ -411,7 +432,7 @@ pub fn gather(dir: &Path, units: usize) -> Result<Gathered, RunError> {
         .filter(|p| p.extension().is_some_and(|e| e == "csv") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .collect();
     files.sort();
-    let mut seen: BTreeMap<(String, usize, usize, u64), (usize, PathBuf)> = BTreeMap::new();
+    let mut seen: BTreeMap<crate::sweep::RowKey, (usize, PathBuf)> = BTreeMap::new();
     let mut rows: Vec<RunRow> = Vec::new();
     let mut seconds = 0.0;
     // Compare rows without their wall time; Debug prints NaN as NaN, so equal NaNs agree.

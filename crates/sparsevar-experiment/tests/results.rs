@@ -76,6 +76,7 @@ fn train_summary_round_trips_with_null_for_nan() {
             train_loss: 0.02,
             attention: Some(attention),
             norms: None,
+            scores: None,
         },
         MemberResult {
             seed: 4,
@@ -89,6 +90,7 @@ fn train_summary_round_trips_with_null_for_nan() {
             train_loss: f64::NAN,
             attention: None,
             norms: None,
+            scores: None,
         },
     ];
     let summary = TrainSummary {
@@ -151,6 +153,10 @@ fn row(model: &str, t: usize, m: usize, seed: u64, acc: f64, mass: Option<f64>) 
         seconds: 0.123_456_789,
         faulted: None,
         norm_bound: None,
+        restart: None,
+        train_accuracy: None,
+        validation_accuracy: None,
+        train_set_loss: None,
     }
 }
 
@@ -165,7 +171,7 @@ fn runs_csv_round_trips_with_quoting() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound"
+        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound,restart,train_accuracy,validation_accuracy,train_set_loss"
     );
     assert!(text.contains("\"wide, \"\"deep\"\"\""), "quoted: {text}");
     same(&read_runs(&d).unwrap(), &rows);
@@ -196,6 +202,7 @@ fn sweep_summary_round_trips_wrapped_and_bare() {
         median_variable_step: Some(120.0),
         budgets: vec![],
         stable: None,
+        learners: vec![],
     };
     let f = |law: &str, r2: f64| Fit { law: law.into(), a: 1.5, b: 2.0, r2 };
     let summary = SweepSummary {

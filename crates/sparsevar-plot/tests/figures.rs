@@ -95,7 +95,7 @@ fn point(t: usize, star: Option<usize>) -> PointSummary {
         .collect();
     let m_star = cells.iter().find(|c| c.success).map(|c| c.m);
     let m_below = m_star.and_then(|s| cells.iter().filter(|c| c.m < s).map(|c| c.m).max());
-    PointSummary { t, cells, m_star, m_below, median_steps_to_learn: None, median_variable_step: None, budgets: vec![], stable: None }
+    PointSummary { t, cells, m_star, m_below, median_steps_to_learn: None, median_variable_step: None, budgets: vec![], stable: None, learners: vec![] }
 }
 
 fn model(name: &str, stars: &[(usize, Option<usize>)]) -> ModelSummary {
@@ -143,6 +143,7 @@ fn online_sweep() -> SweepSummary {
         median_variable_step: var,
         budgets: vec![],
         stable: None,
+        learners: vec![],
     };
     let points = vec![point(8, Some(300.0), Some(200.0)), point(16, Some(450.0), Some(300.0)), point(32, None, None)];
     SweepSummary {
@@ -174,6 +175,10 @@ fn run_row(model: &str, t: usize, m: usize, seed: u64, learned: bool) -> RunRow 
         seconds: 1.0,
         faulted: None,
         norm_bound: None,
+        restart: None,
+        train_accuracy: None,
+        validation_accuracy: None,
+        train_set_loss: None,
     }
 }
 
@@ -418,6 +423,7 @@ fn member(seed: u64, relevant: Vec<usize>, step: Option<usize>, attention: Optio
         train_loss: 0.01,
         attention,
         norms: None,
+        scores: None,
     }
 }
 

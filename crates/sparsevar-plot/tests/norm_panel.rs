@@ -33,6 +33,7 @@ fn member(seed: u64, step: Option<usize>) -> MemberResult {
         train_loss: 0.0,
         attention: None,
         norms: None,
+        scores: None,
     }
 }
 

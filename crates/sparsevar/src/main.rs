@@ -715,6 +715,10 @@ fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
                 };
                 println!("  T={}: m* within {}{stable}", p.t, per.join(", "));
             }
+            for p in m.points.iter().filter(|p| !p.learners.is_empty()) {
+                let per: Vec<String> = p.learners.iter().map(|l| format!("{:?} {}", l.learner, l.m_star.map_or("none".into(), |x| x.to_string()))).collect();
+                println!("  T={}: m* per learner: {}", p.t, per.join(", "));
+            }
         }
         if let Some(f) = &m.fit {
             println!("  {}", f.verdict);
