@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod projection;
+
 /// A folder under the system temp dir, `sparsevar-{name}-{pid}`, emptied of an earlier run's
 /// leftovers; removed when the test passes, kept for a look when it fails.
 pub struct ScratchDir(PathBuf);
