@@ -191,6 +191,9 @@ pub enum TrainError {
     /// A checkpoint could not be written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A member's weights file could not be written.
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightsError),
     #[error("interrupted at step {step}")]
     Interrupted { step: usize },
     /// The tasks of these members failed (at least one); training stopped.

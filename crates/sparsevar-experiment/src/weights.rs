@@ -95,7 +95,7 @@ pub fn save_members(
     let all = trainer.parameters()?;
     let store = trainer.param_store().clone();
     let data = trainer.model.data;
-    let write = |p: PathBuf, values: &[Vec<f64>], meta: &WeightsMeta| save(&p, &store, values, meta).map_err(|e| TrainError::Setup(e.to_string()));
+    let write = |p: PathBuf, values: &[Vec<f64>], meta: &WeightsMeta| save(&p, &store, values, meta).map_err(TrainError::from);
     for (m, member) in result.members.iter().enumerate() {
         let values: Vec<Vec<f64>> = all
             .iter()
