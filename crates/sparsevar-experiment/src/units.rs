@@ -285,6 +285,19 @@ pub fn plan_next(cfg: &SweepConfig, dir: &Path) -> Result<bool, RunError> {
     })
 }
 
+/// Whether unit `i` is still to run: `None` when its result exists, else the plan's unit
+/// count; a unit the plan does not hold is an error.
+fn pending_unit(dir: &Path, i: usize) -> Result<Option<usize>, RunError> {
+    if unit_done(dir, i) {
+        return Ok(None);
+    }
+    let count = unit_count(dir);
+    if i >= count || !unit_path(dir, i).exists() {
+        return Err(RunError::UnknownUnit { dir: dir.to_path_buf(), unit: i, count });
+    }
+    Ok(Some(count))
+}
+
 /// Run unit `i` unless its result exists (then Ok(false)). Appends "unit pid host" to
 /// `starts.log` as it starts, writes `results/NNNN.csv` atomically when done.
 pub fn run_unit(
@@ -295,14 +308,8 @@ pub fn run_unit(
     make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
     observer: &mut dyn Observer,
 ) -> Result<bool, RunError> {
-    if unit_done(dir, i) {
-        return Ok(false);
-    }
-    let count = unit_count(dir);
+    let Some(count) = pending_unit(dir, i)? else { return Ok(false) };
     let p = unit_path(dir, i);
-    if i >= count || !p.exists() {
-        return Err(RunError::UnknownUnit { dir: dir.to_path_buf(), unit: i, count });
-    }
     let unit: Unit = read_json(&p, "a sweep unit")?;
     let Some((_, model)) = cfg.models.iter().find(|(n, _)| *n == unit.model) else {
         return Err(ResultsError::Malformed { path: p, line: 0, message: format!("model `{}` is not in config.yaml", unit.model) }.into());
@@ -361,11 +368,8 @@ pub fn claim_and_run(
     make_backend: &mut dyn FnMut() -> Result<Box<dyn Backend>, String>,
     observer: &mut dyn Observer,
 ) -> Result<UnitRun, RunError> {
-    if unit_done(dir, i) {
+    if pending_unit(dir, i)?.is_none() {
         return Ok(UnitRun::AlreadyDone);
-    }
-    if i >= unit_count(dir) {
-        return Err(RunError::UnknownUnit { dir: dir.to_path_buf(), unit: i, count: unit_count(dir) });
     }
     match try_hold(&claim_path(dir, i))? {
         // Checked again under the claim (in run_unit): another worker may have just finished it.
