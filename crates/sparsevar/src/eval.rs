@@ -49,7 +49,17 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| BadInput(format!("cannot read --inputs {}: {e}", p.display())))?),
         None => None,
     };
-    let out_root = args.out.clone().unwrap_or_else(|| dir.join("eval"));
+    // A second evaluation never overwrites the first: the default folder is numbered if
+    // taken (eval, eval-2, …), and a given --out must not hold these members' files yet.
+    let out_root = match &args.out {
+        Some(out) => {
+            if let Some(taken) = seeds.iter().map(|s| out.join(format!("seed-{s}"))).find(|f| f.exists()) {
+                return bad(format!("{} exists: give another --out (or leave it out for a fresh eval folder in the run)", taken.display()));
+            }
+            out.clone()
+        }
+        None => sparsevar_experiment::results::fresh_dir(dir, "eval"),
+    };
     in_pool(cfg.threads, |_| {
         let mut backend = host.backend(&backend_name)?;
         for model in &models {

@@ -203,6 +203,15 @@ fn eval_reports_accuracy_on_given_inputs_and_draws_attention() {
     for h in &maps[0][0] {
         assert!((h.iter().sum::<f64>() - 1.0).abs() < 1e-5);
     }
+    // A second evaluation goes to a fresh folder; the first one's files are kept.
+    let first = std::fs::read_to_string(e.join("logits.csv")).unwrap();
+    let again = ok(&sparsevar(&["eval", "run", "--member", "3", "--samples", "8", "--attention", "0"], &d));
+    assert!(again.contains("eval-2/seed-3"), "{again}");
+    assert_eq!(std::fs::read_to_string(e.join("logits.csv")).unwrap(), first);
+    // A given --out that already holds the member's files is refused, untouched.
+    let err = refused(&sparsevar(&["eval", "run", "--member", "3", "--out", "run/eval"], &d));
+    assert!(err.contains("seed-3 exists") && err.contains("--out"), "{err}");
+    assert_eq!(std::fs::read_to_string(e.join("logits.csv")).unwrap(), first);
     // A bad inputs file names its line.
     std::fs::write(d.join("bad.txt"), "0 1 1 0 0 0 0 1\n0 1 2\n").unwrap();
     let err = refused(&sparsevar(&["eval", "run", "--inputs", "bad.txt"], &d));
