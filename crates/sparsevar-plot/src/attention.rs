@@ -22,7 +22,16 @@ use crate::{GridCell, PlotError, PlotFile, Series, render};
 /// Series: `S` (position, bit index) per relevant bit, `mass_on_s` (row, mass) and
 /// `best_head` (layer, head).
 pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &str, path: impl AsRef<Path>) -> Result<PlotFile, PlotError> {
-    let path = path.as_ref();
+    heatmap(weights, relevant, title, "mean CLS attention weight", path.as_ref())
+}
+
+/// [`attention_heatmap`] of the weights for one input (`sparsevar eval`, a saved model's
+/// `plot_attention`), not a mean over inputs: only the colour bar's description differs.
+pub fn input_attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &str, path: impl AsRef<Path>) -> Result<PlotFile, PlotError> {
+    heatmap(weights, relevant, title, "CLS attention weight on this input", path.as_ref())
+}
+
+fn heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &str, scale: &str, path: &Path) -> Result<PlotFile, PlotError> {
     let rows: Vec<(usize, usize, &Vec<f64>)> =
         weights.iter().enumerate().flat_map(|(l, heads)| heads.iter().enumerate().map(move |(h, w)| (l, h, w))).collect();
     let Some(&(_, _, first)) = rows.first() else {
@@ -108,7 +117,7 @@ pub fn attention_heatmap(weights: &[Vec<Vec<f64>>], relevant: &[usize], title: &
     scene.panels.push(panel);
     scene.side = 250;
     scene.legend = vec![entry("S: the relevant bits", Glyph::Outline { color: MARK })];
-    scene.colorbar = Some(ColorBar { lo: 0.0, hi: vmax, ticks: nice_ticks(0.0, vmax), desc: "mean CLS attention weight".into() });
+    scene.colorbar = Some(ColorBar { lo: 0.0, hi: vmax, ticks: nice_ticks(0.0, vmax), desc: scale.into() });
 
     let series = vec![
         Series {

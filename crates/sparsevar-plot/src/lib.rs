@@ -35,7 +35,7 @@ mod norm_panel;
 mod scaling;
 mod success;
 
-pub use attention::{attention_heatmap, member_attention};
+pub use attention::{attention_heatmap, input_attention_heatmap, member_attention};
 pub use curves::{training_curves, variable_step};
 pub use lines::{ChartSpec, bars, lines, run_comparison};
 pub use scaling::{comparison, scaling, scaling_with_runs};

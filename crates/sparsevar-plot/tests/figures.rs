@@ -375,6 +375,11 @@ fn heatmap_marks_exactly_the_s_positions_and_reports_mass_on_s() {
     let s = [6usize, 1];
     let f = both(&dir, "heat", |p| attention_heatmap(&w, &s, "test", p));
     assert_eq!(f.cells.len(), 4 * 9);
+    // The colour bar says what the cells are: a mean over inputs, or one input's weights.
+    assert_eq!(f.axes.last().unwrap().label, "mean CLS attention weight");
+    let one = both(&dir, "heat-one", |p| sparsevar_plot::input_attention_heatmap(&w, &s, "test", p));
+    assert_eq!(one.axes.last().unwrap().label, "CLS attention weight on this input");
+    assert_eq!(one.cells, f.cells);
     let mut marked: Vec<f64> = f.cells.iter().filter(|c| c.marked).map(|c| c.x).collect();
     marked.sort_by(f64::total_cmp);
     marked.dedup();

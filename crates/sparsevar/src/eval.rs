@@ -112,7 +112,7 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
                     let title = format!("seed {seed}, input {i} = {bits}: label {}, predicted {}", labels[i], predictions[i]);
                     for ext in ["png", "svg"] {
                         let p = file(&format!("attention_input{i}.{ext}"));
-                        sparsevar_plot::attention_heatmap(w, model.task.relevant(), &title, &p).with_context(|| format!("drawing {}", p.display()))?;
+                        sparsevar_plot::input_attention_heatmap(w, model.task.relevant(), &title, &p).with_context(|| format!("drawing {}", p.display()))?;
                         figures += 1;
                     }
                 }

@@ -139,7 +139,7 @@ pub(super) fn register(a: &mut Api) {
             let out = run(&st, &m.0, &tokens).map_err(|e| fail(&ctx, e))?;
             let bits: String = tokens.iter().map(|x| x.to_string()).collect();
             let title = format!("seed {}, step {}: input {bits}, predicted {}", m.0.meta.seed, m.0.meta.step, out.predictions()[0]);
-            super::plots::draw(&ctx, &st, path, |p| sparsevar_plot::attention_heatmap(&out.attention[0], m.0.task.relevant(), &title, p))
+            super::plots::draw(&ctx, &st, path, |p| sparsevar_plot::input_attention_heatmap(&out.attention[0], m.0.task.relevant(), &title, p))
         },
     );
     a.prop("seed", "SavedModel.seed -> int", "The member's seed.", |m: &mut SavedHandle| m.0.meta.seed as i64);
