@@ -8,6 +8,12 @@
 //! - `min_norm`: among restarts that fit their training set (training accuracy 1.0), the one
 //!   with the smallest norm bound (bounded-norm ERM, the theorem's own rule).
 //!
+//! A learner sees only its m samples, so its restarts also *stop* on what they may see
+//! (`sweep.stop`, [`StopRule`]): best_of_k's once validation and training accuracy reach the
+//! target, min_norm's once they fit their training set, or every restart at the step
+//! budget. The test set only judges the output. (Majority sweeps keep their test-set rule:
+//! their definition is on the test set.)
+//!
 //! The rules here are pure functions over restart outcomes, so they are tested on hand-made
 //! outcomes; `sweep` applies them to the rows of a sweep with `sweep.learner` set, whose
 //! restarts the trainer runs with `train::Restarts`.
@@ -25,6 +31,97 @@ pub enum LearnerKind {
     BestOfK,
     /// The smallest-norm restart among those that fit their training set.
     MinNorm,
+}
+
+impl LearnerKind {
+    /// The name as written in a config.
+    pub fn name(self) -> &'static str {
+        match self {
+            LearnerKind::Majority => "majority",
+            LearnerKind::BestOfK => "best_of_k",
+            LearnerKind::MinNorm => "min_norm",
+        }
+    }
+}
+
+/// When a restart of a learner leaves training (`sweep.stop`); the default depends on the
+/// learner ([`StopRule::default_for`]). The divergence rule applies under every rule.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// Validation accuracy and training accuracy both reach train.target_accuracy
+    /// (best_of_k's default).
+    Validation,
+    /// Training accuracy 1.0: the restart interpolates its training set (min_norm's default).
+    Fit,
+    /// No early stop: every restart trains to the step budget.
+    Budget,
+}
+
+impl StopRule {
+    /// The name as written in a config.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopRule::Validation => "validation",
+            StopRule::Fit => "fit",
+            StopRule::Budget => "budget",
+        }
+    }
+
+    /// The rule of a learner's spec: `sweep.stop`, else the learner's default.
+    pub fn of(spec: &LearnerSpec) -> Option<StopRule> {
+        if spec.kind == LearnerKind::Majority { None } else { spec.stop.or(StopRule::default_for(spec.kind)) }
+    }
+
+    /// The rule a learner uses unless `sweep.stop` says otherwise (`None` for majority, whose
+    /// members stop on the test set).
+    pub fn default_for(kind: LearnerKind) -> Option<StopRule> {
+        match kind {
+            LearnerKind::Majority => None,
+            LearnerKind::BestOfK => Some(StopRule::Validation),
+            LearnerKind::MinNorm => Some(StopRule::Fit),
+        }
+    }
+
+    /// Whether a restart whose accuracy on its training samples is `train_accuracy` and on
+    /// its validation split `validation_accuracy` stops here. Never looks at the test set.
+    pub fn stops(self, train_accuracy: f64, validation_accuracy: Option<f64>, target: f64) -> bool {
+        match self {
+            StopRule::Validation => validation_accuracy.is_some_and(|v| v >= target) && train_accuracy >= target,
+            StopRule::Fit => train_accuracy >= 1.0,
+            StopRule::Budget => false,
+        }
+    }
+}
+
+/// Why a member left training: the `stopped` column of runs.csv.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stopped {
+    /// Reached the target on its test set (majority's rule).
+    Test,
+    /// Reached the target on its validation split and its training samples.
+    Validation,
+    /// Fitted its training set.
+    Fit,
+    /// Trained to the step budget.
+    Budget,
+    /// Its loss blew up (see `train::DIVERGENCE_FACTOR`).
+    Diverged,
+    /// Another restart of its instance stopped on validation, which decided the instance.
+    Decided,
+}
+
+impl Stopped {
+    /// The reason of a stop by `rule` (`None`: the test-set rule).
+    pub fn by(rule: Option<StopRule>) -> Stopped {
+        match rule {
+            None => Stopped::Test,
+            Some(StopRule::Validation) => Stopped::Validation,
+            Some(StopRule::Fit) => Stopped::Fit,
+            Some(StopRule::Budget) => Stopped::Budget,
+        }
+    }
 }
 
 /// The held-out validation split: a share of the m samples (in (0, 1)) or a count (≥ 1).
@@ -53,6 +150,8 @@ pub struct LearnerSpec {
     pub k: usize,
     /// best_of_k's validation split.
     pub validation: Option<Validation>,
+    /// `sweep.stop` as written (`None`: the learner's default, [`StopRule::default_for`]).
+    pub stop: Option<StopRule>,
 }
 
 impl LearnerSpec {
@@ -60,7 +159,16 @@ impl LearnerSpec {
     /// key and the fix.
     pub fn check(&self, m_values: &[usize]) -> Result<(), String> {
         if self.kind == LearnerKind::Majority {
+            if let Some(rule) = self.stop {
+                return Err(format!(
+                    "sweep.stop = {} belongs to a learner: a majority sweep's members stop on the test set; set sweep.learner: best_of_k or min_norm (or remove sweep.stop)",
+                    rule.name()
+                ));
+            }
             return Ok(());
+        }
+        if self.stop == Some(StopRule::Validation) && self.kind != LearnerKind::BestOfK {
+            return Err("sweep.stop = validation needs a validation split, which only best_of_k holds out: use fit or budget".into());
         }
         if self.k == 0 {
             return Err("sweep.k = 0: a learner needs at least one restart per instance, e.g. k: 8".into());
@@ -101,6 +209,10 @@ pub struct RestartOutcome {
     pub norm_bound: Option<f64>,
     /// On the fresh test set: never used to select, only to judge the output.
     pub test_accuracy: f64,
+    /// Why it left training (`None`: not known, as in rows written before it was recorded).
+    pub stopped: Option<Stopped>,
+    /// The step it left training at.
+    pub step: Option<usize>,
 }
 
 /// NaN sorts last whatever the direction: a restart with an unknown value never wins.
@@ -111,6 +223,13 @@ fn key(x: Option<f64>) -> f64 {
 /// The restart a learner outputs (its position in `outcomes`), or `None` when it outputs
 /// none (`min_norm` with no restart that fits, or no restarts). `majority` has no single
 /// output: `None`.
+///
+/// best_of_k outputs the *first restart to validate*: among restarts that stopped on
+/// validation, the one that stopped at the earliest step (several at that step: the best
+/// validation accuracy, then the lower training loss, the smaller norm bound, the lower
+/// index). Where none validated, the restart with the best validation accuracy in its final
+/// state (same ties). So the output is known as soon as one restart validates, and the
+/// instance's other restarts may stop there without changing it.
 pub fn select(kind: LearnerKind, outcomes: &[RestartOutcome]) -> Option<usize> {
     let order = |a: &&RestartOutcome, b: &&RestartOutcome| {
         let (na, nb) = (key(a.norm_bound), key(b.norm_bound));
@@ -126,7 +245,13 @@ pub fn select(kind: LearnerKind, outcomes: &[RestartOutcome]) -> Option<usize> {
     };
     let best = match kind {
         LearnerKind::Majority => return None,
-        LearnerKind::BestOfK => outcomes.iter().min_by(order),
+        LearnerKind::BestOfK => {
+            let first = outcomes.iter().filter(|o| o.stopped == Some(Stopped::Validation)).filter_map(|o| o.step).min();
+            match first {
+                Some(s) => outcomes.iter().filter(|o| o.stopped == Some(Stopped::Validation) && o.step == Some(s)).min_by(order),
+                None => outcomes.iter().min_by(order),
+            }
+        }
         LearnerKind::MinNorm => outcomes.iter().filter(|o| o.train_accuracy >= 1.0).min_by(order),
     }?;
     outcomes.iter().position(|o| std::ptr::eq(o, best))

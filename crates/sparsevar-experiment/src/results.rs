@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use sparsevar_core::norms::CapacityNorms;
 
+use crate::learners::Stopped;
 use crate::train::{AttentionSummary, CurvePoint, EnsembleResult, MemberResult, Scores};
 
 /// Where this run came from: enough to reproduce it.
@@ -291,6 +292,9 @@ pub struct MemberSummary {
     /// Training and validation scores (restarts of a learner only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scores: Option<Scores>,
+    /// Why it left training (restarts of a learner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 impl From<&MemberResult> for MemberSummary {
@@ -313,6 +317,7 @@ impl From<&MemberResult> for MemberSummary {
             attention_weights: a.map(|a| a.weights.clone()),
             norms: m.norms.clone(),
             scores: m.scores.clone(),
+            stopped: m.stopped,
         }
     }
 }
@@ -341,6 +346,7 @@ impl From<MemberSummary> for MemberResult {
             attention,
             norms: m.norms,
             scores: m.scores,
+            stopped: m.stopped,
         }
     }
 }

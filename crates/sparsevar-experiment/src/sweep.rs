@@ -33,7 +33,7 @@ use crate::budget::{Knob, MAX_SWEEP_RUNS};
 use crate::checkpoint::{read_checkpoint_file, write_checkpoint_file};
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, wilson};
-use crate::learners::{LearnerKind, LearnerSpec, RestartOutcome, Validation, select};
+use crate::learners::{LearnerKind, LearnerSpec, RestartOutcome, StopRule, Stopped, Validation, select};
 use crate::results::{Provenance, ResultsError, file_in, holds_files, io, nan_if_null, read_csv, read_json};
 use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
 use crate::units::{Held, collect, lock_folder, work_claim, write_plan, write_runs};
@@ -144,6 +144,13 @@ pub struct SweepSection {
     /// best_of_k: samples held out of m for validation, a share in (0, 1) or a count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<Validation>,
+    /// When a learner's restart stops training, on what the learner may see: validation
+    /// (validation and training accuracy reach train.target_accuracy; best_of_k's default),
+    /// fit (training accuracy 1.0; min_norm's default) or budget (every restart trains to
+    /// the step budget). Its row's `learned` is then whether its test accuracy reaches the
+    /// target in that state. Majority sweeps stop on the test set and take no `stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopRule>,
 }
 
 fn is_majority(l: &LearnerKind) -> bool {
@@ -272,7 +279,7 @@ impl SweepConfig {
 
     /// The learner's settings.
     pub fn learner(&self) -> LearnerSpec {
-        LearnerSpec { kind: self.sweep.learner, k: self.sweep.k.unwrap_or(1), validation: self.sweep.validation }
+        LearnerSpec { kind: self.sweep.learner, k: self.sweep.k.unwrap_or(1), validation: self.sweep.validation, stop: self.sweep.stop }
     }
 
     /// (m, seed, restart) of every member trained at `m`: one per seed under `majority`,
@@ -304,6 +311,8 @@ impl SweepConfig {
             }
         } else if s.k.is_some() || s.validation.is_some() {
             return bad("sweep.k and sweep.validation belong to a learner: set sweep.learner: best_of_k or min_norm (or remove them)".into());
+        } else if s.stop.is_some() {
+            self.learner().check(&[]).map_err(ConfigError::Invalid)?;
         }
         if s.learner != LearnerKind::Majority && !s.budgets.is_empty() {
             return bad(
@@ -494,6 +503,13 @@ pub struct RunRow {
     /// A learner's restart: mean loss on its training samples.
     #[serde(default)]
     pub train_set_loss: Option<f64>,
+    /// Why the member left training: test (reached the target on its test set, majority's
+    /// rule), validation, fit (a learner's stop rules, `sweep.stop`), budget, diverged, or
+    /// decided (another restart of its instance validated first). Under a learner, `step` is
+    /// where it stopped and `learned` whether its test accuracy reached the target there.
+    /// `None` in files written before the column existed.
+    #[serde(default)]
+    pub stopped: Option<Stopped>,
 }
 
 impl RunRow {
@@ -748,6 +764,7 @@ pub(crate) fn train_cells(
         let restarts = members.iter().any(|x| x.2.is_some()).then(|| crate::train::Restarts {
             init_seeds: members.iter().map(|x| restart_seed(x.1, x.2.unwrap_or(0))).collect(),
             validation: members.iter().map(|x| if learner.kind == LearnerKind::BestOfK { learner.validation.map_or(0, |v| v.count(x.0)) } else { 0 }).collect(),
+            stop: StopRule::of(&learner),
         });
         let result = Trainer::with_restarts(backend.as_mut(), spec, registry, restarts).and_then(|mut trainer| {
             if let Some(f) = &flag {
@@ -812,6 +829,7 @@ pub(crate) fn train_cells(
                         train_accuracy: None,
                         validation_accuracy: None,
                         train_set_loss: None,
+                        stopped: None,
                     });
                 }
                 let gone: BTreeSet<usize> = faults.iter().map(|f| f.member).collect();
@@ -877,6 +895,14 @@ fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, member
                 train_accuracy: r.scores.as_ref().map(|s| s.train_accuracy),
                 validation_accuracy: r.scores.as_ref().and_then(|s| s.validation_accuracy),
                 train_set_loss: r.scores.as_ref().map(|s| s.train_loss),
+                // A plain member's reason follows from its outcome.
+                stopped: Some(r.stopped.unwrap_or(if r.diverged {
+                    Stopped::Diverged
+                } else if r.learned {
+                    Stopped::Test
+                } else {
+                    Stopped::Budget
+                })),
             }
         })
         .collect()
@@ -914,6 +940,8 @@ pub fn instance_rows(kind: LearnerKind, rows: &[RunRow]) -> Vec<RunRow> {
                 validation_accuracy: r.validation_accuracy,
                 norm_bound: r.norm_bound,
                 test_accuracy: r.test_accuracy,
+                stopped: r.stopped,
+                step: r.step,
             })
             .collect();
         let chosen = match kind {
@@ -1071,6 +1099,26 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
         cfg.train.target_accuracy,
         cfg.train_config().max_steps
     );
+    let learner = cfg.learner();
+    if learner.kind != LearnerKind::Majority {
+        let theta = cfg.train.target_accuracy;
+        let output = match learner.kind {
+            LearnerKind::BestOfK => "the first restart to validate, else the best on validation",
+            _ => "the smallest-norm restart that fits its training set",
+        };
+        let stop = match StopRule::of(&learner) {
+            Some(StopRule::Validation) => format!("restarts stop once validation and training accuracy reach {theta}"),
+            Some(StopRule::Fit) => "restarts stop once they fit their training set".to_string(),
+            _ => "restarts train to the budget".to_string(),
+        };
+        success_rule = format!(
+            "{}, k = {}, {stop}: an instance succeeds when its output ({output}) has test accuracy {theta} where it stopped (at most {} steps); a cell (T, m) when at least {needed} of {} instances do",
+            learner.kind.name(),
+            learner.k,
+            cfg.train_config().max_steps,
+            cfg.sweep.seeds.len(),
+        );
+    }
     if !faulted.is_empty() {
         success_rule.push_str("; members whose task faulted are left out, and the rule applies to the seeds that remain in their cell");
     }

@@ -30,6 +30,7 @@ use sparsevar_core::task::{Dataset, Task, TaskError, TaskSpec};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, SourceState, TrainerState};
 use crate::config::TrainConfig;
+use crate::learners::{StopRule, Stopped};
 use crate::results::MemberSummary;
 
 /// Everything one ensemble run needs.
@@ -60,6 +61,9 @@ pub struct Restarts {
     /// Per member: how many of its m samples are held out for validation (the last ones;
     /// 0 = none). It trains on the rest.
     pub validation: Vec<usize>,
+    /// When a member leaves: on what it may see (`Some`), or on its test set as any member
+    /// does (`None`).
+    pub stop: Option<StopRule>,
 }
 
 /// A learner's view of a member: its accuracy and loss on its own samples.
@@ -106,6 +110,8 @@ pub struct MemberResult {
     pub norms: Option<CapacityNorms>,
     /// Training and validation scores at the last evaluation (restarts of a learner only).
     pub scores: Option<Scores>,
+    /// Why it left training (restarts of a learner only; `None` for other members).
+    pub stopped: Option<Stopped>,
 }
 
 /// One evaluation of one member: a row of metrics.csv.
@@ -137,9 +143,23 @@ pub struct CurvePoint {
     pub pos_norm: Option<f64>,
     #[serde(default)]
     pub norm_bound: Option<f64>,
+    /// A learner's restart: accuracy and mean loss on its training samples, accuracy on its
+    /// validation split (absent for other members, so their metrics.csv is as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_set_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_accuracy: Option<f64>,
 }
 
 impl CurvePoint {
+    /// This point with the learner's score columns set from `scores`.
+    pub fn with_scores(self, scores: Option<&Scores>) -> Self {
+        let Some(s) = scores else { return self };
+        CurvePoint { train_accuracy: Some(s.train_accuracy), train_set_loss: Some(s.train_loss), validation_accuracy: s.validation_accuracy, ..self }
+    }
+
     /// This point with the norm columns set from `norms`.
     pub fn with_norms(self, norms: Option<&CapacityNorms>) -> Self {
         let Some(n) = norms else { return self };
@@ -302,6 +322,8 @@ pub struct Trainer<'b> {
     validation: Vec<Option<Dataset>>,
     /// Score every member on its training and validation samples at each evaluation.
     scored: bool,
+    /// A learner's stop rule for its restarts (`None`: the test-set rule).
+    stop_rule: Option<StopRule>,
     step: usize,
     /// Members still training, in slot order.
     active: Vec<usize>,
@@ -492,6 +514,7 @@ impl<'b> Trainer<'b> {
             tests,
             validation,
             scored: restarts.is_some(),
+            stop_rule: restarts.as_ref().and_then(|x| x.stop),
             step: 0,
             active: (0..r).collect(),
             stop: None,
@@ -777,12 +800,16 @@ impl<'b> Trainer<'b> {
             .map(|m| {
                 rec.done[m].clone().unwrap_or_else(|| {
                     let (acc, loss, attn, norms, scores) = rec.last_eval[m].clone().unwrap_or((0.0, f64::NAN, None, None, None));
+                    // A learner's restart that trained to the budget is judged in its final
+                    // state, as one that stopped is; under the test rule it did not learn.
+                    let judged = self.stop_rule.is_some() && rec.last_eval[m].is_some();
+                    let learned = judged && acc >= tc.target_accuracy;
                     MemberResult {
                         seed: self.spec.seeds[m],
                         relevant: self.tasks[m].relevant().to_vec(),
-                        learned: false,
+                        learned,
                         diverged: false,
-                        step: None,
+                        step: judged.then_some(self.step),
                         steps_trained: self.step,
                         test_accuracy: acc,
                         test_loss: loss,
@@ -790,6 +817,7 @@ impl<'b> Trainer<'b> {
                         attention: attn,
                         norms,
                         scores,
+                        stopped: self.scored.then_some(Stopped::Budget),
                     }
                 })
             })
@@ -824,26 +852,35 @@ impl<'b> Trainer<'b> {
                     best_mass_on_s: attn.as_ref().map(|a| a.mass_on_s[a.best_head.0][a.best_head.1]),
                     ..Default::default()
                 }
-                .with_norms(norms.as_ref()),
+                .with_norms(norms.as_ref())
+                .with_scores(scores.as_ref()),
             );
             self.record.last_train_loss[m] = loss;
             let initial = self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
             let diverged = has_diverged(loss, test_loss, initial);
             let learned = !diverged && acc >= target;
-            if diverged || learned {
+            // A learner's restart stops on what the learner may see (its training samples
+            // and validation split), never on the test set; `learned` only judges its state.
+            let stops = match self.stop_rule {
+                None => learned,
+                Some(rule) => scores.as_ref().is_some_and(|s| rule.stops(s.train_accuracy, s.validation_accuracy, target)),
+            };
+            if diverged || stops {
                 leaving.push(slot);
                 self.record.done[m] = Some(MemberResult {
                     seed: self.spec.seeds[m],
                     relevant: self.tasks[m].relevant().to_vec(),
                     learned,
                     diverged,
-                    step: learned.then_some(self.step),
+                    // The stop step: where it learned (test rule) or where its rule stopped it.
+                    step: (learned || (stops && self.stop_rule.is_some())).then_some(self.step),
                     steps_trained: self.step,
                     test_accuracy: acc,
                     test_loss,
                     train_loss: loss,
                     attention: attn,
                     norms,
+                    stopped: self.scored.then(|| if diverged { Stopped::Diverged } else { Stopped::by(self.stop_rule) }),
                     scores,
                 });
             } else {
@@ -895,6 +932,7 @@ impl<'b> Trainer<'b> {
                 attention: e.2.clone(),
                 norms: e.3.clone(),
                 scores: e.4.clone(),
+                stopped: None,
             })
         };
         let state = TrainerState {

@@ -201,7 +201,11 @@ fn grid_units(cfg: &SweepConfig) -> Vec<Unit> {
     for &t in &cfg.sweep.t {
         for (name, _) in &cfg.models {
             let all: Vec<(usize, u64, usize)> = grid.iter().flat_map(|&m| cfg.members_at(m)).collect();
-            for chunk in all.chunks(cfg.sweep.max_ensemble) {
+            // A learner's instance (its k restarts) stays in one ensemble where max_ensemble
+            // allows, so that the trainer can stop the instance as a whole.
+            let k = if cfg.learner().kind == LearnerKind::Majority { 1 } else { cfg.learner().k.max(1) };
+            let size = if k <= cfg.sweep.max_ensemble { cfg.sweep.max_ensemble / k * k } else { cfg.sweep.max_ensemble };
+            for chunk in all.chunks(size) {
                 units.push(Unit {
                     index: units.len(),
                     round: 0,

@@ -5,7 +5,7 @@
 use sparsevar_core::backend::Backend;
 use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
-use sparsevar_experiment::learners::LearnerKind;
+use sparsevar_experiment::learners::{LearnerKind, Stopped};
 use sparsevar_experiment::results::Provenance;
 use sparsevar_experiment::sweep::{SweepConfig, instance_rows, read_runs, run_sweep};
 use sparsevar_experiment::workflow::observe;
@@ -51,12 +51,28 @@ fn a_best_of_k_sweep_trains_k_restarts_per_instance_and_reports_every_learner() 
     let kinds: Vec<LearnerKind> = point.learners.iter().map(|l| l.learner).collect();
     assert_eq!(kinds, vec![LearnerKind::Majority, LearnerKind::BestOfK, LearnerKind::MinNorm]);
     assert_eq!(point.learners[1].m_star, point.m_star, "the sweep's own learner");
-    // The instance rows pick, per instance, the restart with the best validation accuracy.
+    // Restarts stop on validation (best_of_k's default), never on the test set: a row that
+    // stopped on validation has validation and training accuracy at the target, and
+    // `learned` says whether its test accuracy reached it there.
+    for r in &rows {
+        match r.stopped {
+            Some(Stopped::Validation) => assert!(r.validation_accuracy.unwrap() >= 0.99 && r.train_accuracy.unwrap() >= 0.99, "{r:?}"),
+            Some(Stopped::Budget) => assert_eq!(r.step, Some(300), "{r:?}"),
+            other => assert_eq!(other, Some(Stopped::Diverged), "{r:?}"),
+        }
+        assert_eq!(r.learned, !r.diverged && r.test_accuracy >= 0.99, "{r:?}");
+    }
+    assert!(rows.iter().any(|r| r.stopped == Some(Stopped::Validation)));
+    // The instance rows pick, per instance, the first restart to validate, else the one with
+    // the best validation accuracy.
     let inst = instance_rows(LearnerKind::BestOfK, &rows);
     assert_eq!(inst.len(), 6);
     for i in &inst {
-        let best = rows.iter().filter(|r| r.m == i.m && r.seed == i.seed).map(|r| r.validation_accuracy.unwrap()).fold(f64::NEG_INFINITY, f64::max);
-        assert_eq!(i.validation_accuracy, Some(best));
+        let own: Vec<_> = rows.iter().filter(|r| r.m == i.m && r.seed == i.seed).collect();
+        match own.iter().filter(|r| r.stopped == Some(Stopped::Validation)).filter_map(|r| r.step).min() {
+            Some(first) => assert_eq!((i.stopped, i.step), (Some(Stopped::Validation), Some(first))),
+            None => assert_eq!(i.validation_accuracy, own.iter().map(|r| r.validation_accuracy).max_by(|a, b| a.partial_cmp(b).unwrap()).unwrap()),
+        }
     }
     // Restart 0 of each instance is the member a majority sweep trains.
     let plain = SweepConfig::parse(&SWEEP.replace("  learner: best_of_k\n  k: 2\n  validation: 0.25\n", ""), "plain.yaml", &[], &reg).unwrap();
@@ -75,6 +91,9 @@ fn bad_learner_settings_are_refused_before_training() {
         ("  k: 2\n", "", "sweep.k is missing"),
         ("  learner: best_of_k\n", "", "sweep.k and sweep.validation belong to a learner"),
         ("learner: best_of_k", "learner: best_of_three", "sweep.learner"),
+        ("  k: 2\n", "  k: 2\n  stop: test\n", "sweep.stop"),
+        ("  learner: best_of_k\n  k: 2\n  validation: 0.25\n", "  stop: budget\n", "sweep.stop = budget belongs to a learner"),
+        ("learner: best_of_k\n  k: 2\n  validation: 0.25", "learner: min_norm\n  k: 2\n  stop: validation", "sweep.stop = validation needs a validation split"),
     ] {
         let e = err(from, to);
         assert!(e.contains(want), "{to}: {e}");
@@ -97,7 +116,7 @@ fn restarts_share_data_score_their_own_samples_and_restart_zero_is_the_plain_mem
         samples: None,
     };
     let reg = Registry::builtin();
-    let restarts = Restarts { init_seeds: vec![3, restart_seed(3, 1), 3], validation: vec![0, 0, 4] };
+    let restarts = Restarts { init_seeds: vec![3, restart_seed(3, 1), 3], validation: vec![0, 0, 4], stop: None };
     let mut be = CpuBackend::<f64>::new();
     let with = Trainer::with_restarts(&mut be, spec.clone(), &reg, Some(restarts)).unwrap().run(&mut |_| true).unwrap();
     let mut be = CpuBackend::<f64>::new();

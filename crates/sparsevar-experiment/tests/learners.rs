@@ -5,7 +5,16 @@ use std::collections::BTreeMap;
 use sparsevar_experiment::learners::{LearnerKind, LearnerSpec, RestartOutcome, Validation, instance_succeeds, m_star, select};
 
 fn r(restart: usize, train_acc: f64, loss: f64, val: Option<f64>, norm: Option<f64>, test: f64) -> RestartOutcome {
-    RestartOutcome { restart, train_accuracy: train_acc, train_loss: loss, validation_accuracy: val, norm_bound: norm, test_accuracy: test }
+    RestartOutcome {
+        restart,
+        train_accuracy: train_acc,
+        train_loss: loss,
+        validation_accuracy: val,
+        norm_bound: norm,
+        test_accuracy: test,
+        stopped: None,
+        step: None,
+    }
 }
 
 #[test]
@@ -59,7 +68,7 @@ fn m_star_is_the_smallest_m_where_a_majority_of_instances_succeed() {
 
 #[test]
 fn bad_learner_settings_are_one_line_errors_naming_the_key() {
-    let spec = |kind, k, validation| LearnerSpec { kind, k, validation };
+    let spec = |kind, k, validation| LearnerSpec { kind, k, validation, stop: None };
     let e = spec(LearnerKind::BestOfK, 0, Some(Validation::Share(0.2))).check(&[16]).unwrap_err();
     assert!(e.starts_with("sweep.k = 0"), "{e}");
     for p in [0.0, 1.0, -0.5, f64::NAN] {

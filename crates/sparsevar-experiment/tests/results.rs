@@ -3,6 +3,7 @@
 //! error naming the file and line.
 
 use sparsevar_experiment::fits::{Fit, ScalingFit};
+use sparsevar_experiment::learners::Stopped;
 use sparsevar_experiment::results::{CsvLog, MemberSummary, Provenance, ResultsDir, TrainSummary, csv_header, load_metrics, load_train_summary, write_json};
 use sparsevar_experiment::sweep::{
     BaselinePoint, Cell, FaultedRun, ModelSummary, PointSummary, RunRow, SweepFile, SweepSummary, load_sweep_summary, read_runs,
@@ -77,6 +78,7 @@ fn train_summary_round_trips_with_null_for_nan() {
             attention: Some(attention),
             norms: None,
             scores: None,
+            stopped: None,
         },
         MemberResult {
             seed: 4,
@@ -91,6 +93,7 @@ fn train_summary_round_trips_with_null_for_nan() {
             attention: None,
             norms: None,
             scores: None,
+            stopped: None,
         },
     ];
     let summary = TrainSummary {
@@ -157,6 +160,7 @@ fn row(model: &str, t: usize, m: usize, seed: u64, acc: f64, mass: Option<f64>) 
         train_accuracy: None,
         validation_accuracy: None,
         train_set_loss: None,
+        stopped: None,
     }
 }
 
@@ -165,13 +169,14 @@ fn runs_csv_round_trips_with_quoting() {
     let d = ScratchDir::created("results-runs");
     let mut rows = vec![row("attn", 8, 16, 0, 1.0, Some(0.9)), row("wide, \"deep\"", 16, 32, 1, f64::NAN, None), row("mlp", 8, 64, 2, 0.5, None)];
     rows[2].faulted = Some("plugin libx.so: Task::sample, \"panicked\":\nboom".into());
+    rows[0].stopped = Some(Stopped::Validation);
     let path = d.join("runs.csv");
     let mut log = CsvLog::create(&path, &rows[..1]).unwrap();
     log.append(&rows[1..]).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound,restart,train_accuracy,validation_accuracy,train_set_loss"
+        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound,restart,train_accuracy,validation_accuracy,train_set_loss,stopped"
     );
     assert!(text.contains("\"wide, \"\"deep\"\"\""), "quoted: {text}");
     same(&read_runs(&d).unwrap(), &rows);

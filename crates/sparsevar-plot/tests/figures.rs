@@ -179,6 +179,7 @@ fn run_row(model: &str, t: usize, m: usize, seed: u64, learned: bool) -> RunRow 
         train_accuracy: None,
         validation_accuracy: None,
         train_set_loss: None,
+        stopped: None,
     }
 }
 
@@ -429,6 +430,7 @@ fn member(seed: u64, relevant: Vec<usize>, step: Option<usize>, attention: Optio
         attention,
         norms: None,
         scores: None,
+        stopped: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn member(seed: u64, step: Option<usize>) -> MemberResult {
         attention: None,
         norms: None,
         scores: None,
+        stopped: None,
     }
 }
 
