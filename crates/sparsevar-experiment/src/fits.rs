@@ -57,6 +57,12 @@ fn r_squared(y: &[f64], pred: &[f64]) -> f64 {
 
 /// Fit m*(T) for the points (T, m*) (at least two distinct T).
 pub fn fit_scaling(points: &[(usize, f64)]) -> Option<ScalingFit> {
+    fit_scaling_of(points, "m*")
+}
+
+/// [`fit_scaling`] of any quantity that grows with T (`what` names it in the verdict, e.g.
+/// "steps" for the steps to learn in the i.i.d. regime).
+pub fn fit_scaling_of(points: &[(usize, f64)], what: &str) -> Option<ScalingFit> {
     if points.len() < 2 {
         return None;
     }
@@ -76,12 +82,12 @@ pub fn fit_scaling(points: &[(usize, f64)]) -> Option<ScalingFit> {
     let ratio = m[imax] / m[imin];
     let verdict = if log.r2 >= power.r2 {
         format!(
-            "logarithmic: m* ≈ {:.0} + {:.0}·ln T fits better (R² {:.3} vs {:.3} for the power law, α = {:.2}); m* grows ×{:.2} from T={} to T={}",
+            "logarithmic: {what} ≈ {:.0} + {:.0}·ln T fits better (R² {:.3} vs {:.3} for the power law, α = {:.2}); {what} grows ×{:.2} from T={} to T={}",
             a, b, log.r2, power.r2, alpha, ratio, t[imin], t[imax]
         )
     } else {
         format!(
-            "power law: m* ≈ {:.1}·T^{:.2} fits better (R² {:.3} vs {:.3} for a + b·ln T); m* grows ×{:.2} from T={} to T={}",
+            "power law: {what} ≈ {:.1}·T^{:.2} fits better (R² {:.3} vs {:.3} for a + b·ln T); {what} grows ×{:.2} from T={} to T={}",
             c, alpha, power.r2, log.r2, ratio, t[imin], t[imax]
         )
     };
@@ -134,6 +140,20 @@ mod tests {
         assert!(f.power.r2 > f.log.r2);
         assert!(f.verdict.starts_with("power law"));
         assert!((f.ratio - 8f64.powf(1.5)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_noisy_power_law_gives_back_its_exponent() {
+        // Steps to learn ≈ 40·T^1.3 with a fixed ±15% multiplicative scatter (the seeds' spread).
+        let noise = [1.15, 0.87, 1.08, 0.9, 1.12, 0.95];
+        let pts: Vec<(usize, f64)> = [8usize, 12, 16, 24, 32, 64].iter().zip(noise).map(|(&t, e)| (t, 40.0 * (t as f64).powf(1.3) * e)).collect();
+        let f = fit_scaling_of(&pts, "steps").unwrap();
+        assert!((f.power.b - 1.3).abs() < 0.1, "exponent {}", f.power.b);
+        assert!(f.power.r2 > 0.95 && f.power.r2 > f.log.r2, "{f:?}");
+        assert!(f.verdict.starts_with("power law: steps ≈"), "{}", f.verdict);
+        // A different exponent is told apart: T^0.5 data does not give 1.3.
+        let flat: Vec<(usize, f64)> = pts.iter().map(|&(t, _)| (t, 40.0 * (t as f64).sqrt())).collect();
+        assert!((fit_scaling_of(&flat, "steps").unwrap().power.b - 0.5).abs() < 1e-9);
     }
 
     #[test]

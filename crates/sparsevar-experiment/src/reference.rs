@@ -87,6 +87,14 @@ fn table(obj: &Value, defs: &Map<String, Value>, defaults: Option<&Value>) -> St
 }
 
 /// The whole configuration reference as Markdown.
+/// Every key a config section accepts (its schema's properties), including those a default
+/// value leaves out when serialised (optional keys such as `sweep.learner` or
+/// `train.max_norm`): front ends that list or check keys use this.
+pub fn section_keys<T: schemars::JsonSchema>() -> Vec<String> {
+    let root = serde_json::to_value(schema_for!(T)).expect("schema");
+    root.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()).unwrap_or_default()
+}
+
 pub fn config_reference() -> String {
     let root = serde_json::to_value(schema_for!(ExperimentConfig)).expect("schema");
     let d = defs(&root);

@@ -32,7 +32,7 @@ use crate::baselines::{SubsetSearch, gf2_parity, log2_binomial, subset_search_pa
 use crate::budget::{Knob, MAX_SWEEP_RUNS};
 use crate::checkpoint::{read_checkpoint_file, write_checkpoint_file};
 use crate::config::{ConfigError, TrainConfig, apply_override};
-use crate::fits::{ScalingFit, fit_scaling, wilson};
+use crate::fits::{ScalingFit, fit_scaling, fit_scaling_of, wilson};
 use crate::learners::{LearnerKind, LearnerSpec, RestartOutcome, StopRule, Stopped, Validation, select};
 use crate::results::{Provenance, ResultsError, file_in, holds_files, io, nan_if_null, read_csv, read_json};
 use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
@@ -97,7 +97,7 @@ pub struct SweepSection {
     /// Input lengths.
     #[serde(rename = "T")]
     pub t: Vec<usize>,
-    /// Training-set sizes (ignored when train.online is true).
+    /// Training-set sizes (refused with train.online: true, which has no training set).
     #[serde(default = "default_grid")]
     pub m: MGrid,
     /// Seeds per cell; seed k uses the same S, init and batch stream at every m.
@@ -330,6 +330,24 @@ impl SweepConfig {
                 self.train.eval_every
             ));
         }
+        if self.train.online {
+            // Fresh samples every step: there is no training set, so nothing about one applies.
+            // (An m equal to the default is what an unset m reads as, e.g. in config.yaml.)
+            if s.m != default_grid() {
+                return bad("sweep.m is set, but train.online: true draws fresh samples every step (no training set to size): remove sweep.m".into());
+            }
+            if s.refine > 0 {
+                return bad("sweep.refine bisects the m grid, but train.online: true has none: remove sweep.refine".into());
+            }
+            if !s.budgets.is_empty() {
+                return bad(
+                    "sweep.budgets reports m* per budget, but train.online: true has no m: remove sweep.budgets (train.max_steps is the one budget)".into()
+                );
+            }
+            if let Some(b) = s.baselines.first() {
+                return bad(format!("sweep.baselines: `{b}` needs training sets, but train.online: true has none: remove sweep.baselines"));
+            }
+        }
         if s.t.is_empty() {
             return bad("sweep.T is empty: list the input lengths, e.g. T: [8, 16, 32]".into());
         }
@@ -547,7 +565,9 @@ pub struct PointSummary {
     pub m_star: Option<usize>,
     /// Largest failing m below m* (the bracket refinement works in).
     pub m_below: Option<usize>,
-    /// Online mode: median steps to learn over the seeds that learned.
+    /// Online mode: median steps to learn over all seeds, a seed that did not learn counting
+    /// as slower than any that did; `None` unless a strict majority learned (a median over
+    /// the learned seeds alone would flatter a T where most seeds fail).
     #[serde(default)]
     pub median_steps_to_learn: Option<f64>,
     /// Online mode: median first step at which a variable was created (attention mass on S
@@ -565,6 +585,37 @@ pub struct PointSummary {
     /// sweep's own learner, min_norm), from the same restarts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learners: Vec<LearnerPoint>,
+    /// Online (i.i.d.) mode: each seed's learning step and the samples it saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlinePoint>,
+}
+
+/// Steps to learn at one T in the i.i.d. regime (`train.online: true`): every step draws
+/// `train.batch` fresh samples, so samples seen = steps × batch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OnlinePoint {
+    /// Seeds that reached the target accuracy within `max_steps` (faulted seeds left out).
+    pub learned: usize,
+    /// Seeds trained (faulted seeds left out).
+    pub seeds: usize,
+    /// Median samples seen before learning (median steps × batch; same rule as
+    /// `median_steps_to_learn`).
+    pub median_samples_seen: Option<f64>,
+    /// Per seed, in seed order.
+    pub per_seed: Vec<SeedSteps>,
+}
+
+/// One seed's outcome in the i.i.d. regime.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SeedSteps {
+    pub seed: u64,
+    /// The evaluation step at which it reached the target; `None`: not learned within
+    /// `max_steps`.
+    pub step: Option<usize>,
+    /// step × batch, where it learned.
+    pub samples_seen: Option<usize>,
+    /// Steps it trained (the budget where it did not learn or diverged).
+    pub steps_trained: usize,
 }
 
 /// m* of one learner at one T.
@@ -908,6 +959,16 @@ fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, member
         .collect()
 }
 
+/// The median of `n` values of which `finite` are given and the rest are larger than any
+/// of them (seeds that did not learn): defined when a strict majority is finite.
+pub fn censored_median(mut finite: Vec<f64>, n: usize) -> Option<f64> {
+    if 2 * finite.len() <= n {
+        return None;
+    }
+    finite.sort_by(f64::total_cmp);
+    Some(if n % 2 == 1 { finite[n / 2] } else { 0.5 * (finite[n / 2 - 1] + finite[n / 2]) })
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -1016,17 +1077,42 @@ fn summarize_cells(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) ->
     let m_star = cells.iter().find(|c| c.success).map(|c| c.m);
     let m_below = m_star.and_then(|ms| cells.iter().filter(|c| c.m < ms && !c.success).map(|c| c.m).max());
     let all: Vec<&RunRow> = by_m.values().flatten().copied().collect();
+    let (online, median_steps) = if cfg.train.online && !all.is_empty() {
+        let (o, m) = online_point(cfg, &all);
+        (Some(o), m)
+    } else {
+        (None, None)
+    };
     PointSummary {
         t,
         m_star,
         m_below,
-        median_steps_to_learn: cfg.train.online.then(|| median(all.iter().filter_map(|r| r.step.map(|s| s as f64)).collect())).flatten(),
+        median_steps_to_learn: median_steps,
         median_variable_step: cfg.train.online.then(|| median(all.iter().filter_map(|r| r.variable_step.map(|s| s as f64)).collect())).flatten(),
         cells,
         budgets: Vec::new(),
         stable: None,
         learners: Vec::new(),
+        online,
     }
+}
+
+/// The i.i.d. regime at one (model, T): each seed's learning step, and the censored median
+/// of the steps to learn.
+fn online_point(cfg: &SweepConfig, rows: &[&RunRow]) -> (OnlinePoint, Option<f64>) {
+    let batch = cfg.train.batch;
+    let mut per_seed: Vec<SeedSteps> = rows
+        .iter()
+        .map(|r| {
+            let step = r.step.filter(|_| r.learned);
+            SeedSteps { seed: r.seed, step, samples_seen: step.map(|s| s * batch), steps_trained: r.steps_trained }
+        })
+        .collect();
+    per_seed.sort_by_key(|s| s.seed);
+    let steps: Vec<f64> = per_seed.iter().filter_map(|s| s.step.map(|x| x as f64)).collect();
+    let learned = steps.len();
+    let median = censored_median(steps, per_seed.len());
+    (OnlinePoint { learned, seeds: per_seed.len(), median_samples_seen: median.map(|m| m * batch as f64), per_seed }, median)
 }
 
 /// Baseline m* per T on the same training sets the models saw.
@@ -1087,18 +1173,29 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
             } else {
                 points.iter().filter_map(|p| p.m_star.map(|m| (p.t, m as f64))).collect()
             };
-            ModelSummary { model: name.clone(), fit: fit_scaling(&pts), points }
+            let fit = if cfg.train.online { fit_scaling_of(&pts, "steps") } else { fit_scaling(&pts) };
+            ModelSummary { model: name.clone(), fit, points }
         })
         .collect();
     let needed = cfg.needed();
     let faulted: Vec<FaultedRun> =
         rows.iter().filter_map(|r| r.faulted.as_ref().map(|f| FaultedRun { model: r.model.clone(), t: r.t, m: r.m, seed: r.seed, fault: f.clone() })).collect();
-    let mut success_rule = format!(
-        "a cell (T, m) succeeds when at least {needed} of {} seeds reach test accuracy {} within {} steps",
-        cfg.sweep.seeds.len(),
-        cfg.train.target_accuracy,
-        cfg.train_config().max_steps
-    );
+    let mut success_rule = if cfg.train.online {
+        format!(
+            "i.i.d., {} fresh samples a step: a seed learns at test accuracy {} within {} steps; median over all {} seeds (non-learners slowest)",
+            cfg.train.batch,
+            cfg.train.target_accuracy,
+            cfg.train_config().max_steps,
+            cfg.sweep.seeds.len()
+        )
+    } else {
+        format!(
+            "a cell (T, m) succeeds when at least {needed} of {} seeds reach test accuracy {} within {} steps",
+            cfg.sweep.seeds.len(),
+            cfg.train.target_accuracy,
+            cfg.train_config().max_steps
+        )
+    };
     let learner = cfg.learner();
     if learner.kind != LearnerKind::Majority {
         let theta = cfg.train.target_accuracy;

@@ -208,6 +208,7 @@ fn sweep_summary_round_trips_wrapped_and_bare() {
         budgets: vec![],
         stable: None,
         learners: vec![],
+        online: None,
     };
     let f = |law: &str, r2: f64| Fit { law: law.into(), a: 1.5, b: 2.0, r2 };
     let summary = SweepSummary {

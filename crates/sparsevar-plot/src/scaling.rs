@@ -273,8 +273,9 @@ fn pretty_task(task: &str) -> String {
 /// a + b·ln T dashed and c·T^α dotted, with their R² (cut where they leave the plot: the
 /// axes follow the measurements, not the laws). Baselines, when the sweep ran them:
 /// GF(2) elimination m*, exhaustive subset-search m* and the information floor log₂ C(T, s).
-/// An online sweep (every m = 0) plots the median steps to learn instead, and the median step
-/// at which a variable was created as hollow markers.
+/// An online sweep (every m = 0, the i.i.d. regime) plots the median steps to learn instead,
+/// joined by a thin line, and the median step at which a variable was created as hollow
+/// markers; the power fit's legend entry carries its exponent α.
 ///
 /// Series: `{model}/m_star` (online: `{model}/median_steps`), `{model}/m_below`,
 /// `{model}/m_star_first_tried`, `{model}/not_learned`, `{model}/variable_step`,
@@ -309,7 +310,14 @@ fn scaling_impl(summary: &SweepSummary, runs: Option<&[RunRow]>, path: &Path) ->
         xs.extend(c.ts());
         ys.extend(c.ys());
         legend.push(entry(model.model.clone(), Glyph::None));
-        legend.push(entry(format!("{} (measured)", how.what()), Glyph::Marker { color, shape: shp, filled: true }));
+        // Online: the medians are joined by a thin line, so the trend reads against the seeds.
+        let joined = how == Measure::Steps;
+        let glyph = if joined {
+            Glyph::Line { color, width: 1, dash: Dash::Solid, marker: Some((shp, true)) }
+        } else {
+            Glyph::Marker { color, shape: shp, filled: true }
+        };
+        legend.push(entry(format!("{} (measured)", how.what()), glyph));
         if let Some(fit) = &model.fit {
             let fitted: Vec<f64> = c.star.iter().map(|p| p.0).collect();
             let (lo, hi) = (fitted.iter().copied().fold(f64::INFINITY, f64::min), fitted.iter().copied().fold(0.0, f64::max));
@@ -333,7 +341,7 @@ fn scaling_impl(summary: &SweepSummary, runs: Option<&[RunRow]>, path: &Path) ->
         if !c.variable.is_empty() {
             legend.push(entry("median step a variable appeared", Glyph::Marker { color, shape: shp, filled: false }));
         }
-        model_layers.extend(c.layers(color, shp, false, dodge(i, summary.models.len())));
+        model_layers.extend(c.layers(color, shp, joined, dodge(i, summary.models.len())));
         curves.push(c);
     }
     // Baselines measure samples; an online sweep has no m to compare them with.
@@ -380,7 +388,7 @@ fn scaling_impl(summary: &SweepSummary, runs: Option<&[RunRow]>, path: &Path) ->
     let layers: Vec<Layer> = base_layers.into_iter().chain(fit_layers).chain(model_layers).collect();
     let title = match how {
         Measure::Samples => format!("Samples to learn, m*(T): {}, s = {}", pretty_task(&summary.task), summary.s),
-        Measure::Steps => format!("Steps to learn (online): {}, s = {}", pretty_task(&summary.task), summary.s),
+        Measure::Steps => format!("Steps to learn, online (fresh samples every step): {}, s = {}", pretty_task(&summary.task), summary.s),
     };
     let mut scene = Scene::new(title, summary.success_rule.clone());
     let mut panel = Panel::new(x, y);

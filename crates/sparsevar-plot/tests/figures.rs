@@ -95,7 +95,18 @@ fn point(t: usize, star: Option<usize>) -> PointSummary {
         .collect();
     let m_star = cells.iter().find(|c| c.success).map(|c| c.m);
     let m_below = m_star.and_then(|s| cells.iter().filter(|c| c.m < s).map(|c| c.m).max());
-    PointSummary { t, cells, m_star, m_below, median_steps_to_learn: None, median_variable_step: None, budgets: vec![], stable: None, learners: vec![] }
+    PointSummary {
+        t,
+        cells,
+        m_star,
+        m_below,
+        median_steps_to_learn: None,
+        median_variable_step: None,
+        budgets: vec![],
+        stable: None,
+        learners: vec![],
+        online: None,
+    }
 }
 
 fn model(name: &str, stars: &[(usize, Option<usize>)]) -> ModelSummary {
@@ -144,6 +155,7 @@ fn online_sweep() -> SweepSummary {
         budgets: vec![],
         stable: None,
         learners: vec![],
+        online: None,
     };
     let points = vec![point(8, Some(300.0), Some(200.0)), point(16, Some(450.0), Some(300.0)), point(32, None, None)];
     SweepSummary {

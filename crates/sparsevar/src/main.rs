@@ -702,8 +702,22 @@ fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
     for m in &summary.models {
         let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
         if cfg.train.online {
-            let steps: Vec<String> = m.points.iter().map(|p| format!("T={}: {:?}/{:?}", p.t, p.median_steps_to_learn, p.median_variable_step)).collect();
-            println!("{}: median steps to learn / to create the variable: {}", m.model, steps.join(", "));
+            println!("{}: steps to learn (i.i.d., {} fresh samples a step):", m.model, cfg.train.batch);
+            let opt = |x: Option<f64>| x.map_or("none".to_string(), |v| format!("{v:.0}"));
+            for p in &m.points {
+                let Some(o) = &p.online else { continue };
+                let seeds: Vec<String> = o.per_seed.iter().map(|s| format!("{}: {}", s.seed, s.step.map_or("not learned".into(), |x| x.to_string()))).collect();
+                println!(
+                    "  T={}: {} of {} learned, median {} steps ({} samples), variable at {}; per seed {}",
+                    p.t,
+                    o.learned,
+                    o.seeds,
+                    opt(p.median_steps_to_learn),
+                    opt(o.median_samples_seen),
+                    opt(p.median_variable_step),
+                    seeds.join(", ")
+                );
+            }
         } else {
             println!("{}: m* {}", m.model, stars.join(", "));
             for p in m.points.iter().filter(|p| !p.budgets.is_empty()) {
