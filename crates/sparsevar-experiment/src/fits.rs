@@ -52,7 +52,10 @@ fn r_squared(y: &[f64], pred: &[f64]) -> f64 {
     let my = y.iter().sum::<f64>() / y.len() as f64;
     let ss_tot: f64 = y.iter().map(|v| (v - my).powi(2)).sum();
     let ss_res: f64 = y.iter().zip(pred).map(|(a, b)| (a - b).powi(2)).sum();
-    if ss_tot == 0.0 { if ss_res == 0.0 { 1.0 } else { 0.0 } } else { 1.0 - ss_res / ss_tot }
+    // Constant data: a law that reproduces it up to rounding (a power law with α = 0 is
+    // exp(ln y), not exactly y) fits it perfectly.
+    let scale: f64 = y.iter().map(|v| v * v).sum();
+    if ss_tot == 0.0 { if ss_res <= 1e-20 * scale { 1.0 } else { 0.0 } } else { 1.0 - ss_res / ss_tot }
 }
 
 /// Fit m*(T) for the points (T, m*) (at least two distinct T).
@@ -154,6 +157,13 @@ mod tests {
         // A different exponent is told apart: T^0.5 data does not give 1.3.
         let flat: Vec<(usize, f64)> = pts.iter().map(|&(t, _)| (t, 40.0 * (t as f64).sqrt())).collect();
         assert!((fit_scaling_of(&flat, "steps").unwrap().power.b - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn constant_data_fits_both_laws_perfectly() {
+        let f = fit_scaling(&[(4, 64.0), (6, 64.0)]).unwrap();
+        assert!(f.power.b.abs() < 1e-12 && f.log.b.abs() < 1e-12, "{f:?}");
+        assert_eq!((f.log.r2, f.power.r2), (1.0, 1.0));
     }
 
     #[test]
