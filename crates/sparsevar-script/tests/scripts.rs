@@ -10,7 +10,8 @@ use sparsevar_core::task::TaskSpec;
 use sparsevar_script::{ScriptOutcome, run_script};
 
 /// The scripts this file checks one by one.
-const SCRIPTS: [&str; 6] = ["01_quickstart", "02_paper_scaling", "03_attention_variants", "04_mlp_vs_attention", "05_phase_transition", "07_heads"];
+const SCRIPTS: [&str; 7] =
+    ["01_quickstart", "02_paper_scaling", "03_attention_variants", "04_mlp_vs_attention", "05_phase_transition", "06_is_it_log_t", "07_heads"];
 
 /// Run `scripts/{name}.rhai` in quick mode into a fresh folder; check that every figure it
 /// wrote is a valid PNG or SVG of the figure size and that `figures` are among them.
@@ -104,6 +105,60 @@ fn paper_scaling_writes_m_star_matching_its_runs() {
     }
     // The transformer learns the quick task at every T.
     assert!(rows.iter().filter(|r| r["model"] == "transformer").all(|r| !r["m_star"].is_empty()), "{rows:?}");
+}
+
+#[test]
+fn is_it_log_t_composes_the_study_and_its_table_matches_the_sweeps() {
+    let (_, out) = run("06_is_it_log_t", &["m_star_s2.png", "m_star_s3.png", "iid_s2.png", "iid_s3.png", "fits.csv", "fits.md", "m_star.csv", "budgets.csv"]);
+    for d in ["learners_s2", "bounded_s2", "learners_s3", "budgets_T8", "iid_s2", "iid_s3"] {
+        assert!(out.join(d).join("summary.json").exists(), "{d} was not swept");
+    }
+    // m* per learner in the table is the sweep's own, point by point.
+    let rows = csv(&out.join("m_star.csv"));
+    for (part, s, dir) in [("learners", "2", "learners_s2"), ("learners", "3", "learners_s3")] {
+        let summary = json(&out.join(dir).join("summary.json"));
+        for p in summary["summary"]["models"][0]["points"].as_array().unwrap() {
+            for l in p["learners"].as_array().unwrap() {
+                let name = l["learner"].as_str().unwrap();
+                let r = rows.iter().find(|r| r["part"] == part && r["s"] == s && r["learner"] == name && r["T"] == p["t"].to_string()).unwrap();
+                assert_eq!(r["m_star"], l["m_star"].as_u64().map_or(String::new(), |m| m.to_string()), "{dir} {name}: {r:?}");
+            }
+        }
+    }
+    // The bounded run trained inside its bound.
+    let config = std::fs::read_to_string(out.join("bounded_s2/config.yaml")).unwrap();
+    assert!(config.contains("max_norm") && config.contains("qk: 10"), "{config}");
+    // Budget doubling: one row per budget, m* recomputed from runs.csv within each budget.
+    let budgets = csv(&out.join("budgets.csv"));
+    assert_eq!(budgets.iter().map(|r| r["budget"].as_str()).collect::<Vec<_>>(), ["100", "200", "400"]);
+    let runs = csv(&out.join("budgets_T8/runs.csv"));
+    for b in &budgets {
+        let budget: usize = b["budget"].parse().unwrap();
+        let mut by_m: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+        for r in &runs {
+            let e = by_m.entry(r["m"].parse().unwrap()).or_default();
+            e.0 += (r["learned"] == "true" && r["step"].parse::<usize>().is_ok_and(|s| s <= budget)) as usize;
+            e.1 += 1;
+        }
+        let expect = by_m.iter().find(|(_, (k, n))| *k > n / 2).map_or(String::new(), |(m, _)| m.to_string());
+        assert_eq!(b["m_star"], expect, "{b:?}");
+    }
+    // The fits table: three learners at s = 2 and 3, the bounded run, two i.i.d. rows whose
+    // exponent is the one of the i.i.d. sweep's own fit.
+    let fits = csv(&out.join("fits.csv"));
+    assert_eq!(fits.len(), 3 + 1 + 3 + 2, "{fits:?}");
+    for s in ["2", "3"] {
+        let iid = fits.iter().find(|r| r["part"] == "i.i.d. steps" && r["s"] == s).unwrap();
+        let summary = json(&out.join(format!("iid_s{s}/summary.json")));
+        match summary["summary"]["models"][0]["fit"]["power"]["b"].as_f64() {
+            Some(alpha) => assert_eq!(iid["power_alpha"], format!("{alpha:.2}"), "{iid:?}"),
+            None => assert!(iid["power_alpha"].is_empty(), "{iid:?}"),
+        }
+    }
+    // The i.i.d. quick task is learned at both T, so s = 2 has its exponent.
+    assert!(!fits.iter().find(|r| r["part"] == "i.i.d. steps" && r["s"] == "2").unwrap()["power_alpha"].is_empty(), "{fits:?}");
+    let md = std::fs::read_to_string(out.join("fits.md")).unwrap();
+    assert!(md.starts_with("| part | s | learner | T | log_a |") && md.lines().count() == fits.len() + 2, "{md}");
 }
 
 #[test]

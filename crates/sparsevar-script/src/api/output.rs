@@ -1,4 +1,4 @@
-//! Configs and output: `load_config`, `save_csv/json/yaml`, `out_dir`, `log`, `param`,
+//! Configs and output: `load_config`, `save_csv/markdown/json/yaml`, `out_dir`, `log`, `param`,
 //! `quick`, `progress`.
 
 use std::sync::Arc;
@@ -38,14 +38,15 @@ fn csv_field(v: &Dynamic) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
 }
 
-fn csv(rows: &Array, columns: Option<Vec<String>>) -> Result<String, String> {
+/// The rows as maps and the columns (given, or every key in first-seen order).
+fn table(what: &str, rows: &Array, columns: Option<Vec<String>>) -> Result<(Vec<String>, Vec<Map>), String> {
     let maps: Vec<Map> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
             r.read_lock::<Map>()
                 .map(|m| m.clone())
-                .ok_or_else(|| format!("save_csv: row {i} is a {}, not a map; give an array of maps like [#{{T: 8, m: 64}}]", r.type_name()))
+                .ok_or_else(|| format!("{what}: row {i} is a {}, not a map; give an array of maps like [#{{T: 8, m: 64}}]", r.type_name()))
         })
         .collect::<Result<_, _>>()?;
     let columns = columns.unwrap_or_else(|| {
@@ -59,12 +60,37 @@ fn csv(rows: &Array, columns: Option<Vec<String>>) -> Result<String, String> {
         }
         cols
     });
+    Ok((columns, maps))
+}
+
+fn csv(rows: &Array, columns: Option<Vec<String>>) -> Result<String, String> {
+    let (columns, maps) = table("save_csv", rows, columns)?;
     let mut out = columns.iter().map(|c| csv_field(&Dynamic::from(c.clone()))).collect::<Vec<_>>().join(",");
     out.push('\n');
     for m in &maps {
         let line: Vec<String> = columns.iter().map(|c| m.get(c.as_str()).map(csv_field).unwrap_or_default()).collect();
         out.push_str(&line.join(","));
         out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The rows as a Markdown table: () as an em dash, arrays and maps as JSON, `|` escaped.
+fn markdown(rows: &Array, columns: Option<Vec<String>>) -> Result<String, String> {
+    let (columns, maps) = table("save_markdown", rows, columns)?;
+    let cell = |v: Option<&Dynamic>| -> String {
+        let text = match v {
+            None => String::new(),
+            Some(v) if v.is_unit() => "—".into(),
+            Some(v) if v.is_array() || v.is_map() => serde_json::to_string(&plain(v)).unwrap_or_default(),
+            Some(v) => v.clone().into_string().unwrap_or_else(|_| plain(v).to_string()),
+        };
+        text.replace('|', "\\|").replace(['\n', '\r'], " ")
+    };
+    let mut out = format!("| {} |\n|{}\n", columns.join(" | "), "---|".repeat(columns.len()));
+    for m in &maps {
+        let line: Vec<String> = columns.iter().map(|c| cell(m.get(c.as_str()))).collect();
+        out.push_str(&format!("| {} |\n", line.join(" | ")));
     }
     Ok(out)
 }
@@ -174,6 +200,20 @@ pub(super) fn register(a: &mut Api) {
                 .map(|c| c.into_string().map_err(|t| fail(&ctx, format!("save_csv: column names must be strings (got {t})"))))
                 .collect::<Res<_>>()?;
             let text = csv(&rows, Some(cols)).map_err(|e| fail(&ctx, e))?;
+            write(&ctx, &st, name, &text)
+        },
+    );
+    let st = a.st.clone();
+    a.func(
+        "save_markdown",
+        "save_markdown(rows: array, path: string, columns: array) -> string",
+        "Write an array of maps as a Markdown table with these columns, in this order (() as —), into the out folder.",
+        move |ctx: NativeCallContext, rows: Array, name: &str, cols: Array| -> Res<String> {
+            let cols: Vec<String> = cols
+                .into_iter()
+                .map(|c| c.into_string().map_err(|t| fail(&ctx, format!("save_markdown: column names must be strings (got {t})"))))
+                .collect::<Res<_>>()?;
+            let text = markdown(&rows, Some(cols)).map_err(|e| fail(&ctx, e))?;
             write(&ctx, &st, name, &text)
         },
     );

@@ -42,8 +42,16 @@ fn default_section() -> SweepSection {
     serde_yaml::from_str("T: []").expect("the sweep section's defaults parse")
 }
 
+/// The sweep section's keys: those its defaults write, then the optional ones they leave out
+/// (learner, k, validation, budgets).
 fn section_keys() -> Vec<String> {
-    fields(&default_section()).into_iter().map(|f| f.0).collect()
+    let mut k: Vec<String> = fields(&default_section()).into_iter().map(|f| f.0).collect();
+    for x in sparsevar_experiment::reference::section_keys::<SweepSection>() {
+        if !k.contains(&x) {
+            k.push(x);
+        }
+    }
+    k
 }
 
 fn all_keys() -> Vec<String> {
@@ -156,13 +164,46 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
         }
     };
     for m in &summary.models {
-        let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
-        st.say(&format!("swept {name}/{}: m* {}", m.model, stars.join(", ")), true);
+        if cfg.train.online {
+            let steps: Vec<String> = m
+                .points
+                .iter()
+                .map(|p| {
+                    let (k, n) = p.online.as_ref().map_or((0, 0), |o| (o.learned, o.seeds));
+                    format!("T={}: {} ({k}/{n} learned)", p.t, p.median_steps_to_learn.map_or("none".into(), |x| format!("{x:.0}")))
+                })
+                .collect();
+            st.say(&format!("swept {name}/{}: median steps to learn {}", m.model, steps.join(", ")), true);
+        } else {
+            let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
+            st.say(&format!("swept {name}/{}: m* {}", m.model, stars.join(", ")), true);
+        }
     }
     for f in &summary.faulted {
         st.say(&format!("warning: sweep {name}: {} T={} m={} seed {} faulted and is left out of m*: {}", f.model, f.t, f.m, f.seed, f.fault), true);
     }
     Ok(SweepResult(Arc::new(SweepData { name, dir, cfg, summary, runs })))
+}
+
+/// The (T, value) pairs of `fit_scaling`: T positive integers, values positive numbers or ()
+/// (left out), the two arrays of one length.
+fn fit_points(ts: &Array, values: &Array) -> Result<Vec<(usize, f64)>, String> {
+    if ts.len() != values.len() {
+        return Err(format!("fit_scaling: T has {} entries but values has {}; give one value per T (() where there is none)", ts.len(), values.len()));
+    }
+    let mut out = Vec::new();
+    for (i, (t, v)) in ts.iter().zip(values).enumerate() {
+        let t = t.as_int().ok().filter(|t| *t >= 1).ok_or_else(|| format!("fit_scaling: T[{i}] = {t} must be a positive integer"))?;
+        if v.is_unit() {
+            continue;
+        }
+        let x = v.as_float().or_else(|_| v.as_int().map(|x| x as f64)).map_err(|_| format!("fit_scaling: values[{i}] = {v} must be a number or ()"))?;
+        if !(x > 0.0 && x.is_finite()) {
+            return Err(format!("fit_scaling: values[{i}] = {x} must be a positive number (the power law is fitted in log space)"));
+        }
+        out.push((t as usize, x));
+    }
+    Ok(out)
 }
 
 /// A per-model map of one value per T.
@@ -239,6 +280,52 @@ pub(super) fn register(a: &mut Api) {
         |r: &mut SweepResult| per_model(r, |m| Dynamic::from_array(m.points.iter().map(|p| to_dyn(&p.median_steps_to_learn)).collect())),
     );
     a.prop(
+        "learners",
+        "SweepResult.learners -> map",
+        "A learner's sweep (learner: best_of_k or min_norm): per model, a map from each learner its restarts allow (majority, best_of_k, min_norm) to m* for each T (aligned with `T`, () where none), all from the same restarts; an empty map per model otherwise.",
+        |r: &mut SweepResult| {
+            per_model(r, |m| {
+                let mut by: Map = Map::new();
+                for (i, p) in m.points.iter().enumerate() {
+                    for l in &p.learners {
+                        let key = to_dyn(&l.learner).into_string().unwrap_or_default();
+                        let column = by.entry(key.into()).or_insert_with(|| Dynamic::from_array(vec![Dynamic::UNIT; m.points.len()]));
+                        if let Some(mut a) = column.write_lock::<Array>() {
+                            a[i] = to_dyn(&l.m_star);
+                        }
+                    }
+                }
+                Dynamic::from_map(by)
+            })
+        },
+    );
+    a.prop(
+        "budgets",
+        "SweepResult.budgets -> map",
+        "With sweep.budgets: per model, for each T a map of budgets (an array of #{budget, m_star}) and stable (whether the last doubling left m* where it was; () with one budget).",
+        |r: &mut SweepResult| {
+            per_model(r, |m| {
+                Dynamic::from_array(
+                    m.points
+                        .iter()
+                        .map(|p| {
+                            let mut x = Map::new();
+                            x.insert("budgets".into(), to_dyn(&p.budgets));
+                            x.insert("stable".into(), to_dyn(&p.stable));
+                            Dynamic::from_map(x)
+                        })
+                        .collect(),
+                )
+            })
+        },
+    );
+    a.prop(
+        "iid",
+        "SweepResult.iid -> map",
+        "Online sweeps (the i.i.d. regime): per model, for each T #{learned, seeds, median_samples_seen, per_seed: [#{seed, step, samples_seen, steps_trained}]} (step () where the seed did not learn), or () in a fixed-m sweep.",
+        |r: &mut SweepResult| per_model(r, |m| Dynamic::from_array(m.points.iter().map(|p| to_dyn(&p.online)).collect())),
+    );
+    a.prop(
         "fits",
         "SweepResult.fits -> map",
         "Per model the fits of m*(T): #{log: #{a, b, r2}, power: #{a, b, r2}, ratio, verdict}, or () with fewer than two m*.",
@@ -284,12 +371,26 @@ pub(super) fn register(a: &mut Api) {
             Ok(to_dyn(&p.m_star))
         },
     );
+    a.func(
+        "fit_scaling",
+        "fit_scaling(T: array, values: array) -> map or ()",
+        "Fit values(T) two ways, as sweeps fit m*: #{log: #{a, b, r2} (a + b·ln T), power: #{a, b, r2} (a·T^b), ratio (value at the largest T over the smallest), verdict}; pairs whose value is () are left out; () with fewer than two left.",
+        |ctx: NativeCallContext, ts: Array, values: Array| -> Res<Dynamic> {
+            let points = fit_points(&ts, &values).map_err(|e| fail(&ctx, e))?;
+            Ok(to_dyn(&sparsevar_experiment::fits::fit_scaling_of(&points, "value")))
+        },
+    );
     let mut keys = vec![("task".to_string(), "required: a Task (its T is replaced by each swept T)".to_string())];
     keys.push(("models".into(), "required (or `model`): a map from name to Model".into()));
     keys.push(("model".into(), "one Model, named after its kind (`transformer` or `mlp`)".into()));
     keys.push(("name".into(), "`\"sweep\"` (the results folder, numbered if taken)".into()));
     keys.push(("backend".into(), "the script's backend".into()));
-    keys.extend(code(fields(&default_section())).into_iter().map(|(k, v)| if k == "T" { (k, "required, e.g. `[8, 16, 32]`".into()) } else { (k, v) }));
+    let defaults = code(fields(&default_section()));
+    keys.extend(defaults.iter().cloned().map(|(k, v)| if k == "T" { (k, "required, e.g. `[8, 16, 32]`".into()) } else { (k, v) }));
+    keys.extend(section_keys().into_iter().filter(|k| !defaults.iter().any(|d| d.0 == *k)).map(|k| {
+        let d = if k == "learner" { "`\"majority\"`" } else { "none (optional; see the configuration reference)" };
+        (k, d.to_string())
+    }));
     a.keys(
         "Sweep options",
         "Keys of `sweep(#{..})` besides the train keys (any key of Train options is accepted too; `samples` is replaced by the m grid).",

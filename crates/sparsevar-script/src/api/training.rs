@@ -39,7 +39,14 @@ const EXTRA_KEYS: [&str; 3] = ["seeds", "name", "backend"];
 
 /// The `TrainConfig` keys (shared with `sweep`).
 pub(crate) fn config_keys() -> Vec<String> {
-    fields(&TrainConfig::default()).into_iter().map(|f| f.0).collect()
+    let mut k: Vec<String> = fields(&TrainConfig::default()).into_iter().map(|f| f.0).collect();
+    // Optional keys the defaults leave out when serialised (e.g. max_norm).
+    for x in sparsevar_experiment::reference::section_keys::<TrainConfig>() {
+        if !k.contains(&x) {
+            k.push(x);
+        }
+    }
+    k
 }
 
 fn train_keys() -> Vec<String> {
