@@ -120,7 +120,8 @@ fn is_it_log_t_composes_the_study_and_its_table_matches_the_sweeps() {
         for p in summary["summary"]["models"][0]["points"].as_array().unwrap() {
             for l in p["learners"].as_array().unwrap() {
                 let name = l["learner"].as_str().unwrap();
-                let r = rows.iter().find(|r| r["part"] == part && r["s"] == s && r["learner"] == name && r["T"] == p["t"].to_string()).unwrap();
+                let r =
+                    rows.iter().find(|r| r["part"] == part && r["s"] == s && r["learner"] == name && r["T"].parse::<u64>().ok() == p["t"].as_u64()).unwrap();
                 assert_eq!(r["m_star"], l["m_star"].as_u64().map_or(String::new(), |m| m.to_string()), "{dir} {name}: {r:?}");
             }
         }
