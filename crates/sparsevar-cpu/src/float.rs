@@ -45,6 +45,9 @@ pub trait Float:
     fn tanh(self) -> Self;
     fn sqrt(self) -> Self;
     fn is_nan(self) -> bool;
+    /// The slice as f32 when `Self` is f32 (kernels with an f32-only fast path).
+    fn as_f32(x: &[Self]) -> Option<&[f32]>;
+    fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]>;
     /// The larger of two values; NaN if either is NaN (PyTorch's `maximum`).
     fn max_nan(self, other: Self) -> Self {
         if self.is_nan() || other.is_nan() {
@@ -58,7 +61,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $exp:path) => {
+    ($t:ty, $name:literal, $exp:path, $as32:expr, $as32mut:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -92,12 +95,20 @@ macro_rules! impl_float {
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
             }
+            #[inline(always)]
+            fn as_f32(x: &[Self]) -> Option<&[f32]> {
+                $as32(x)
+            }
+            #[inline(always)]
+            fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+                $as32mut(x)
+            }
         }
     };
 }
 
-impl_float!(f32, "cpu", exp_f32);
-impl_float!(f64, "cpu-f64", f64::exp);
+impl_float!(f32, "cpu", exp_f32, Some, Some);
+impl_float!(f64, "cpu-f64", f64::exp, |_| None, |_| None);
 
 /// e^x in f32 without a libm call, so loops over it vectorise (libm's expf does not, and
 /// softmax, GELU and sigmoid are all exp-bound). Cephes' expf: x = n ln2 + r, |r| ≤ ln2/2,

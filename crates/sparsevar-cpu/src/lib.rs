@@ -33,6 +33,7 @@
 
 mod elementwise;
 mod float;
+mod gemm512;
 mod index;
 mod matmul;
 mod par;

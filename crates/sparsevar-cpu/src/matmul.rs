@@ -13,6 +13,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
 use crate::Float;
+use crate::gemm512;
 use crate::par::{fold8, go_parallel};
 
 /// Output rows per task when a single group is large; a constant.
@@ -40,7 +41,7 @@ pub(crate) fn matmul<F: Float>(a: &[F], b: &[F], y: &mut [F], (batch, m, k, n): 
         let bg = &b[g * k * n..(g + 1) * k * n];
         if small {
             small_block(ag, bg, yc, r0, (m, k, n), trans_a, trans_b);
-        } else {
+        } else if !fast_f32(ag, bg, yc, r0, (m, k, n), trans_a, trans_b) {
             gemm_block(ag, bg, yc, r0, (m, k, n), trans_a, trans_b);
         }
     };
@@ -75,6 +76,16 @@ pub(crate) fn matmul<F: Float>(a: &[F], b: &[F], y: &mut [F], (batch, m, k, n): 
         } else {
             y.chunks_mut(groups_per_task * m * n).enumerate().for_each(run);
         }
+    }
+}
+
+/// The AVX-512 kernel on rows r0.. of one group when `F` is f32 and the CPU has it (same
+/// bits as matrixmultiply); false where it did nothing.
+#[inline]
+fn fast_f32<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, shape: (usize, usize, usize), ta: bool, tb: bool) -> bool {
+    match (F::as_f32(ag), F::as_f32(bg), F::as_f32_mut(yc)) {
+        (Some(a), Some(b), Some(y)) => gemm512::gemm_rows(a, b, y, r0, shape, ta, tb),
+        _ => false,
     }
 }
 
@@ -148,6 +159,99 @@ fn small_block<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n):
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values spanning signs and magnitudes, with exact zeros, signed zeros
+    /// and products that underflow to ∓0 (where an FMA chain's sign of zero shows).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let u = (s >> 40) as u32;
+                match u % 16 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => -1e-30 * (u % 7) as f32,
+                    3 => 1e-25,
+                    _ => ((u >> 4) as f32 / (1 << 20) as f32 - 0.5) * 4.0,
+                }
+            })
+            .collect()
+    }
+
+    /// The AVX-512 kernel gives matrixmultiply's bits for every shape, transpose, row block
+    /// and k beyond one 256-block (skipped on CPUs without AVX-512F).
+    #[test]
+    fn avx512_kernel_matches_matrixmultiply_bit_for_bit() {
+        if !gemm512::available() {
+            eprintln!("no AVX-512F here: kernel not exercised");
+            return;
+        }
+        let shapes =
+            [(195, 64, 64), (32, 195, 16), (64, 195, 64), (195, 32, 16), (32, 16, 195), (32, 256, 64), (5, 300, 33), (17, 513, 7), (9, 1, 47), (3, 70, 130)];
+        for (si, &(m, k, n)) in shapes.iter().enumerate() {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = values(m * k, si as u64 * 4 + 1);
+                let b = values(k * n, si as u64 * 4 + 2);
+                for r0 in [0, m / 3] {
+                    let rows = m - r0;
+                    let mut want = vec![f32::NAN; rows * n];
+                    let mut got = vec![f32::NAN; rows * n];
+                    gemm_block(&a, &b, &mut want, r0, (m, k, n), ta, tb);
+                    assert!(gemm512::gemm_rows(&a, &b, &mut got, r0, (m, k, n), ta, tb));
+                    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                        assert_eq!(w.to_bits(), g.to_bits(), "m={m} k={k} n={n} ta={ta} tb={tb} r0={r0} at {i}: {w} vs {g}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `cargo test --release -p sparsevar-cpu --lib -- --ignored --nocapture gemm_speed`
+    #[test]
+    #[ignore]
+    fn gemm_speed() {
+        for &(batch, m, k, n, ta, tb) in &[
+            (32, 195, 64, 64, false, true),
+            (32, 195, 64, 64, false, false),
+            (32, 64, 195, 64, true, false),
+            (128, 32, 195, 16, false, false),
+            (128, 32, 16, 195, false, true),
+            (128, 195, 32, 16, true, false),
+            (32, 32, 256, 64, false, true),
+            (32, 32, 64, 256, false, false),
+        ] {
+            let a = values(batch * m * k, 1);
+            let b = values(batch * k * n, 2);
+            let mut y = vec![0.0f32; batch * m * n];
+            let flops = 2.0 * (batch * m * k * n) as f64;
+            let mut time = |f: &mut dyn FnMut(&mut [f32])| {
+                let mut best = f64::INFINITY;
+                for _ in 0..20 {
+                    let t = std::time::Instant::now();
+                    f(&mut y);
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                flops / best / 1e9
+            };
+            let mm = time(&mut |y| {
+                for (g, yg) in y.chunks_mut(m * n).enumerate() {
+                    gemm_block(&a[g * m * k..], &b[g * k * n..], yg, 0, (m, k, n), ta, tb);
+                }
+            });
+            let fast = time(&mut |y| {
+                for (g, yg) in y.chunks_mut(m * n).enumerate() {
+                    gemm512::gemm_rows(&a[g * m * k..(g + 1) * m * k], &b[g * k * n..(g + 1) * k * n], yg, 0, (m, k, n), ta, tb);
+                }
+            });
+            println!("[{batch}] {m}x{k}x{n} ta={ta} tb={tb}: matrixmultiply {mm:.1} GFLOP/s, avx512 {fast:.1} GFLOP/s (one thread)");
         }
     }
 }
