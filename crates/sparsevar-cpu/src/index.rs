@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use crate::Float;
-use crate::par::{ELEM_CHUNK, for_chunks, go_parallel, row_chunk};
+use crate::par::{ELEM_CHUNK, for_chunks, go_parallel, row_chunk, wide};
 use crate::rows::index_of;
 use crate::strided::Layout;
 
@@ -22,10 +22,29 @@ pub(crate) fn gather<F: Float>((table_rows, rows, cols): (usize, usize, usize), 
             let g = r / rows;
             let t = idx[r].to_f64() as usize;
             let src = (g * table_rows + t) * cols;
-            row.copy_from_slice(&table[src..src + cols]);
+            copy_short(row, &table[src..src + cols]);
         }
     });
     Ok(())
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of attention (a few heads, a head's
+/// width): an element loop in fixed-size pieces instead of a `memcpy` call per row.
+#[inline(always)]
+fn copy_short<F: Float>(dst: &mut [F], src: &[F]) {
+    if dst.len() > 64 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut d = dst.chunks_exact_mut(4);
+    let mut s = src.chunks_exact(4);
+    for (o, i) in (&mut d).zip(&mut s) {
+        let v: [F; 4] = [i[0], i[1], i[2], i[3]];
+        o.copy_from_slice(&v);
+    }
+    for (o, &i) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *o = i;
+    }
 }
 
 /// dtable[g, idx[g, i], :] += dy[g, i, :] for i increasing: one group is one task, so each
@@ -34,11 +53,12 @@ pub(crate) fn scatter_add<F: Float>((table_rows, rows, cols): (usize, usize, usi
     for &v in idx {
         index_of(v, table_rows, "scatter_add")?;
     }
-    y.fill(F::ZERO);
     if cols == 0 || table_rows == 0 {
+        y.fill(F::ZERO);
         return Ok(());
     }
     let group = |g: usize, yg: &mut [F]| {
+        yg.fill(F::ZERO);
         for i in 0..rows {
             let t = idx[g * rows + i].to_f64() as usize;
             let src = &dy[(g * rows + i) * cols..(g * rows + i + 1) * cols];
@@ -49,9 +69,9 @@ pub(crate) fn scatter_add<F: Float>((table_rows, rows, cols): (usize, usize, usi
     };
     let per = table_rows * cols;
     if !go_parallel(dy.len() + y.len()) {
-        y.chunks_mut(per).enumerate().for_each(|(g, yg)| group(g, yg));
+        y.chunks_mut(per).enumerate().for_each(|(g, yg)| wide(|| group(g, yg)));
     } else {
-        y.par_chunks_mut(per).enumerate().for_each(|(g, yg)| group(g, yg));
+        y.par_chunks_mut(per).enumerate().for_each(|(g, yg)| wide(|| group(g, yg)));
     }
     Ok(())
 }
@@ -77,11 +97,17 @@ pub(crate) fn permute<F: Float>(shape: &[usize], perm: &[usize], x: &[F], y: &mu
         return Ok(());
     };
     let [si] = layout.inner_strides();
+    if si != 1
+        && let Some(b) = (0..layout.rank).find(|&d| layout.strides[0][d] == 1)
+    {
+        permute_tiled(&layout, b, x, y);
+        return Ok(());
+    }
     for_chunks(y, ELEM_CHUNK, x.len(), |start, yc| {
         layout.for_each_run(start, yc.len(), |pos, run, [o]| {
             let out = &mut yc[pos..pos + run];
             if si == 1 {
-                out.copy_from_slice(&x[o..o + run]);
+                copy_short(out, &x[o..o + run]);
             } else {
                 for (t, v) in out.iter_mut().enumerate() {
                     *v = x[o + t * si];
@@ -90,6 +116,56 @@ pub(crate) fn permute<F: Float>(shape: &[usize], perm: &[usize], x: &[F], y: &mu
         });
     });
     Ok(())
+}
+
+/// A permutation that moves x's contiguous axis `b` away from y's innermost axis `a`: a
+/// transpose of the (b, a) planes in tiles, so that reads run along x's rows and writes
+/// along y's rows (element by element, one strided side, costs a cache line per element
+/// once a plane outgrows L1). Tasks are y's contiguous blocks over the axes before `b`.
+fn permute_tiled<F: Float>(layout: &Layout<1>, b: usize, x: &[F], y: &mut [F]) {
+    const TILE: usize = 32;
+    let r = layout.rank;
+    let a = r - 1;
+    let dims = &layout.dims[..r];
+    let xs = &layout.strides[0][..r];
+    let mut ys = [0usize; crate::strided::MAX_RANK];
+    let mut st = 1;
+    for d in (0..r).rev() {
+        ys[d] = st;
+        st *= dims[d];
+    }
+    let region: usize = dims[b..].iter().product();
+    let middle = &dims[b + 1..a];
+    let (da, db, xa, yb) = (dims[a], dims[b], xs[a], ys[b]);
+    for_chunks(y, region, x.len(), |start, yr| {
+        // x offset of this block: its index over the axes before b.
+        let mut q = start / region;
+        let mut xbase = 0;
+        for d in (0..b).rev() {
+            xbase += (q % dims[d]) * xs[d];
+            q /= dims[d];
+        }
+        let count: usize = middle.iter().product();
+        for mi in 0..count {
+            let (mut rem, mut xo, mut yo) = (mi, xbase, 0);
+            for (k, &size) in middle.iter().enumerate().rev() {
+                let i = rem % size;
+                rem /= size;
+                xo += i * xs[b + 1 + k];
+                yo += i * ys[b + 1 + k];
+            }
+            for ib0 in (0..db).step_by(TILE) {
+                for ia0 in (0..da).step_by(TILE) {
+                    for ib in ib0..(ib0 + TILE).min(db) {
+                        let row = &mut yr[yo + ib * yb + ia0..yo + ib * yb + (ia0 + TILE).min(da)];
+                        for (t, o) in row.iter_mut().enumerate() {
+                            *o = x[xo + ib + (ia0 + t) * xa];
+                        }
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Odometer over y's axes (x strides `ystr`), one element at a time.

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::Float;
 use crate::gemm512;
-use crate::par::{fold8, go_parallel};
+use crate::par::{fold8, go_parallel, wide};
 
 /// Output rows per task when a single group is large; a constant.
 const ROW_BLOCK: usize = 64;
@@ -40,7 +40,7 @@ pub(crate) fn matmul<F: Float>(a: &[F], b: &[F], y: &mut [F], (batch, m, k, n): 
         let ag = &a[g * m * k..(g + 1) * m * k];
         let bg = &b[g * k * n..(g + 1) * k * n];
         if small {
-            small_block(ag, bg, yc, r0, (m, k, n), trans_a, trans_b);
+            wide(|| small_block(ag, bg, yc, r0, (m, k, n), trans_a, trans_b));
         } else if !fast_f32(ag, bg, yc, r0, (m, k, n), trans_a, trans_b) {
             gemm_block(ag, bg, yc, r0, (m, k, n), trans_a, trans_b);
         }

@@ -38,10 +38,32 @@ pub(crate) fn for_chunks<F: Float>(out: &mut [F], chunk: usize, work: usize, f: 
     }
     let chunk = chunk.max(1);
     if !go_parallel(work) || out.len() <= chunk {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * chunk, c));
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| wide(|| f(i * chunk, c)));
     } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * chunk, c));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| wide(|| f(i * chunk, c)));
     }
+}
+
+/// Run `f` compiled for AVX-512 where the CPU has it (`f` inlines into a function with
+/// those target features), else as built. Bits do not change: Rust never contracts a
+/// multiply and an add into an FMA, and every other float operation is correctly rounded
+/// whatever the vector width; only the loops get 16 lanes instead of SSE2's 4.
+#[inline(always)]
+pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm512::available() {
+        // SAFETY: the CPU has the features (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { wide_avx512(f) };
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+#[allow(unsafe_code)]
+unsafe fn wide_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// Chunk size, in elements, for kernels whose independent item is a whole row of `cols`:

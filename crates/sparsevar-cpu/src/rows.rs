@@ -85,7 +85,10 @@ pub(crate) fn layer_norm_backward<F: Float>(cols: usize, eps: f64, x: &[F], dy: 
 #[inline]
 pub(crate) fn index_of<F: Float>(v: F, limit: usize, what: &str) -> Result<usize, String> {
     let f = v.to_f64();
-    if f >= 0.0 && f < limit as f64 && f.fract() == 0.0 { Ok(f as usize) } else { Err(format!("{what}: index {f} outside 0..{limit}")) }
+    // The round trip through usize is exact only for integers in range (NaN, negatives and
+    // fractions fail it); cheaper than `fract`, a libm call on baseline x86-64.
+    let i = f as usize;
+    if i as f64 == f && i < limit { Ok(i) } else { Err(format!("{what}: index {f} outside 0..{limit}")) }
 }
 
 fn check_labels<F: Float>(labels: &[F], classes: usize, what: &str) -> Result<(), String> {

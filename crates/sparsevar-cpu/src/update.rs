@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::Float;
-use crate::par::{ELEM_CHUNK, fold8, go_parallel};
+use crate::par::{ELEM_CHUNK, fold8, go_parallel, wide};
 
 pub(crate) fn zero<F: Float>(buf: &mut [F]) {
     buf.fill(F::ZERO);
@@ -15,7 +15,7 @@ pub(crate) fn accumulate_squares<F: Float>(len: usize, x: &[F], acc: &mut [F]) {
     if len == 0 {
         return;
     }
-    let one = |(a, xg): (&mut F, &[F])| *a += fold8(xg, xg, |v, _| v * v);
+    let one = |(a, xg): (&mut F, &[F])| *a += wide(|| fold8(xg, xg, |v, _| v * v));
     if !go_parallel(x.len()) {
         acc.iter_mut().zip(x.chunks(len)).for_each(one);
     } else {
@@ -106,12 +106,14 @@ pub(crate) fn adam<F: Float>(len: usize, h: &AdamHyper, p: &mut [F], g: &[F], m:
     let clip = h.clip;
     for_pieces(len, p, g, m, v, |gi, p, g, m, v| {
         let scale = clip_scale(clip, sq, gi);
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let g = g * scale;
-            *m = b1 * *m + nb1 * g;
-            *v = b2 * *v + nb2 * g * g;
-            *p -= lr * (*m / bias1 / ((*v / bias2).sqrt() + eps) + wd * *p);
-        }
+        wide(|| {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = g * scale;
+                *m = b1 * *m + nb1 * g;
+                *v = b2 * *v + nb2 * g * g;
+                *p -= lr * (*m / bias1 / ((*v / bias2).sqrt() + eps) + wd * *p);
+            }
+        });
     });
 }
 

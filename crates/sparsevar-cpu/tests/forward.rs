@@ -239,6 +239,13 @@ fn permute_matches_naive() {
         (vec![2, 3, 2, 3, 2, 3, 2, 2], vec![7, 5, 3, 1, 6, 4, 2, 0]),
         // rank 8 that merges down to rank 2
         (vec![2, 3, 2, 3, 2, 3, 2, 2], vec![4, 5, 6, 7, 0, 1, 2, 3]),
+        // x's contiguous axis moved away from y's innermost: the tiled transpose, with
+        // attention's head moves both ways (middle axes, planes of more than one tile)
+        (vec![3, 4, 5, 70], vec![0, 2, 3, 1]),
+        (vec![3, 5, 70, 4], vec![0, 3, 1, 2]),
+        (vec![2, 40, 70], vec![0, 2, 1]),
+        (vec![50, 33], vec![1, 0]),
+        (vec![3, 4, 2, 5, 6], vec![4, 1, 3, 0, 2]),
     ];
     for (shape, perm) in cases {
         let x = rng.vec(shape.iter().product());
