@@ -110,6 +110,14 @@ pub enum Update {
     ScaleToBall { groups: usize, len: usize, radius: f64 },
 }
 
+/// One launch of [`Backend::run_members`]: a kernel sized for one member and its buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberLaunch {
+    pub kernel: Kernel,
+    pub inputs: Vec<BufferId>,
+    pub output: BufferId,
+}
+
 /// What can go wrong inside a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -138,6 +146,18 @@ pub trait Backend: Send {
     /// Wait until everything launched so far has finished (a no-op on the CPU).
     fn sync(&mut self) -> Result<(), BackendError> {
         Ok(())
+    }
+    /// Run `launches` in order for each of `members` ensemble members, where every buffer
+    /// they name holds the members' values one after another in `members` equal slices and
+    /// each kernel is sized for one member ([`Kernel::for_one_member`]): member r's launches
+    /// read and write only slice r. Returns `Ok(false)`, having done nothing, where the
+    /// backend prefers whole-ensemble launches (the default); the caller then launches the
+    /// full kernels. The CPU runs members concurrently, each through the whole list, so a
+    /// member's operands stay in its core's cache between kernels; a member's numbers are
+    /// the ones it gets alone, so the result equals the whole-ensemble launches bit for bit.
+    fn run_members(&mut self, members: usize, launches: &[MemberLaunch]) -> Result<bool, BackendError> {
+        let _ = (members, launches);
+        Ok(false)
     }
     /// Give a buffer's memory back; the id is never reused and later use of it is an error
     /// (a backend may also keep the memory until it is dropped: the default does).
@@ -201,6 +221,49 @@ impl Kernel {
             Kernel::CrossEntropy { groups, batch, classes } => (vec![groups * batch * classes, groups * batch], *groups),
             Kernel::CrossEntropyBackward { groups, batch, classes } => (vec![groups * batch * classes, groups * batch, *groups], groups * batch * classes),
         }
+    }
+
+    /// The same kernel for one of `members` ensemble members, where every buffer holds the
+    /// members' values one after another (member r in the r-th of `members` equal slices).
+    /// None where the kernel mixes members (a reduction over the member axis) or reads a
+    /// buffer not split that way (a broadcast over members).
+    pub fn for_one_member(&self, members: usize) -> Option<Kernel> {
+        let m = members;
+        let div = |x: usize| (m > 0 && x.is_multiple_of(m)).then(|| x / m);
+        let one_first = |shape: &[usize]| -> Option<Vec<usize>> {
+            let mut s = shape.to_vec();
+            (s.first() == Some(&m)).then(|| s[0] = 1)?;
+            Some(s)
+        };
+        let k = match self.clone() {
+            Kernel::MatMul { batch, m: rows, k, n, trans_a, trans_b } => Kernel::MatMul { batch: div(batch)?, m: rows, k, n, trans_a, trans_b },
+            Kernel::Binary { op, shape, a_strides, b_strides } => Kernel::Binary { op, shape: one_first(&shape)?, a_strides, b_strides },
+            Kernel::SumTo { from, to } => Kernel::SumTo { from: one_first(&from)?, to: one_first(&to)? },
+            Kernel::Affine { len, scale, shift } => Kernel::Affine { len: div(len)?, scale, shift },
+            Kernel::Fill { len, value } => Kernel::Fill { len: div(len)?, value },
+            Kernel::Unary { op, len } => Kernel::Unary { op, len: div(len)? },
+            Kernel::UnaryBackward { op, len } => Kernel::UnaryBackward { op, len: div(len)? },
+            Kernel::Softmax { rows, cols } => Kernel::Softmax { rows: div(rows)?, cols },
+            Kernel::SoftmaxBackward { rows, cols } => Kernel::SoftmaxBackward { rows: div(rows)?, cols },
+            Kernel::LayerNorm { rows, cols, eps } => Kernel::LayerNorm { rows: div(rows)?, cols, eps },
+            Kernel::LayerNormBackward { rows, cols, eps } => Kernel::LayerNormBackward { rows: div(rows)?, cols, eps },
+            Kernel::Gather { groups, table_rows, rows, cols } => Kernel::Gather { groups: div(groups)?, table_rows, rows, cols },
+            Kernel::ScatterAdd { groups, table_rows, rows, cols } => Kernel::ScatterAdd { groups: div(groups)?, table_rows, rows, cols },
+            Kernel::Permute { shape, perm } => {
+                if perm.first() != Some(&0) {
+                    return None;
+                }
+                Kernel::Permute { shape: one_first(&shape)?, perm }
+            }
+            Kernel::Narrow { outer, axis, start, len, inner } => Kernel::Narrow { outer: div(outer)?, axis, start, len, inner },
+            Kernel::NarrowBackward { outer, axis, start, len, inner } => Kernel::NarrowBackward { outer: div(outer)?, axis, start, len, inner },
+            Kernel::CrossEntropy { groups, batch, classes } => Kernel::CrossEntropy { groups: div(groups)?, batch, classes },
+            Kernel::CrossEntropyBackward { groups, batch, classes } => Kernel::CrossEntropyBackward { groups: div(groups)?, batch, classes },
+        };
+        // Every buffer must be exactly `members` of the member kernel's (a broadcast input
+        // over members, stride 0, is shorter and fails here).
+        let ((ins, out), (ins1, out1)) = (self.lengths(), k.lengths());
+        (out == out1 * m && ins.iter().zip(&ins1).all(|(&a, &b)| a == b * m)).then_some(k)
     }
 
     /// Floating-point operations one launch performs (multiply-adds count two); used for

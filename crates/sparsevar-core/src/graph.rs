@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, UnaryOp, strides_of};
+use crate::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, MemberLaunch, UnaryOp, strides_of};
 
 /// A tensor shape, outermost axis first.
 pub type Shape = Vec<usize>;
@@ -524,6 +524,9 @@ pub struct Executor {
     buffers: Vec<Option<BufferId>>,
     steps: Vec<usize>,
     flops: u64,
+    /// The steps as per-member launches for [`Backend::run_members`], where every one of
+    /// them splits by member (ensembles of two or more).
+    by_member: Option<(usize, Vec<MemberLaunch>)>,
 }
 
 /// Which nodes `outputs` need: themselves and everything they read, transitively.
@@ -587,7 +590,22 @@ impl Executor {
                 }
             });
         }
-        Ok(Self { graph, buffers, steps, flops })
+        let members = params.members;
+        let by_member = (members > 1)
+            .then(|| {
+                steps
+                    .iter()
+                    .map(|&i| {
+                        let node = &graph.nodes[i];
+                        let Op::Kernel(k) = &node.op else { return None };
+                        let inputs = node.inputs.iter().map(|x| buffers[x.0]).collect::<Option<Vec<_>>>()?;
+                        Some(MemberLaunch { kernel: k.for_one_member(members)?, inputs, output: buffers[i]? })
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+            .flatten()
+            .map(|launches| (members, launches));
+        Ok(Self { graph, buffers, steps, flops, by_member })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -649,8 +667,14 @@ impl Executor {
         Ok(())
     }
 
-    /// Run every kernel once, in order.
+    /// Run every kernel once, in order (member by member where the backend prefers that:
+    /// the same numbers).
     pub fn run(&self, backend: &mut dyn Backend) -> Result<(), BackendError> {
+        if let Some((members, launches)) = &self.by_member
+            && backend.run_members(*members, launches)?
+        {
+            return Ok(());
+        }
         let mut ins: Vec<BufferId> = Vec::with_capacity(4);
         for &i in &self.steps {
             let node = &self.graph.nodes[i];

@@ -154,6 +154,20 @@ fn permute_tiled<F: Float>(layout: &Layout<1>, b: usize, x: &[F], y: &mut [F]) {
                 xo += i * xs[b + 1 + k];
                 yo += i * ys[b + 1 + k];
             }
+            if da <= 16 && yb == da {
+                // A few columns (attention's heads) and a contiguous plane: write it in
+                // order, reading the da rows of x side by side.
+                let mut src: [&[F]; 16] = [&[]; 16];
+                for (ia, s) in src.iter_mut().enumerate().take(da) {
+                    *s = &x[xo + ia * xa..xo + ia * xa + db];
+                }
+                for (ib, row) in yr[yo..yo + db * da].chunks_exact_mut(da).enumerate() {
+                    for (o, s) in row.iter_mut().zip(&src) {
+                        *o = s[ib];
+                    }
+                }
+                continue;
+            }
             for ib0 in (0..db).step_by(TILE) {
                 for ia0 in (0..da).step_by(TILE) {
                     for ib in ib0..(ib0 + TILE).min(db) {

@@ -43,7 +43,8 @@ mod update;
 
 use std::marker::PhantomData;
 
-use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, Update};
+use rayon::prelude::*;
+use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, MemberLaunch, Update};
 
 pub use float::Float;
 
@@ -138,6 +139,81 @@ impl<F: Float> Backend for CpuBackend<F> {
         let result = run_kernel(kernel, &ins, &mut out);
         self.buffers[output.0] = out;
         result.map_err(|m| self.device(m))
+    }
+
+    /// Members in parallel, each through the whole list on one thread (its kernels run
+    /// serially there), so a member's activations stay in that core's cache from one kernel
+    /// to the next instead of streaming the whole ensemble's through memory per kernel.
+    /// Below two members per thread whole-ensemble launches split the work better.
+    fn run_members(&mut self, members: usize, launches: &[MemberLaunch]) -> Result<bool, BackendError> {
+        if members == 0 || members < 2 * rayon::current_num_threads() {
+            return Ok(false);
+        }
+        // Check everything first, as `launch` does, at the full sizes.
+        let mut ids: Vec<usize> = Vec::new();
+        for l in launches {
+            let name = l.kernel.name();
+            if l.inputs.len() != l.kernel.arity() {
+                return Err(self.device(format!("{name} takes {} inputs, got {}", l.kernel.arity(), l.inputs.len())));
+            }
+            let (in_lens, out_len) = l.kernel.lengths();
+            for (&id, &need) in l.inputs.iter().zip(&in_lens) {
+                self.check(id, need * members, name)?;
+            }
+            self.check(l.output, out_len * members, name)?;
+            if l.inputs.contains(&l.output) {
+                return Err(self.device(format!("{name}: output {:?} aliases an input", l.output)));
+            }
+            ids.extend(l.inputs.iter().chain([&l.output]).map(|b| b.0));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let slot = |b: BufferId| ids.binary_search(&b.0).expect("collected above");
+        let table: Vec<(&Kernel, [usize; 3], usize, usize)> = launches
+            .iter()
+            .map(|l| {
+                let mut ins = [0; 3];
+                for (s, &b) in ins.iter_mut().zip(&l.inputs) {
+                    *s = slot(b);
+                }
+                (&l.kernel, ins, l.inputs.len(), slot(l.output))
+            })
+            .collect();
+        // Take the buffers out and hand each member its slice of every one.
+        let mut taken: Vec<Vec<F>> = ids.iter().map(|&i| std::mem::take(&mut self.buffers[i])).collect();
+        let mut per: Vec<Vec<&mut [F]>> = (0..members).map(|_| Vec::with_capacity(ids.len())).collect();
+        for buf in taken.iter_mut() {
+            let len = buf.len() / members;
+            if len == 0 {
+                per.iter_mut().for_each(|p| p.push(&mut []));
+            } else {
+                per.iter_mut().zip(buf.chunks_mut(len)).for_each(|(p, c)| p.push(c));
+            }
+        }
+        let results: Vec<Result<(), String>> = per
+            .into_par_iter()
+            .map(|mut mine| {
+                par::serial(|| {
+                    for &(kernel, ins, n, out) in &table {
+                        let y = std::mem::take(&mut mine[out]);
+                        let mut x: [&[F]; 3] = [&[]; 3];
+                        for (slot, &i) in x.iter_mut().zip(&ins[..n]) {
+                            *slot = &*mine[i];
+                        }
+                        let result = run_kernel(kernel, &x, y);
+                        mine[out] = y;
+                        result?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for (&i, buf) in ids.iter().zip(taken) {
+            self.buffers[i] = buf;
+        }
+        // The first failing member's error (member order, whatever ran first).
+        results.into_iter().collect::<Result<(), String>>().map_err(|m| self.device(m))?;
+        Ok(true)
     }
 
     fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {

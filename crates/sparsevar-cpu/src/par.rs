@@ -23,7 +23,24 @@ pub(crate) const PAR_WORK_COLD: usize = 1 << 18;
 /// runs walk the same partition.
 #[inline]
 pub(crate) fn go_parallel(work: usize) -> bool {
+    if SERIAL.get() {
+        return false;
+    }
     if rayon::current_thread_index().is_some() { work >= PAR_WORK } else { work >= PAR_WORK_COLD }
+}
+
+thread_local! {
+    /// Set while this thread runs one member's kernels (`Backend::run_members`): the
+    /// members already keep every thread busy.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every launch on this thread serial (speed only: same partitions).
+pub(crate) fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.replace(true);
+    let out = f();
+    SERIAL.set(before);
+    out
 }
 
 /// Output elements per task for elementwise kernels.
