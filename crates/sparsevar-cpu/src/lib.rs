@@ -12,7 +12,8 @@
 //!   serial runs below the size threshold walk the same partition;
 //! * every reduction runs inside one output item in an order fixed by the kernel's shape:
 //!   left to right (SumTo, ScatterAdd, CrossEntropy's batch mean, the plain-loop matmul),
-//!   matrixmultiply's microkernel order over the full k, or eight interleaved partial sums
+//!   matrixmultiply's microkernel order over the full k (one FMA chain per 256 terms, which
+//!   `gemm512` repeats exactly), or eight interleaved partial sums
 //!   combined in a fixed tree (softmax sums, layer-norm moments, sums of squares, dot
 //!   products), which vectorises and is just as reproducible;
 //! * nothing reads how many groups there are: group `g` touches only its own slices.
@@ -24,12 +25,20 @@
 //!
 //! # Speed
 //!
-//! Launches below a size threshold run on the calling thread. The threshold is higher when
-//! the caller is outside every rayon pool, because each parallel launch from outside costs
-//! two thread hand-offs (about 10 µs); a training loop run inside `ThreadPool::install`
-//! parallelises much smaller launches. MatMul uses matrixmultiply, except for tiny rows,
-//! columns or k (attention's single query row) where a plain loop avoids its packing. f32
-//! `exp` is our own vectorisable polynomial (softmax, GELU and sigmoid are exp-bound).
+//! An ensemble of at least two members per thread runs member by member
+//! (`Backend::run_members`): each thread takes whole members through every kernel of the
+//! step, so a member's activations stay in its core's cache instead of the whole ensemble's
+//! streaming through memory once per kernel. Otherwise launches below a size threshold run
+//! on the calling thread. The threshold is higher when the caller is outside every rayon
+//! pool, because each parallel launch from outside costs two thread hand-offs (about 10 µs);
+//! a training loop run inside `ThreadPool::install` parallelises much smaller launches.
+//!
+//! f32 MatMul on a CPU with AVX-512F uses our own kernel (`gemm512`), which gives
+//! matrixmultiply's bits without its packing; otherwise matrixmultiply, except for tiny
+//! rows, columns or k (attention's single query row) where a plain loop avoids its packing.
+//! The elementwise, row and update loops are compiled a second time for AVX-512 and picked
+//! at run time (`par::wide`; no FMA contraction, so the same bits). f32 `exp` is our own
+//! vectorisable polynomial (softmax, GELU and sigmoid are exp-bound).
 
 mod elementwise;
 mod float;
