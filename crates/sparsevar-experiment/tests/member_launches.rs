@@ -19,8 +19,12 @@ fn spec(seeds: Vec<u64>, model: ModelSpec) -> RunSpec {
     }
 }
 
-/// Every parameter's bits and every curve point after training in a pool of `threads`.
-fn run(threads: usize, spec: RunSpec) -> (Vec<Vec<u64>>, Vec<(usize, usize, u64, u64)>) {
+/// Every parameter's bits, and every curve point as (member, step, train loss bits, test
+/// accuracy bits).
+type Outcome = (Vec<Vec<u64>>, Vec<(usize, usize, u64, u64)>);
+
+/// Train in a pool of `threads` threads.
+fn run(threads: usize, spec: RunSpec) -> Outcome {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let mut be = CpuBackend::<f32>::new();
