@@ -581,8 +581,9 @@ pub struct PointSummary {
     /// (a missing m* at both counts as stable). `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<bool>,
-    /// A learner's sweep: m* of each learner its rows allow (majority over restart 0, the
-    /// sweep's own learner, min_norm), from the same restarts.
+    /// A learner's sweep: m* of each learner its rows allow, from the same restarts: the
+    /// sweep's own learner, and under `sweep.stop: budget` also majority (over restart 0)
+    /// and min_norm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learners: Vec<LearnerPoint>,
     /// Online (i.i.d.) mode: each seed's learning step and the samples it saw.
@@ -816,6 +817,9 @@ pub(crate) fn train_cells(
             init_seeds: members.iter().map(|x| restart_seed(x.1, x.2.unwrap_or(0))).collect(),
             validation: members.iter().map(|x| if learner.kind == LearnerKind::BestOfK { learner.validation.map_or(0, |v| v.count(x.0)) } else { 0 }).collect(),
             stop: StopRule::of(&learner),
+            // An instance is its (m, seed): its restarts share them.
+            // (its first member's position names it).
+            instances: members.iter().map(|x| members.iter().position(|y| (y.0, y.1) == (x.0, x.1)).expect("its own")).collect(),
         });
         let result = Trainer::with_restarts(backend.as_mut(), spec, registry, restarts).and_then(|mut trainer| {
             if let Some(f) = &flag {
@@ -1026,10 +1030,18 @@ pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize
     let kind = cfg.sweep.learner;
     let mut point = summarize_cells(cfg, &instance_rows(kind, rows), model, t);
     if kind != LearnerKind::Majority {
-        let mut kinds = vec![LearnerKind::Majority, LearnerKind::MinNorm];
-        if kind == LearnerKind::BestOfK {
-            kinds.insert(1, LearnerKind::BestOfK);
-        }
+        // The other learners read the same restarts only where every restart trained to the
+        // budget: a restart stopped by this learner's rule (or because its instance was
+        // decided) was stopped where another learner would not have stopped it.
+        let kinds = if StopRule::of(&cfg.learner()) == Some(StopRule::Budget) {
+            let mut all = vec![LearnerKind::Majority, LearnerKind::MinNorm];
+            if kind == LearnerKind::BestOfK {
+                all.insert(1, LearnerKind::BestOfK);
+            }
+            all
+        } else {
+            vec![kind]
+        };
         point.learners =
             kinds.into_iter().map(|k| LearnerPoint { learner: k, m_star: summarize_cells(cfg, &instance_rows(k, rows), model, t).m_star }).collect();
     }

@@ -13,6 +13,7 @@
 //! without an error channel, seen through the registry's fault probes at every evaluation)
 //! is [`TrainError::Fault`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -64,6 +65,12 @@ pub struct Restarts {
     /// When a member leaves: on what it may see (`Some`), or on its test set as any member
     /// does (`None`).
     pub stop: Option<StopRule>,
+    /// Per member: its instance (members with the same value are restarts of one instance),
+    /// or empty. Under [`StopRule::Validation`], once one restart of an instance stops on
+    /// validation the instance is decided (best_of_k outputs the first restart to
+    /// validate), and its other restarts leave at that evaluation as they are
+    /// ([`Stopped::Decided`]).
+    pub instances: Vec<usize>,
 }
 
 /// A learner's view of a member: its accuracy and loss on its own samples.
@@ -324,6 +331,8 @@ pub struct Trainer<'b> {
     scored: bool,
     /// A learner's stop rule for its restarts (`None`: the test-set rule).
     stop_rule: Option<StopRule>,
+    /// Per member: its instance, when decided instances stop as a whole (else empty).
+    instances: Vec<usize>,
     step: usize,
     /// Members still training, in slot order.
     active: Vec<usize>,
@@ -425,7 +434,7 @@ impl<'b> Trainer<'b> {
             return Err(TrainError::Setup("no seeds: an ensemble needs at least one member".into()));
         }
         if let Some(x) = &restarts
-            && (x.init_seeds.len() != r || x.validation.len() != r)
+            && (x.init_seeds.len() != r || x.validation.len() != r || !(x.instances.is_empty() || x.instances.len() == r))
         {
             return Err(TrainError::Setup(format!("restarts for {} and {} members, but the ensemble has {r}", x.init_seeds.len(), x.validation.len())));
         }
@@ -515,6 +524,7 @@ impl<'b> Trainer<'b> {
             validation,
             scored: restarts.is_some(),
             stop_rule: restarts.as_ref().and_then(|x| x.stop),
+            instances: restarts.as_ref().filter(|x| x.stop == Some(StopRule::Validation)).map_or(Vec::new(), |x| x.instances.clone()),
             step: 0,
             active: (0..r).collect(),
             stop: None,
@@ -839,6 +849,20 @@ impl<'b> Trainer<'b> {
         self.check_faults()?;
         let mut points = Vec::new();
         let mut leaving = Vec::new();
+        let initial = |m: usize| self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
+        // Instances decided here: one of their restarts stops on validation at this evaluation.
+        let decided: BTreeSet<usize> = if self.instances.is_empty() {
+            BTreeSet::new()
+        } else {
+            (0..self.active.len())
+                .filter(|&slot| {
+                    let m = self.active[slot];
+                    let validated = scores[slot].as_ref().is_some_and(|s| StopRule::Validation.stops(s.train_accuracy, s.validation_accuracy, target));
+                    validated && !has_diverged(train_loss[slot], evals[slot].1, initial(m))
+                })
+                .map(|slot| self.instances[self.active[slot]])
+                .collect()
+        };
         for (slot, ((((acc, test_loss, attn), &loss), norms), scores)) in evals.into_iter().zip(&train_loss).zip(norms).zip(scores).enumerate() {
             let m = self.active[slot];
             points.push(
@@ -856,8 +880,7 @@ impl<'b> Trainer<'b> {
                 .with_scores(scores.as_ref()),
             );
             self.record.last_train_loss[m] = loss;
-            let initial = self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
-            let diverged = has_diverged(loss, test_loss, initial);
+            let diverged = has_diverged(loss, test_loss, initial(m));
             let learned = !diverged && acc >= target;
             // A learner's restart stops on what the learner may see (its training samples
             // and validation split), never on the test set; `learned` only judges its state.
@@ -865,6 +888,16 @@ impl<'b> Trainer<'b> {
                 None => learned,
                 Some(rule) => scores.as_ref().is_some_and(|s| rule.stops(s.train_accuracy, s.validation_accuracy, target)),
             };
+            // Another restart of its instance validated here: its state no longer matters.
+            let decides = !self.instances.is_empty() && decided.contains(&self.instances[m]);
+            let stopped = if diverged {
+                Stopped::Diverged
+            } else if stops {
+                Stopped::by(self.stop_rule)
+            } else {
+                Stopped::Decided
+            };
+            let stops = stops || decides;
             if diverged || stops {
                 leaving.push(slot);
                 self.record.done[m] = Some(MemberResult {
@@ -880,7 +913,7 @@ impl<'b> Trainer<'b> {
                     train_loss: loss,
                     attention: attn,
                     norms,
-                    stopped: self.scored.then(|| if diverged { Stopped::Diverged } else { Stopped::by(self.stop_rule) }),
+                    stopped: self.scored.then_some(stopped),
                     scores,
                 });
             } else {

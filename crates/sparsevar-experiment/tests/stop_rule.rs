@@ -31,8 +31,12 @@ fn spec(target: f64) -> RunSpec {
 
 fn run(target: f64, stop: Option<StopRule>, validation: usize) -> EnsembleResult {
     let s = spec(target);
-    let restarts =
-        Restarts { init_seeds: s.seeds.iter().enumerate().map(|(i, &x)| restart_seed(x, i % 4)).collect(), validation: vec![validation; s.seeds.len()], stop };
+    let restarts = Restarts {
+        init_seeds: s.seeds.iter().enumerate().map(|(i, &x)| restart_seed(x, i % 4)).collect(),
+        validation: vec![validation; s.seeds.len()],
+        stop,
+        instances: Vec::new(),
+    };
     let mut be = CpuBackend::<f32>::new();
     Trainer::with_restarts(&mut be, s, &Registry::builtin(), Some(restarts)).unwrap().run(&mut |_| true).unwrap()
 }

@@ -731,9 +731,7 @@ fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
             }
             for p in m.points.iter().filter(|p| !p.learners.is_empty()) {
                 let per: Vec<String> = p.learners.iter().map(|l| format!("{:?} {}", l.learner, l.m_star.map_or("none".into(), |x| x.to_string()))).collect();
-                // Every learner is read from the same restarts, which stopped by the sweep's rule.
-                let stop = cfg.sweep.stop.or(sparsevar_experiment::learners::StopRule::default_for(cfg.sweep.learner)).map_or("", |r| r.name());
-                println!("  T={}: m* per learner (from these restarts, stopped by {stop}): {}", p.t, per.join(", "));
+                println!("  T={}: m* per learner: {}", p.t, per.join(", "));
             }
         }
         if let Some(f) = &m.fit {
