@@ -128,8 +128,10 @@ pub struct SweepSection {
     /// Step budgets at which to report m*, strictly increasing, each a multiple of
     /// train.eval_every (e.g. [10000, 40000, 160000]). The sweep trains once, to the last
     /// budget (which replaces train.max_steps); a member counts as learned within budget b
-    /// when it learned by step b. Each point then says whether m* was stable under the last
-    /// doubling.
+    /// when it learned by step b. With a learner, each restart's state within b (at the
+    /// evaluation at b, or where it stopped if earlier) is a row of runs.csv with its
+    /// `budget`, and every learner of the point's list is read at each budget. Each point
+    /// (and learner) then says whether m* was stable under the last doubling.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<usize>,
     /// How the restarts of one training set become one hypothesis: majority (the default:
@@ -313,12 +315,6 @@ impl SweepConfig {
             return bad("sweep.k and sweep.validation belong to a learner: set sweep.learner: best_of_k or min_norm (or remove them)".into());
         } else if s.stop.is_some() {
             self.learner().check(&[]).map_err(ConfigError::Invalid)?;
-        }
-        if s.learner != LearnerKind::Majority && !s.budgets.is_empty() {
-            return bad(
-                "sweep.budgets works with sweep.learner: majority only (a learner selects from the restarts' final states, not their states at each budget)"
-                    .into(),
-            );
         }
         let b = &s.budgets;
         if b.contains(&0) || b.windows(2).any(|w| w[1] <= w[0]) {
@@ -528,16 +524,22 @@ pub struct RunRow {
     /// `None` in files written before the column existed.
     #[serde(default)]
     pub stopped: Option<Stopped>,
+    /// A learner's sweep with `sweep.budgets`: the budget this row describes the restart at
+    /// (its state at the last evaluation within the budget, or where it stopped if that was
+    /// earlier); each restart has one row per budget. `None` otherwise.
+    #[serde(default)]
+    pub budget: Option<usize>,
 }
 
 impl RunRow {
     pub(crate) fn key(&self) -> RowKey {
-        (self.model.clone(), self.t, self.m, self.seed, self.restart)
+        (self.model.clone(), self.t, self.m, self.seed, self.restart, self.budget)
     }
 }
 
-/// What identifies a member in runs.csv: model, T, m, seed and (for a learner) restart.
-pub(crate) type RowKey = (String, usize, usize, u64, Option<usize>);
+/// What identifies a member in runs.csv: model, T, m, seed and (for a learner) restart and
+/// budget.
+pub(crate) type RowKey = (String, usize, usize, u64, Option<usize>, Option<usize>);
 
 /// Success statistics of one (model, T, m) cell.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -624,6 +626,10 @@ pub struct SeedSteps {
 pub struct LearnerPoint {
     pub learner: LearnerKind,
     pub m_star: Option<usize>,
+    /// With two or more `sweep.budgets`: whether the last budget left this learner's m*
+    /// where the one before had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<bool>,
 }
 
 /// m* within one step budget.
@@ -631,6 +637,9 @@ pub struct LearnerPoint {
 pub struct BudgetPoint {
     pub budget: usize,
     pub m_star: Option<usize>,
+    /// A learner's sweep: m* of each learner of the point's `learners` within this budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learners: Vec<LearnerPoint>,
 }
 
 /// Per-T results of the non-neural baselines.
@@ -856,6 +865,9 @@ pub(crate) fn train_cells(
         match result {
             Ok(result) => {
                 let mut rows = rows_of(&result, name, &variant, t, &members);
+                if learner.kind != LearnerKind::Majority && !cfg.sweep.budgets.is_empty() {
+                    rows = rows_per_budget(&result, rows, &cfg.sweep.budgets, cfg.train.target_accuracy);
+                }
                 rows.extend(faulted_rows);
                 return Ok(rows);
             }
@@ -885,6 +897,7 @@ pub(crate) fn train_cells(
                         validation_accuracy: None,
                         train_set_loss: None,
                         stopped: None,
+                        budget: None,
                     });
                 }
                 let gone: BTreeSet<usize> = faults.iter().map(|f| f.member).collect();
@@ -958,6 +971,7 @@ fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, member
                 } else {
                     Stopped::Budget
                 })),
+                budget: None,
             }
         })
         .collect()
@@ -971,6 +985,41 @@ pub fn censored_median(mut finite: Vec<f64>, n: usize) -> Option<f64> {
     }
     finite.sort_by(f64::total_cmp);
     Some(if n % 2 == 1 { finite[n / 2] } else { 0.5 * (finite[n / 2 - 1] + finite[n / 2]) })
+}
+
+/// A learner's rows at each budget: per restart, for every budget b, its state at the last
+/// evaluation within b (every budget falls on an evaluation), or its final row where it
+/// stopped by b (the last budget is always its final row). A state within a budget is
+/// judged as a stop there: `learned` when its test accuracy reaches `target`, `step` = b,
+/// `stopped` = budget; the stop rules (and decided instances) act within the last budget.
+fn rows_per_budget(result: &EnsembleResult, rows: Vec<RunRow>, budgets: &[usize], target: f64) -> Vec<RunRow> {
+    let last = budgets.last().copied();
+    let mut out = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        for &b in budgets {
+            let at = result.curves.iter().find(|c| c.member == i && c.step == b);
+            match at {
+                Some(c) if row.steps_trained > b && Some(b) != last => out.push(RunRow {
+                    learned: c.test_accuracy >= target,
+                    diverged: false,
+                    step: Some(b),
+                    steps_trained: b,
+                    test_accuracy: c.test_accuracy,
+                    mass_on_s: c.best_mass_on_s,
+                    variable_step: row.variable_step.filter(|&v| v <= b),
+                    norm_bound: c.norm_bound,
+                    train_accuracy: c.train_accuracy,
+                    validation_accuracy: c.validation_accuracy,
+                    train_set_loss: c.train_set_loss,
+                    stopped: Some(Stopped::Budget),
+                    budget: Some(b),
+                    ..row.clone()
+                }),
+                _ => out.push(RunRow { budget: Some(b), ..row.clone() }),
+            }
+        }
+    }
+    out
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -1028,36 +1077,61 @@ pub fn instance_rows(kind: LearnerKind, rows: &[RunRow]) -> Vec<RunRow> {
 /// learner its rows allow.
 pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) -> PointSummary {
     let kind = cfg.sweep.learner;
-    let mut point = summarize_cells(cfg, &instance_rows(kind, rows), model, t);
-    if kind != LearnerKind::Majority {
-        // The other learners read the same restarts only where every restart trained to the
-        // budget: a restart stopped by this learner's rule (or because its instance was
-        // decided) was stopped where another learner would not have stopped it.
-        let kinds = if StopRule::of(&cfg.learner()) == Some(StopRule::Budget) {
-            let mut all = vec![LearnerKind::Majority, LearnerKind::MinNorm];
-            if kind == LearnerKind::BestOfK {
-                all.insert(1, LearnerKind::BestOfK);
-            }
-            all
-        } else {
-            vec![kind]
-        };
-        point.learners =
-            kinds.into_iter().map(|k| LearnerPoint { learner: k, m_star: summarize_cells(cfg, &instance_rows(k, rows), model, t).m_star }).collect();
+    let budgets = &cfg.sweep.budgets;
+    if kind == LearnerKind::Majority {
+        let mut point = summarize_cells(cfg, rows, model, t);
+        point.budgets = budgets
+            .iter()
+            .map(|&b| {
+                // Learned within b: the member learned at an evaluation no later than b.
+                let capped: Vec<RunRow> = rows.iter().map(|r| RunRow { learned: r.learned && r.step.is_some_and(|s| s <= b), ..r.clone() }).collect();
+                BudgetPoint { budget: b, m_star: summarize_cells(cfg, &capped, model, t).m_star, learners: Vec::new() }
+            })
+            .collect();
+        if let [.., before, last] = point.budgets.as_slice() {
+            point.stable = Some(before.m_star == last.m_star);
+        }
+        return point;
     }
-    point.budgets = cfg
-        .sweep
-        .budgets
+    // A learner's rows describe each restart at one budget (`None`: a sweep without budgets).
+    let at = |b: Option<usize>| -> Vec<RunRow> { rows.iter().filter(|r| r.budget == b).cloned().collect() };
+    let m_star = |k: LearnerKind, rows: &[RunRow]| summarize_cells(cfg, &instance_rows(k, rows), model, t).m_star;
+    let final_rows = at(budgets.last().copied());
+    let mut point = summarize_cells(cfg, &instance_rows(kind, &final_rows), model, t);
+    // The other learners read the same restarts only where every restart trained to the
+    // budget: a restart stopped by this learner's rule (or because its instance was
+    // decided) was stopped where another learner would not have stopped it.
+    let kinds = if StopRule::of(&cfg.learner()) == Some(StopRule::Budget) {
+        let mut all = vec![LearnerKind::Majority, LearnerKind::MinNorm];
+        if kind == LearnerKind::BestOfK {
+            all.insert(1, LearnerKind::BestOfK);
+        }
+        all
+    } else {
+        vec![kind]
+    };
+    point.budgets = budgets
         .iter()
         .map(|&b| {
-            // Learned within b: the member learned at an evaluation no later than b.
-            let capped: Vec<RunRow> = rows.iter().map(|r| RunRow { learned: r.learned && r.step.is_some_and(|s| s <= b), ..r.clone() }).collect();
-            BudgetPoint { budget: b, m_star: summarize_cells(cfg, &capped, model, t).m_star }
+            let rows = at(Some(b));
+            let learners = kinds.iter().map(|&k| LearnerPoint { learner: k, m_star: m_star(k, &rows), stable: None }).collect();
+            BudgetPoint { budget: b, m_star: m_star(kind, &rows), learners }
         })
         .collect();
-    if let [.., before, last] = point.budgets.as_slice() {
-        point.stable = Some(before.m_star == last.m_star);
-    }
+    let last_two = match point.budgets.as_slice() {
+        [.., before, last] => Some((before.clone(), last.clone())),
+        _ => None,
+    };
+    point.stable = last_two.as_ref().map(|(before, last)| before.m_star == last.m_star);
+    point.learners = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| LearnerPoint {
+            learner: k,
+            m_star: m_star(k, &final_rows),
+            stable: last_two.as_ref().map(|(before, last)| before.learners[i].m_star == last.learners[i].m_star),
+        })
+        .collect();
     point
 }
 

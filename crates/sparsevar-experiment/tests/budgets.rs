@@ -32,7 +32,7 @@ fn m_star_per_budget_and_the_stable_flag() {
         row(64, 2, Some(300)),
     ];
     let p = summarize_point(&c, &rows, "attn", 8);
-    let want = |b, m| BudgetPoint { budget: b, m_star: m };
+    let want = |b, m| BudgetPoint { budget: b, m_star: m, learners: Vec::new() };
     assert_eq!(p.budgets, vec![want(100, Some(64)), want(200, Some(32)), want(400, Some(16))]);
     assert_eq!(p.stable, Some(false), "the last doubling moved m* from 32 to 16");
     assert_eq!(p.m_star, Some(16), "the last budget is the run's own m*");

@@ -161,6 +161,7 @@ fn row(model: &str, t: usize, m: usize, seed: u64, acc: f64, mass: Option<f64>) 
         validation_accuracy: None,
         train_set_loss: None,
         stopped: None,
+        budget: None,
     }
 }
 
@@ -176,7 +177,7 @@ fn runs_csv_round_trips_with_quoting() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound,restart,train_accuracy,validation_accuracy,train_set_loss,stopped"
+        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound,restart,train_accuracy,validation_accuracy,train_set_loss,stopped,budget"
     );
     assert!(text.contains("\"wide, \"\"deep\"\"\""), "quoted: {text}");
     same(&read_runs(&d).unwrap(), &rows);

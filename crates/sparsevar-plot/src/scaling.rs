@@ -172,7 +172,9 @@ fn mark_notes(curves: &[Curve], how: Measure) -> Vec<LegendEntry> {
 /// at which it learned). Seeds that never learned at a T are left out.
 fn seed_thresholds(runs: &[RunRow], model: &str, how: Measure) -> Vec<(f64, f64)> {
     let mut best: BTreeMap<(usize, u64), f64> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.model == model && r.learned) {
+    // A learner's sweep with budgets has a row per restart per budget: use the last budget's.
+    let last = runs.iter().filter_map(|r| r.budget).max();
+    for r in runs.iter().filter(|r| r.model == model && r.learned && r.budget == last) {
         let v = match how {
             Measure::Samples => r.m as f64,
             Measure::Steps => match r.step {

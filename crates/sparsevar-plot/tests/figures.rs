@@ -192,6 +192,7 @@ fn run_row(model: &str, t: usize, m: usize, seed: u64, learned: bool) -> RunRow 
         validation_accuracy: None,
         train_set_loss: None,
         stopped: None,
+        budget: None,
     }
 }
 

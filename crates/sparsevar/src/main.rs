@@ -730,7 +730,29 @@ fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
                 println!("  T={}: m* within {}{stable}", p.t, per.join(", "));
             }
             for p in m.points.iter().filter(|p| !p.learners.is_empty()) {
-                let per: Vec<String> = p.learners.iter().map(|l| format!("{:?} {}", l.learner, l.m_star.map_or("none".into(), |x| x.to_string()))).collect();
+                let per: Vec<String> = p
+                    .learners
+                    .iter()
+                    .map(|l| {
+                        let stable = match l.stable {
+                            Some(true) => " (stable)",
+                            Some(false) => " (not stable)",
+                            None => "",
+                        };
+                        let within: Vec<String> = p
+                            .budgets
+                            .iter()
+                            .filter_map(|b| {
+                                b.learners
+                                    .iter()
+                                    .find(|x| x.learner == l.learner)
+                                    .map(|x| format!("{}: {}", b.budget, x.m_star.map_or("none".into(), |m| m.to_string())))
+                            })
+                            .collect();
+                        let within = if within.is_empty() { String::new() } else { format!(" [{}]", within.join(", ")) };
+                        format!("{} {}{within}{stable}", l.learner.name(), l.m_star.map_or("none".into(), |x| x.to_string()))
+                    })
+                    .collect();
                 println!("  T={}: m* per learner: {}", p.t, per.join(", "));
             }
         }
