@@ -583,9 +583,10 @@ pub struct PointSummary {
     /// (a missing m* at both counts as stable). `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<bool>,
-    /// A learner's sweep: m* of each learner its rows allow, from the same restarts: the
-    /// sweep's own learner, and under `sweep.stop: budget` also majority (over restart 0)
-    /// and min_norm.
+    /// A learner's sweep: m* of each learner its rows allow (majority over restart 0, the
+    /// sweep's own learner, min_norm), from the same restarts, which stopped by the sweep's
+    /// stop rule: only under `sweep.stop: budget` is each the m* of that learner as it would
+    /// train them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learners: Vec<LearnerPoint>,
     /// Online (i.i.d.) mode: each seed's learning step and the samples it saw.
@@ -1098,18 +1099,14 @@ pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize
     let m_star = |k: LearnerKind, rows: &[RunRow]| summarize_cells(cfg, &instance_rows(k, rows), model, t).m_star;
     let final_rows = at(budgets.last().copied());
     let mut point = summarize_cells(cfg, &instance_rows(kind, &final_rows), model, t);
-    // The other learners read the same restarts only where every restart trained to the
-    // budget: a restart stopped by this learner's rule (or because its instance was
-    // decided) was stopped where another learner would not have stopped it.
-    let kinds = if StopRule::of(&cfg.learner()) == Some(StopRule::Budget) {
-        let mut all = vec![LearnerKind::Majority, LearnerKind::MinNorm];
-        if kind == LearnerKind::BestOfK {
-            all.insert(1, LearnerKind::BestOfK);
-        }
-        all
-    } else {
-        vec![kind]
-    };
+    // Every learner the rows allow, read from the same restarts. Only under stop: budget do
+    // the others read them as they would have trained them; otherwise the restarts stopped
+    // by this learner's rule (or with their decided instance), and the others' m* are
+    // "that learner's rule applied to these restarts" (the book says so).
+    let mut kinds = vec![LearnerKind::Majority, LearnerKind::MinNorm];
+    if kind == LearnerKind::BestOfK {
+        kinds.insert(1, LearnerKind::BestOfK);
+    }
     point.budgets = budgets
         .iter()
         .map(|&b| {

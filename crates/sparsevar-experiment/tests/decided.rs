@@ -114,7 +114,7 @@ sweep:
 ";
 
 #[test]
-fn in_a_sweep_an_instance_stops_at_its_first_validation_and_budget_lists_every_learner() {
+fn in_a_sweep_an_instance_stops_at_its_first_validation_and_budget_trains_every_restart_to_the_end() {
     use sparsevar_experiment::results::Provenance;
     use sparsevar_experiment::sweep::{SweepConfig, read_runs, run_sweep};
     use sparsevar_experiment::workflow::observe;
@@ -139,7 +139,8 @@ fn in_a_sweep_an_instance_stops_at_its_first_validation_and_budget_lists_every_l
         }
     }
     assert!(decided > 0, "some restarts left with their decided instance");
-    // stop: budget trains every restart to the budget, so every learner reads them.
+    // stop: budget trains every restart to the budget, so every learner reads them as it
+    // would train them.
     let budget = SweepConfig::parse(&SWEEP.replace("  max_ensemble: 10\n", "  max_ensemble: 10\n  stop: budget\n"), "b.yaml", &[], &reg).unwrap();
     let dir = ScratchDir::new("decided-budget");
     let out = run_sweep(&budget, &dir, false, &reg, &mut make, &prov, &mut observe(|_| true)).unwrap();

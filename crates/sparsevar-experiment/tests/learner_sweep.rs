@@ -49,8 +49,8 @@ fn a_best_of_k_sweep_trains_k_restarts_per_instance_and_reports_every_learner() 
     let point = &out.summary.models[0].points[0];
     assert!(point.cells.iter().all(|c| c.seeds == 3), "{:?}", point.cells);
     let kinds: Vec<LearnerKind> = point.learners.iter().map(|l| l.learner).collect();
-    assert_eq!(kinds, vec![LearnerKind::BestOfK], "restarts stopped on validation: only best_of_k reads them as it would train them");
-    assert_eq!(point.learners[0].m_star, point.m_star, "the sweep's own learner");
+    assert_eq!(kinds, vec![LearnerKind::Majority, LearnerKind::BestOfK, LearnerKind::MinNorm]);
+    assert_eq!(point.learners[1].m_star, point.m_star, "the sweep's own learner");
     // Restarts stop on validation (best_of_k's default), never on the test set: a row that
     // stopped on validation has validation and training accuracy at the target, and
     // `learned` says whether its test accuracy reached it there.
