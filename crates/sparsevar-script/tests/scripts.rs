@@ -126,24 +126,37 @@ fn is_it_log_t_composes_the_study_and_its_table_matches_the_sweeps() {
             }
         }
     }
-    // The bounded run trained inside its bound.
+    // The bounded run trained inside its bound (B = 1 by default).
     let config = std::fs::read_to_string(out.join("bounded_s2/config.yaml")).unwrap();
-    assert!(config.contains("max_norm") && config.contains("qk: 10"), "{config}");
-    // Budget doubling: one row per budget, m* recomputed from runs.csv within each budget.
+    assert!(config.contains("max_norm") && config.contains("qk: 1.0"), "{config}");
+    // Budget doubling: one row per learner per budget, as the sweep's summary has them; majority's
+    // m* recomputed from runs.csv (restart 0's row at each budget; a strict majority learned).
     let budgets = csv(&out.join("budgets.csv"));
-    assert_eq!(budgets.iter().map(|r| r["budget"].as_str()).collect::<Vec<_>>(), ["100", "200", "400"]);
+    let summary = json(&out.join("budgets_T8/summary.json"));
+    let per_budget = summary["summary"]["models"][0]["points"][0]["budgets"].as_array().unwrap();
+    assert_eq!(per_budget.len(), 3);
+    assert_eq!(budgets.len(), 3 * 3, "{budgets:?}");
+    for b in per_budget {
+        for l in b["learners"].as_array().unwrap() {
+            let name = l["learner"].as_str().unwrap();
+            let budget = b["budget"].as_u64().unwrap().to_string();
+            let row = budgets.iter().find(|r| r["learner"] == name && r["budget"] == budget).unwrap();
+            assert_eq!(row["m_star"], l["m_star"].as_u64().map_or(String::new(), |m| m.to_string()), "{row:?}");
+        }
+    }
     let runs = csv(&out.join("budgets_T8/runs.csv"));
-    for b in &budgets {
-        let budget: usize = b["budget"].parse().unwrap();
+    for b in budgets.iter().filter(|r| r["learner"] == "majority") {
         let mut by_m: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-        for r in &runs {
+        for r in runs.iter().filter(|r| r["budget"] == b["budget"] && r["restart"] == "0") {
             let e = by_m.entry(r["m"].parse().unwrap()).or_default();
-            e.0 += (r["learned"] == "true" && r["step"].parse::<usize>().is_ok_and(|s| s <= budget)) as usize;
+            e.0 += (r["learned"] == "true") as usize;
             e.1 += 1;
         }
         let expect = by_m.iter().find(|(_, (k, n))| *k > n / 2).map_or(String::new(), |(m, _)| m.to_string());
         assert_eq!(b["m_star"], expect, "{b:?}");
     }
+    // The stable flag is on the last budget's rows only.
+    assert!(budgets.iter().filter(|r| r["budget"] != "400").all(|r| r["stable"].is_empty()), "{budgets:?}");
     // The fits table: three learners at s = 2 and 3, the bounded run, two i.i.d. rows whose
     // exponent is the one of the i.i.d. sweep's own fit.
     let fits = csv(&out.join("fits.csv"));
