@@ -19,6 +19,9 @@
 //! restarts the trainer runs with `train::Restarts`.
 
 use serde::{Deserialize, Serialize};
+use sparsevar_core::optim::OptimizerKind;
+
+use crate::config::TrainConfig;
 
 /// Which learner turns restarts into a hypothesis.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -139,6 +142,100 @@ impl Validation {
             Validation::Count(v) => v,
             Validation::Share(p) => ((p * m as f64).round() as usize).max(1),
         }
+    }
+}
+
+/// One entry of `sweep.recipes`: optimizer settings that replace those of `train:` for the
+/// restarts that use it (a key left out keeps `train:`'s value). Restart j of an instance
+/// uses recipe j mod (number of recipes).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Peak learning rate (train.lr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Weight decay (train.weight_decay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Adam's first-moment decay (train.beta1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta1: Option<f64>,
+    /// Adam's second-moment decay (train.beta2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f64>,
+    /// Adam's epsilon (train.eps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+    /// SGD momentum (train.momentum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// Linear warmup steps (train.warmup_steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<usize>,
+}
+
+impl Recipe {
+    /// `train` with this recipe's settings in place of its own.
+    pub fn apply(&self, train: &TrainConfig) -> TrainConfig {
+        let mut t = train.clone();
+        t.lr = self.lr.unwrap_or(t.lr);
+        t.weight_decay = self.weight_decay.or(t.weight_decay);
+        t.beta1 = self.beta1.unwrap_or(t.beta1);
+        t.beta2 = self.beta2.unwrap_or(t.beta2);
+        t.eps = self.eps.unwrap_or(t.eps);
+        t.momentum = self.momentum.unwrap_or(t.momentum);
+        t.warmup_steps = self.warmup_steps.unwrap_or(t.warmup_steps);
+        t
+    }
+
+    /// Check recipe `i` against `train` (for its optimizer); the message names
+    /// `sweep.recipes[i].<key>`.
+    pub fn check(&self, i: usize, train: &TrainConfig) -> Result<(), String> {
+        let key = |k: &str| format!("sweep.recipes[{i}].{k}");
+        if let Some(lr) = self.lr
+            && !(lr > 0.0 && lr.is_finite())
+        {
+            return Err(format!("{} = {lr} must be a positive number, e.g. 0.001", key("lr")));
+        }
+        if let Some(w) = self.weight_decay {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(format!("{} = {w} must be a number at least 0", key("weight_decay")));
+            }
+            if train.optimizer == OptimizerKind::Adam && w != 0.0 {
+                return Err(format!("{} = {w} needs train.optimizer: adamw (decoupled) or sgd; plain adam has none", key("weight_decay")));
+            }
+        }
+        for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2), ("momentum", self.momentum)] {
+            if let Some(v) = v
+                && !(0.0..1.0).contains(&v)
+            {
+                return Err(format!("{} = {v} must be in [0, 1)", key(name)));
+            }
+        }
+        if let Some(e) = self.eps
+            && !(e > 0.0 && e.is_finite())
+        {
+            return Err(format!("{} = {e} must be a positive number, e.g. 1e-8", key("eps")));
+        }
+        Ok(())
+    }
+
+    /// A short description, e.g. `lr 0.001, weight_decay 1` (`train:` as it is when empty).
+    pub fn label(&self) -> String {
+        let mut parts = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k} {v}"));
+            }
+        };
+        put("lr", self.lr.map(|x| x.to_string()));
+        put("weight_decay", self.weight_decay.map(|x| x.to_string()));
+        put("beta1", self.beta1.map(|x| x.to_string()));
+        put("beta2", self.beta2.map(|x| x.to_string()));
+        put("eps", self.eps.map(|x| x.to_string()));
+        put("momentum", self.momentum.map(|x| x.to_string()));
+        put("warmup_steps", self.warmup_steps.map(|x| x.to_string()));
+        if parts.is_empty() { "train: as given".into() } else { parts.join(", ") }
     }
 }
 

@@ -33,7 +33,7 @@ use crate::budget::{Knob, MAX_SWEEP_RUNS};
 use crate::checkpoint::{read_checkpoint_file, write_checkpoint_file};
 use crate::config::{ConfigError, TrainConfig, apply_override};
 use crate::fits::{ScalingFit, fit_scaling, fit_scaling_of, wilson};
-use crate::learners::{LearnerKind, LearnerSpec, RestartOutcome, StopRule, Stopped, Validation, select};
+use crate::learners::{LearnerKind, LearnerSpec, Recipe, RestartOutcome, StopRule, Stopped, Validation, select};
 use crate::results::{Provenance, ResultsError, file_in, holds_files, io, nan_if_null, read_csv, read_json};
 use crate::train::{EnsembleResult, RunSpec, TrainError, Trainer};
 use crate::units::{Held, collect, lock_folder, work_claim, write_plan, write_runs};
@@ -153,6 +153,23 @@ pub struct SweepSection {
     /// target in that state. Majority sweeps stop on the test set and take no `stop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopRule>,
+    /// best_of_k, min_norm: optimizer recipes the restarts are spread over, each a mapping
+    /// of `train:` keys it replaces (lr, weight_decay, beta1, beta2, eps, momentum,
+    /// warmup_steps), e.g. [{ lr: 0.0003, weight_decay: 0.1 }, { lr: 0.001, weight_decay: 1.0 }].
+    /// Restart j of an instance uses recipe j mod n (n recipes; k must be a multiple of n)
+    /// with its usual initialisation seed and the instance's data, so the learner's
+    /// selection tunes the recipe per instance. runs.csv's `recipe` column and the summary's
+    /// `choices` say which recipe each instance chose. Restarts of different recipes train
+    /// in separate ensembles: a decided instance (stop: validation) stops early only the
+    /// restarts of the recipe that decided it (the output is the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipes: Option<Vec<Recipe>>,
+    /// stop: validation or fit: a restart stops only once its rule has held at this many
+    /// consecutive evaluations (default 1: at the first), so that a small validation split
+    /// that reaches the target while the model is still improving does not stop it there.
+    /// A decided instance is decided where its restart actually stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
 }
 
 fn is_majority(l: &LearnerKind) -> bool {
@@ -301,6 +318,22 @@ impl SweepConfig {
         t
     }
 
+    /// The recipe (index into `sweep.recipes`) of a learner's restart `j`: j mod the number
+    /// of recipes; `None` without recipes or without a restart index.
+    pub fn recipe_of(&self, restart: Option<usize>) -> Option<usize> {
+        let n = self.sweep.recipes.as_ref().map_or(0, Vec::len);
+        restart.filter(|_| n > 0).map(|j| j % n)
+    }
+
+    /// [`SweepConfig::train_config`] with recipe `recipe` (if any) in force.
+    pub fn train_config_for(&self, recipe: Option<usize>) -> TrainConfig {
+        let t = self.train_config();
+        match (recipe, &self.sweep.recipes) {
+            (Some(r), Some(list)) => list[r].apply(&t),
+            _ => t,
+        }
+    }
+
     pub fn validate(&self, registry: &Registry) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let s = &self.sweep;
@@ -316,6 +349,7 @@ impl SweepConfig {
         } else if s.stop.is_some() {
             self.learner().check(&[]).map_err(ConfigError::Invalid)?;
         }
+        self.check_recipes().map_err(ConfigError::Invalid)?;
         let b = &s.budgets;
         if b.contains(&0) || b.windows(2).any(|w| w[1] <= w[0]) {
             return bad(format!("sweep.budgets = {b:?} must be step counts that increase strictly, e.g. [10000, 40000, 160000]"));
@@ -442,6 +476,45 @@ impl SweepConfig {
         Ok(())
     }
 
+    /// `sweep.recipes` and `sweep.patience`, before any training.
+    fn check_recipes(&self) -> Result<(), String> {
+        let s = &self.sweep;
+        if let Some(list) = &s.recipes {
+            if s.learner == LearnerKind::Majority {
+                return Err(
+                    "sweep.recipes spreads a learner's restarts over optimizer settings, but a majority sweep has no restarts: set sweep.learner: best_of_k or min_norm (or remove sweep.recipes)".into()
+                );
+            }
+            let n = list.len();
+            if n == 0 {
+                return Err("sweep.recipes is empty: list at least one recipe, e.g. recipes: [{ lr: 0.001, weight_decay: 1.0 }] (or remove it)".into());
+            }
+            let k = s.k.unwrap_or(1);
+            if !k.is_multiple_of(n) {
+                return Err(format!(
+                    "sweep.k = {k} is not a multiple of the {n} sweep.recipes: restart j uses recipe j mod {n}, so each recipe needs as many restarts; use k: {}",
+                    (k / n).max(1) * n
+                ));
+            }
+            for (i, r) in list.iter().enumerate() {
+                r.check(i, &self.train)?;
+            }
+        }
+        if let Some(p) = s.patience {
+            let rule = StopRule::of(&self.learner());
+            if p == 0 {
+                return Err("sweep.patience = 0: a restart stops once its rule has held at this many consecutive evaluations, at least 1".into());
+            }
+            if !matches!(rule, Some(StopRule::Validation | StopRule::Fit)) {
+                return Err(format!(
+                    "sweep.patience applies to a learner's stop: validation or fit, but this sweep stops {}: remove sweep.patience",
+                    rule.map_or("on the test set (majority)", |r| if r == StopRule::Budget { "at the budget" } else { r.name() })
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Seeds that must learn for a cell to count as a success.
     pub fn needed(&self) -> usize {
         self.needed_of(self.sweep.seeds.len())
@@ -529,6 +602,10 @@ pub struct RunRow {
     /// earlier); each restart has one row per budget. `None` otherwise.
     #[serde(default)]
     pub budget: Option<usize>,
+    /// With `sweep.recipes`: the recipe (index into the list) a learner's restart trained
+    /// with. `None` otherwise.
+    #[serde(default)]
+    pub recipe: Option<usize>,
 }
 
 impl RunRow {
@@ -592,6 +669,39 @@ pub struct PointSummary {
     /// Online (i.i.d.) mode: each seed's learning step and the samples it saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<OnlinePoint>,
+    /// With `sweep.recipes`: per learner that selects (the sweep's best_of_k, min_norm),
+    /// cell and instance, the restart it output and that restart's recipe (at the last
+    /// budget).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<RecipeChoice>,
+    /// With `sweep.recipes`: per learner and recipe, how many of this T's instances (over
+    /// every m) output a restart of that recipe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipe_counts: Vec<RecipeCount>,
+}
+
+/// Which restart (and recipe) one learner instance output.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RecipeChoice {
+    pub learner: LearnerKind,
+    pub m: usize,
+    pub seed: u64,
+    /// `None`: the learner output nothing (min_norm with no restart that fits).
+    pub restart: Option<usize>,
+    pub recipe: Option<usize>,
+    /// Whether the output reached the target on the test set.
+    pub learned: bool,
+}
+
+/// How often one learner chose one recipe at one T.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RecipeCount {
+    pub learner: LearnerKind,
+    pub recipe: usize,
+    /// Instances whose output trained with this recipe.
+    pub chosen: usize,
+    /// Of those, the ones whose output learned.
+    pub learned: usize,
 }
 
 /// Steps to learn at one T in the i.i.d. regime (`train.online: true`): every step draws
@@ -801,6 +911,14 @@ pub(crate) fn train_cells(
     // Members carry their restart index (None under majority) through refits after faults.
     let mut members: Vec<(usize, u64, Option<usize>)> = members.iter().enumerate().map(|(i, &(m, s))| (m, s, restarts.get(i).copied())).collect();
     let learner = cfg.learner();
+    // Restarts of different recipes train in different ensembles (the optimizer's settings
+    // are the ensemble's): the plan gives a unit one recipe.
+    let recipes: BTreeSet<Option<usize>> = members.iter().map(|x| cfg.recipe_of(x.2)).collect();
+    if recipes.len() > 1 {
+        let source = TrainError::Setup(format!("one ensemble holds restarts of the recipes {recipes:?}; a unit must hold one recipe"));
+        return Err(RunError::Train { context: format!("T = {t}, model {name}"), source: Box::new(source) });
+    }
+    let recipe = recipes.into_iter().next().flatten();
     let mut faulted_rows = Vec::new();
     loop {
         if members.is_empty() {
@@ -809,7 +927,7 @@ pub(crate) fn train_cells(
         let spec = RunSpec {
             task: TaskSpec { t, ..cfg.task.clone() },
             model: model.clone(),
-            train: cfg.train_config(),
+            train: cfg.train_config_for(recipe),
             seeds: members.iter().map(|x| x.1).collect(),
             samples: (!cfg.train.online).then(|| members.iter().map(|x| x.0).collect()),
         };
@@ -870,6 +988,9 @@ pub(crate) fn train_cells(
                     rows = rows_per_budget(&result, rows, &cfg.sweep.budgets, cfg.train.target_accuracy);
                 }
                 rows.extend(faulted_rows);
+                for r in &mut rows {
+                    r.recipe = cfg.recipe_of(r.restart);
+                }
                 return Ok(rows);
             }
             // Members whose task faulted are written as faulted; the others train again
@@ -899,6 +1020,7 @@ pub(crate) fn train_cells(
                         train_set_loss: None,
                         stopped: None,
                         budget: None,
+                        recipe: cfg.recipe_of(restart),
                     });
                 }
                 let gone: BTreeSet<usize> = faults.iter().map(|f| f.member).collect();
@@ -973,6 +1095,7 @@ fn rows_of(result: &EnsembleResult, model: &str, variant: &str, t: usize, member
                     Stopped::Budget
                 })),
                 budget: None,
+                recipe: None,
             }
         })
         .collect()
@@ -1129,6 +1252,10 @@ pub fn summarize_point(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize
             stable: last_two.as_ref().map(|(before, last)| before.learners[i].m_star == last.learners[i].m_star),
         })
         .collect();
+    if cfg.sweep.recipes.is_some() {
+        let mine: Vec<RunRow> = final_rows.iter().filter(|r| r.model == model && r.t == t).cloned().collect();
+        (point.choices, point.recipe_counts) = recipe_choices(cfg, &mine, &kinds);
+    }
     point
 }
 
@@ -1177,7 +1304,28 @@ fn summarize_cells(cfg: &SweepConfig, rows: &[RunRow], model: &str, t: usize) ->
         stable: None,
         learners: Vec::new(),
         online,
+        choices: Vec::new(),
+        recipe_counts: Vec::new(),
     }
+}
+
+/// The recipe each instance's output trained with, per learner that selects, and how often
+/// each recipe was chosen (`rows`: one model at one T, at one budget).
+fn recipe_choices(cfg: &SweepConfig, rows: &[RunRow], kinds: &[LearnerKind]) -> (Vec<RecipeChoice>, Vec<RecipeCount>) {
+    let n = cfg.sweep.recipes.as_ref().map_or(0, Vec::len);
+    let (mut choices, mut counts) = (Vec::new(), Vec::new());
+    for &kind in kinds.iter().filter(|&&k| k != LearnerKind::Majority) {
+        let chosen: Vec<RecipeChoice> = instance_rows(kind, rows)
+            .into_iter()
+            .map(|r| RecipeChoice { learner: kind, m: r.m, seed: r.seed, restart: r.restart, recipe: r.restart.and(r.recipe), learned: r.learned })
+            .collect();
+        for recipe in 0..n {
+            let of = chosen.iter().filter(|c| c.recipe == Some(recipe));
+            counts.push(RecipeCount { learner: kind, recipe, chosen: of.clone().count(), learned: of.filter(|c| c.learned).count() });
+        }
+        choices.extend(chosen);
+    }
+    (choices, counts)
 }
 
 /// The i.i.d. regime at one (model, T): each seed's learning step, and the censored median
@@ -1298,6 +1446,9 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
             cfg.train_config().max_steps,
             cfg.sweep.seeds.len(),
         );
+    }
+    if let Some(r) = &cfg.sweep.recipes {
+        success_rule.push_str(&format!("; restart j trains with recipe j mod {} of sweep.recipes", r.len()));
     }
     if !faulted.is_empty() {
         success_rule.push_str("; members whose task faulted are left out, and the rule applies to the seeds that remain in their cell");

@@ -201,23 +201,41 @@ fn grid_units(cfg: &SweepConfig) -> Vec<Unit> {
     for &t in &cfg.sweep.t {
         for (name, _) in &cfg.models {
             let all: Vec<(usize, u64, usize)> = grid.iter().flat_map(|&m| cfg.members_at(m)).collect();
-            // A learner's instance (its k restarts) stays in one ensemble where max_ensemble
-            // allows, so that the trainer can stop the instance as a whole.
-            let k = if cfg.learner().kind == LearnerKind::Majority { 1 } else { cfg.learner().k.max(1) };
+            // A learner's instance (its k restarts, or with recipes those of one recipe)
+            // stays in one ensemble where max_ensemble allows, so that the trainer can stop
+            // the instance as a whole.
+            let k = if cfg.learner().kind == LearnerKind::Majority { 1 } else { (cfg.learner().k / recipe_count(cfg)).max(1) };
             let size = if k <= cfg.sweep.max_ensemble { cfg.sweep.max_ensemble / k * k } else { cfg.sweep.max_ensemble };
-            for chunk in all.chunks(size) {
-                units.push(Unit {
-                    index: units.len(),
-                    round: 0,
-                    model: name.clone(),
-                    t,
-                    members: chunk.iter().map(|x| (x.0, x.1)).collect(),
-                    restarts: if cfg.learner().k > 1 || cfg.learner().kind != LearnerKind::Majority { chunk.iter().map(|x| x.2).collect() } else { Vec::new() },
-                });
+            for group in by_recipe(cfg, all) {
+                for chunk in group.chunks(size) {
+                    units.push(Unit {
+                        index: units.len(),
+                        round: 0,
+                        model: name.clone(),
+                        t,
+                        members: chunk.iter().map(|x| (x.0, x.1)).collect(),
+                        restarts: if cfg.learner().k > 1 || cfg.learner().kind != LearnerKind::Majority { chunk.iter().map(|x| x.2).collect() } else { Vec::new() },
+                    });
+                }
             }
         }
     }
     units
+}
+
+/// How many recipes the restarts are spread over (1 without `sweep.recipes`).
+fn recipe_count(cfg: &SweepConfig) -> usize {
+    cfg.sweep.recipes.as_ref().map_or(1, |r| r.len().max(1))
+}
+
+/// `members` (m, seed, restart) split by recipe, in recipe order, each group in the order
+/// given: an ensemble trains one recipe (the optimizer's settings are the ensemble's).
+/// Without recipes, one group of them all.
+fn by_recipe(cfg: &SweepConfig, members: Vec<(usize, u64, usize)>) -> Vec<Vec<(usize, u64, usize)>> {
+    if cfg.sweep.recipes.is_none() {
+        return vec![members];
+    }
+    (0..recipe_count(cfg)).map(|r| members.iter().copied().filter(|x| cfg.recipe_of(Some(x.2)) == Some(r)).collect()).collect()
 }
 
 /// Write the resolved config and round 0 of the plan into `dir` (which must hold nothing
@@ -267,16 +285,17 @@ pub fn plan_next(cfg: &SweepConfig, dir: &Path) -> Result<bool, RunError> {
                     if mid >= hi || rows.iter().any(|r| r.model == *name && r.t == t && r.m == mid) {
                         continue;
                     }
-                    let all = cfg.members_at(mid);
                     let learner = cfg.learner().kind != LearnerKind::Majority;
-                    units.push(Unit {
-                        index: state.units + units.len(),
-                        round: state.rounds,
-                        model: name.clone(),
-                        t,
-                        members: all.iter().map(|x| (x.0, x.1)).collect(),
-                        restarts: if learner { all.iter().map(|x| x.2).collect() } else { Vec::new() },
-                    });
+                    for all in by_recipe(cfg, cfg.members_at(mid)) {
+                        units.push(Unit {
+                            index: state.units + units.len(),
+                            round: state.rounds,
+                            model: name.clone(),
+                            t,
+                            members: all.iter().map(|x| (x.0, x.1)).collect(),
+                            restarts: if learner { all.iter().map(|x| x.2).collect() } else { Vec::new() },
+                        });
+                    }
                 }
             }
             state.rounds += 1;

@@ -162,6 +162,7 @@ fn row(model: &str, t: usize, m: usize, seed: u64, acc: f64, mass: Option<f64>) 
         train_set_loss: None,
         stopped: None,
         budget: None,
+        recipe: None,
     }
 }
 
@@ -210,6 +211,8 @@ fn sweep_summary_round_trips_wrapped_and_bare() {
         stable: None,
         learners: vec![],
         online: None,
+        choices: vec![],
+        recipe_counts: vec![],
     };
     let f = |law: &str, r2: f64| Fit { law: law.into(), a: 1.5, b: 2.0, r2 };
     let summary = SweepSummary {

@@ -106,6 +106,8 @@ fn point(t: usize, star: Option<usize>) -> PointSummary {
         stable: None,
         learners: vec![],
         online: None,
+        choices: vec![],
+        recipe_counts: vec![],
     }
 }
 
@@ -156,6 +158,8 @@ fn online_sweep() -> SweepSummary {
         stable: None,
         learners: vec![],
         online: None,
+        choices: vec![],
+        recipe_counts: vec![],
     };
     let points = vec![point(8, Some(300.0), Some(200.0)), point(16, Some(450.0), Some(300.0)), point(32, None, None)];
     SweepSummary {
@@ -193,6 +197,7 @@ fn run_row(model: &str, t: usize, m: usize, seed: u64, learned: bool) -> RunRow 
         train_set_loss: None,
         stopped: None,
         budget: None,
+        recipe: None,
     }
 }
 

@@ -755,6 +755,30 @@ fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
                     .collect();
                 println!("  T={}: m* per learner: {}", p.t, per.join(", "));
             }
+            if let Some(recipes) = &cfg.sweep.recipes {
+                for (i, r) in recipes.iter().enumerate() {
+                    println!("  recipe {i}: {}", r.label());
+                }
+            }
+            for p in m.points.iter().filter(|p| !p.recipe_counts.is_empty()) {
+                let mut learners: Vec<_> = p.recipe_counts.iter().map(|c| c.learner).collect();
+                learners.dedup();
+                for l in learners {
+                    let counts: Vec<String> = p
+                        .recipe_counts
+                        .iter()
+                        .filter(|c| c.learner == l)
+                        .map(|c| format!("recipe {} chosen {}× ({} learned)", c.recipe, c.chosen, c.learned))
+                        .collect();
+                    // Per cell, each instance's choice: "seed:recipe", "-" where it output none.
+                    let mut cells: std::collections::BTreeMap<usize, Vec<String>> = std::collections::BTreeMap::new();
+                    for c in p.choices.iter().filter(|c| c.learner == l) {
+                        cells.entry(c.m).or_default().push(format!("{}:{}", c.seed, c.recipe.map_or("-".into(), |r| r.to_string())));
+                    }
+                    let cells: Vec<String> = cells.iter().map(|(m, v)| format!("m={m} [{}]", v.join(" "))).collect();
+                    println!("  T={} {}: {}; per instance (seed:recipe) {}", p.t, l.name(), counts.join(", "), cells.join(", "));
+                }
+            }
         }
         if let Some(f) = &m.fit {
             println!("  {}", f.verdict);
