@@ -948,6 +948,7 @@ pub(crate) fn train_cells(
             // An instance is its (m, seed): its restarts share them.
             // (its first member's position names it).
             instances: members.iter().map(|x| members.iter().position(|y| (y.0, y.1) == (x.0, x.1)).expect("its own")).collect(),
+            patience: cfg.sweep.patience.unwrap_or(1),
         });
         let result = Trainer::with_restarts(backend.as_mut(), spec, registry, restarts).and_then(|mut trainer| {
             if let Some(f) = &flag {
@@ -1438,6 +1439,10 @@ pub fn summarize(cfg: &SweepConfig, rows: &[RunRow], seconds: f64, registry: &Re
             Some(StopRule::Validation) => format!("restarts stop once validation and training accuracy reach {theta}"),
             Some(StopRule::Fit) => "restarts stop once they fit their training set".to_string(),
             _ => "restarts train to the budget".to_string(),
+        };
+        let stop = match cfg.sweep.patience {
+            Some(n) if n > 1 => format!("{stop} at {n} consecutive evaluations"),
+            _ => stop,
         };
         success_rule = format!(
             "{}, k = {}, {stop}: an instance succeeds when its output ({output}) has test accuracy {theta} where it stopped (at most {} steps); a cell (T, m) when at least {needed} of {} instances do",

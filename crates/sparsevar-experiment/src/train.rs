@@ -71,6 +71,9 @@ pub struct Restarts {
     /// validate), and its other restarts leave at that evaluation as they are
     /// ([`Stopped::Decided`]).
     pub instances: Vec<usize>,
+    /// A member stops by `stop` only once the rule has held at this many consecutive
+    /// evaluations (0 or 1: at the first); an instance is decided where its restart stops.
+    pub patience: usize,
 }
 
 /// A learner's view of a member: its accuracy and loss on its own samples.
@@ -333,6 +336,10 @@ pub struct Trainer<'b> {
     stop_rule: Option<StopRule>,
     /// Per member: its instance, when decided instances stop as a whole (else empty).
     instances: Vec<usize>,
+    /// Consecutive evaluations at which the stop rule must hold (see [`Restarts::patience`]).
+    patience: usize,
+    /// Per member: consecutive evaluations, up to the latest, at which its stop rule held.
+    held: Vec<usize>,
     step: usize,
     /// Members still training, in slot order.
     active: Vec<usize>,
@@ -525,6 +532,8 @@ impl<'b> Trainer<'b> {
             scored: restarts.is_some(),
             stop_rule: restarts.as_ref().and_then(|x| x.stop),
             instances: restarts.as_ref().filter(|x| x.stop == Some(StopRule::Validation)).map_or(Vec::new(), |x| x.instances.clone()),
+            patience: restarts.as_ref().map_or(1, |x| x.patience.max(1)),
+            held: vec![0; r],
             step: 0,
             active: (0..r).collect(),
             stop: None,
@@ -850,16 +859,24 @@ impl<'b> Trainer<'b> {
         let mut points = Vec::new();
         let mut leaving = Vec::new();
         let initial = |m: usize| self.initial_loss.as_ref().map_or(f64::NAN, |l| l[m]);
+        // A learner's restart stops on what the learner may see (its training samples and
+        // validation split), never on the test set, once its rule has held `patience` times
+        // in a row.
+        let rule_stops: Vec<bool> = (0..self.active.len())
+            .map(|slot| {
+                let m = self.active[slot];
+                let holds =
+                    self.stop_rule.is_some_and(|rule| scores[slot].as_ref().is_some_and(|s| rule.stops(s.train_accuracy, s.validation_accuracy, target)));
+                self.held[m] = if holds { self.held[m] + 1 } else { 0 };
+                self.held[m] >= self.patience
+            })
+            .collect();
         // Instances decided here: one of their restarts stops on validation at this evaluation.
         let decided: BTreeSet<usize> = if self.instances.is_empty() {
             BTreeSet::new()
         } else {
             (0..self.active.len())
-                .filter(|&slot| {
-                    let m = self.active[slot];
-                    let validated = scores[slot].as_ref().is_some_and(|s| StopRule::Validation.stops(s.train_accuracy, s.validation_accuracy, target));
-                    validated && !has_diverged(train_loss[slot], evals[slot].1, initial(m))
-                })
+                .filter(|&slot| rule_stops[slot] && !has_diverged(train_loss[slot], evals[slot].1, initial(self.active[slot])))
                 .map(|slot| self.instances[self.active[slot]])
                 .collect()
         };
@@ -882,12 +899,8 @@ impl<'b> Trainer<'b> {
             self.record.last_train_loss[m] = loss;
             let diverged = has_diverged(loss, test_loss, initial(m));
             let learned = !diverged && acc >= target;
-            // A learner's restart stops on what the learner may see (its training samples
-            // and validation split), never on the test set; `learned` only judges its state.
-            let stops = match self.stop_rule {
-                None => learned,
-                Some(rule) => scores.as_ref().is_some_and(|s| rule.stops(s.train_accuracy, s.validation_accuracy, target)),
-            };
+            // `learned` only judges a learner's restart's state.
+            let stops = if self.stop_rule.is_none() { learned } else { rule_stops[slot] };
             // Another restart of its instance validated here: its state no longer matters.
             let decides = !self.instances.is_empty() && decided.contains(&self.instances[m]);
             let stopped = if diverged {
@@ -1080,6 +1093,14 @@ impl<'b> Trainer<'b> {
             last_train_loss: st.last_train_loss.clone(),
             seconds: st.seconds,
         };
+        // How long each member's stop rule has held, from its curve (evaluations in order).
+        self.held = vec![0; r];
+        if let Some(rule) = self.stop_rule {
+            for c in &ck.curves {
+                let holds = c.train_accuracy.is_some_and(|a| rule.stops(a, c.validation_accuracy, self.spec.train.target_accuracy));
+                self.held[c.member] = if holds { self.held[c.member] + 1 } else { 0 };
+            }
+        }
         Ok(())
     }
 

@@ -214,7 +214,11 @@ fn grid_units(cfg: &SweepConfig) -> Vec<Unit> {
                         model: name.clone(),
                         t,
                         members: chunk.iter().map(|x| (x.0, x.1)).collect(),
-                        restarts: if cfg.learner().k > 1 || cfg.learner().kind != LearnerKind::Majority { chunk.iter().map(|x| x.2).collect() } else { Vec::new() },
+                        restarts: if cfg.learner().k > 1 || cfg.learner().kind != LearnerKind::Majority {
+                            chunk.iter().map(|x| x.2).collect()
+                        } else {
+                            Vec::new()
+                        },
                     });
                 }
             }

@@ -36,6 +36,7 @@ fn run(target: f64, decide: bool) -> EnsembleResult {
         validation: vec![8; seeds.len()],
         stop: Some(StopRule::Validation),
         instances: if decide { (0..seeds.len()).map(|i| i / K).collect() } else { Vec::new() },
+        patience: 1,
     };
     let mut be = CpuBackend::<f32>::new();
     Trainer::with_restarts(&mut be, spec, &Registry::builtin(), Some(restarts)).unwrap().run(&mut |_| true).unwrap()

@@ -117,7 +117,7 @@ fn restarts_share_data_score_their_own_samples_and_restart_zero_is_the_plain_mem
         samples: None,
     };
     let reg = Registry::builtin();
-    let restarts = Restarts { init_seeds: vec![3, restart_seed(3, 1), 3], validation: vec![0, 0, 4], stop: None, instances: Vec::new() };
+    let restarts = Restarts { init_seeds: vec![3, restart_seed(3, 1), 3], validation: vec![0, 0, 4], stop: None, instances: Vec::new(), patience: 1 };
     let mut be = CpuBackend::<f64>::new();
     let with = Trainer::with_restarts(&mut be, spec.clone(), &reg, Some(restarts)).unwrap().run(&mut |_| true).unwrap();
     let mut be = CpuBackend::<f64>::new();

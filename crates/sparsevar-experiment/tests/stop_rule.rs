@@ -36,6 +36,7 @@ fn run(target: f64, stop: Option<StopRule>, validation: usize) -> EnsembleResult
         validation: vec![validation; s.seeds.len()],
         stop,
         instances: Vec::new(),
+        patience: 1,
     };
     let mut be = CpuBackend::<f32>::new();
     Trainer::with_restarts(&mut be, s, &Registry::builtin(), Some(restarts)).unwrap().run(&mut |_| true).unwrap()
