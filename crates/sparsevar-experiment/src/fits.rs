@@ -36,6 +36,23 @@ pub struct ScalingFit {
     #[serde(deserialize_with = "nan_if_null")]
     pub ratio: f64,
     pub verdict: String,
+    /// How many (T, value) points were fitted (0 in files written before it was recorded).
+    /// Through two points both two-parameter laws pass exactly: R² is then undefined (NaN,
+    /// null in JSON) and the verdict gives only the two-point exponent.
+    #[serde(default)]
+    pub points: usize,
+}
+
+/// Fewest points at which the two laws are compared: two parameters each, so at least one
+/// point more than a law needs to pass exactly.
+pub const MIN_POINTS_TO_COMPARE: usize = 3;
+
+impl ScalingFit {
+    /// Whether the fit says which law fits better (enough points; files written before the
+    /// count was recorded are taken as they were written).
+    pub fn compares_laws(&self) -> bool {
+        self.points == 0 || self.points >= MIN_POINTS_TO_COMPARE
+    }
 }
 
 fn least_squares(x: &[f64], y: &[f64]) -> (f64, f64) {
@@ -83,6 +100,16 @@ pub fn fit_scaling_of(points: &[(usize, f64)], what: &str) -> Option<ScalingFit>
     let power = Fit { law: "power".into(), a: c, b: alpha, r2: r_squared(&m, &pow_pred) };
     let (imin, imax) = ((0..t.len()).min_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap(), (0..t.len()).max_by(|&i, &j| t[i].total_cmp(&t[j])).unwrap());
     let ratio = m[imax] / m[imin];
+    if points.len() < MIN_POINTS_TO_COMPARE {
+        // Both laws pass through two points exactly: no R² to compare, only the exponent of
+        // the line through them.
+        let verdict = format!(
+            "two points only: {what} grows ×{:.2} from T={} to T={}, a two-point exponent α = {:.2}; at least {MIN_POINTS_TO_COMPARE} T are needed to tell a log law from a power law",
+            ratio, t[imin], t[imax], alpha
+        );
+        let (log, power) = (Fit { r2: f64::NAN, ..log }, Fit { r2: f64::NAN, ..power });
+        return Some(ScalingFit { log, power, ratio, verdict, points: points.len() });
+    }
     let verdict = if log.r2 >= power.r2 {
         format!(
             "logarithmic: {what} ≈ {:.0} + {:.0}·ln T fits better (R² {:.3} vs {:.3} for the power law, α = {:.2}); {what} grows ×{:.2} from T={} to T={}",
@@ -94,7 +121,7 @@ pub fn fit_scaling_of(points: &[(usize, f64)], what: &str) -> Option<ScalingFit>
             c, alpha, power.r2, log.r2, ratio, t[imin], t[imax]
         )
     };
-    Some(ScalingFit { log, power, ratio, verdict })
+    Some(ScalingFit { log, power, ratio, verdict, points: points.len() })
 }
 
 /// Wilson score interval (95%) for k successes out of n.
@@ -161,9 +188,33 @@ mod tests {
 
     #[test]
     fn constant_data_fits_both_laws_perfectly() {
-        let f = fit_scaling(&[(4, 64.0), (6, 64.0)]).unwrap();
+        let f = fit_scaling(&[(4, 64.0), (6, 64.0), (8, 64.0)]).unwrap();
         assert!(f.power.b.abs() < 1e-12 && f.log.b.abs() < 1e-12, "{f:?}");
         assert_eq!((f.log.r2, f.power.r2), (1.0, 1.0));
+    }
+
+    #[test]
+    fn two_points_give_the_two_point_exponent_and_no_comparison() {
+        // The i.i.d. sweep that printed "logarithmic … fits better (R² 1.000 vs 1.000)".
+        let pts = [(8usize, 2340.0), (16, 4000.0)];
+        let f = fit_scaling_of(&pts, "steps").unwrap();
+        assert_eq!(f.points, 2);
+        assert!(!f.compares_laws());
+        let alpha = (4000.0f64 / 2340.0).ln() / 2f64.ln();
+        assert!((f.power.b - alpha).abs() < 1e-12, "{f:?}");
+        assert!(f.log.r2.is_nan() && f.power.r2.is_nan(), "no R² through two points: {f:?}");
+        assert!(f.verdict.starts_with("two points only: steps grows ×1.71 from T=8 to T=16, a two-point exponent α = 0.77"), "{}", f.verdict);
+        assert!(!f.verdict.contains("better") && !f.verdict.contains("R²"), "{}", f.verdict);
+        // A third point brings the comparison back.
+        let f3 = fit_scaling_of(&[(8, 2340.0), (16, 4000.0), (32, 7000.0)], "steps").unwrap();
+        assert!(f3.compares_laws() && f3.verdict.contains("fits better") && f3.power.r2.is_finite(), "{}", f3.verdict);
+        // summary.json writes the undefined R² as null and reads it back.
+        let back: ScalingFit = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert!(back.log.r2.is_nan() && back.points == 2);
+        // A file written before `points` existed still reads, and still compares.
+        let old = serde_json::to_string(&f3).unwrap().replace(",\"points\":3", "");
+        let old: ScalingFit = serde_json::from_str(&old).unwrap();
+        assert!(old.points == 0 && old.compares_laws());
     }
 
     #[test]

@@ -178,7 +178,7 @@ fn runs_csv_round_trips_with_quoting() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound,restart,train_accuracy,validation_accuracy,train_set_loss,stopped,budget"
+        "model,variant,T,m,seed,learned,diverged,step,steps_trained,test_accuracy,mass_on_S,variable_step,seconds,faulted,norm_bound,restart,train_accuracy,validation_accuracy,train_set_loss,stopped,budget,recipe"
     );
     assert!(text.contains("\"wide, \"\"deep\"\"\""), "quoted: {text}");
     same(&read_runs(&d).unwrap(), &rows);
@@ -223,7 +223,7 @@ fn sweep_summary_round_trips_wrapped_and_bare() {
         models: vec![ModelSummary {
             model: "attn".into(),
             points: vec![point(8), point(16)],
-            fit: Some(ScalingFit { log: f("log", 0.9), power: f("power", f64::NAN), ratio: f64::NAN, verdict: "v".into() }),
+            fit: Some(ScalingFit { log: f("log", 0.9), power: f("power", f64::NAN), ratio: f64::NAN, verdict: "v".into(), points: 3 }),
         }],
         baselines: vec![BaselinePoint { t: 8, info_floor: 4.8, gf2_m_star: Some(16), subset_search_m_star: None, subset_search_skipped: true }],
         faulted: vec![FaultedRun { model: "attn".into(), t: 8, m: 16, seed: 2, fault: "plugin libx.so: Task::sample: \"boom\"".into() }],

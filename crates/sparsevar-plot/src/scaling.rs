@@ -323,10 +323,16 @@ fn scaling_impl(summary: &SweepSummary, runs: Option<&[RunRow]>, path: &Path) ->
         if let Some(fit) = &model.fit {
             let fitted: Vec<f64> = c.star.iter().map(|p| p.0).collect();
             let (lo, hi) = (fitted.iter().copied().fold(f64::INFINITY, f64::min), fitted.iter().copied().fold(0.0, f64::max));
-            for (law, f, dash, label) in [
-                ("log_fit", &fit.log, Dash::Dashed, format!("{} + {}·ln T  (R² {:.2})", fmt_sig(fit.log.a), fmt_sig(fit.log.b), fit.log.r2)),
-                ("power_fit", &fit.power, Dash::Dotted, format!("{}·Tᵅ, α = {:.2}  (R² {:.2})", fmt_sig(fit.power.a), fit.power.b, fit.power.r2)),
-            ] {
+            let laws = if fit.compares_laws() {
+                vec![
+                    ("log_fit", &fit.log, Dash::Dashed, format!("{} + {}·ln T  (R² {:.2})", fmt_sig(fit.log.a), fmt_sig(fit.log.b), fit.log.r2)),
+                    ("power_fit", &fit.power, Dash::Dotted, format!("{}·Tᵅ, α = {:.2}  (R² {:.2})", fmt_sig(fit.power.a), fit.power.b, fit.power.r2)),
+                ]
+            } else {
+                // Through two points both laws pass exactly: only the line's exponent says anything.
+                vec![("power_fit", &fit.power, Dash::Dotted, format!("{}·Tᵅ, α = {:.2}  (from two points)", fmt_sig(fit.power.a), fit.power.b))]
+            };
+            for (law, f, dash, label) in laws {
                 let label = label.replace("+ −", "− ");
                 legend.push(entry(label.clone(), Glyph::Line { color, width: 2, dash, marker: None }));
                 fits.push((format!("{}/{law}", model.model), format!("{}: {label}", model.model), color, dash, f, (lo, hi)));

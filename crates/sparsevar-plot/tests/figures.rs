@@ -264,7 +264,7 @@ fn a_log_fit_that_goes_negative_is_drawn_only_where_positive() {
     // m = −200 + 100 ln T is negative below T = e² ≈ 7.4 and positive above.
     let log = Fit { law: "log".into(), a: -200.0, b: 100.0, r2: 0.5 };
     let power = Fit { law: "power".into(), a: 1.0, b: 1.0, r2: 0.5 };
-    s.models[0].fit = Some(ScalingFit { log, power, ratio: 8.0, verdict: String::new() });
+    s.models[0].fit = Some(ScalingFit { log, power, ratio: 8.0, verdict: String::new(), points: 4 });
     s.models[0].points[0].t = 4; // the T range now starts at 4
     let f = scaling(&s, dir.join("neg.png")).unwrap();
     let y = &f.axes[1];
@@ -310,6 +310,11 @@ fn an_online_sweep_plots_steps_to_learn_and_no_sample_baselines() {
     assert!(f.series("attn/m_star").is_none() && f.series("baseline/gf2").is_none(), "samples do not compare with steps");
     assert!(f.axis_labels()[1].contains("steps"), "{:?}", f.axis_labels());
     assert!(f.title.contains("online"), "{}", f.title);
+    // Two T with a median: the two-point exponent only, no log law and no R² to compare.
+    assert!(f.series("attn/log_fit").is_none(), "{:?}", f.legend);
+    assert!(f.series("attn/power_fit").is_some());
+    assert!(f.legend.iter().any(|l| l.contains("α = 0.58") && l.contains("from two points")), "{:?}", f.legend);
+    assert!(!f.legend.iter().any(|l| l.contains("R²")), "{:?}", f.legend);
 }
 
 #[test]

@@ -169,8 +169,11 @@ fn is_it_log_t_composes_the_study_and_its_table_matches_the_sweeps() {
             None => assert!(iid["power_alpha"].is_empty(), "{iid:?}"),
         }
     }
-    // The i.i.d. quick task is learned at both T, so s = 2 has its exponent.
-    assert!(!fits.iter().find(|r| r["part"] == "i.i.d. steps" && r["s"] == "2").unwrap()["power_alpha"].is_empty(), "{fits:?}");
+    // The i.i.d. quick task is learned at both T, so s = 2 has its exponent: from two points
+    // only, so no R² and no log law (both laws pass through two points exactly).
+    let iid2 = fits.iter().find(|r| r["part"] == "i.i.d. steps" && r["s"] == "2").unwrap();
+    assert!(!iid2["power_alpha"].is_empty(), "{fits:?}");
+    assert_eq!((iid2["points"].as_str(), iid2["log_r2"].as_str(), iid2["power_r2"].as_str(), iid2["log_b"].as_str()), ("2", "", "", ""), "{iid2:?}");
     let md = std::fs::read_to_string(out.join("fits.md")).unwrap();
     assert!(md.starts_with("| part | s | learner | T | log_a |") && md.lines().count() == fits.len() + 2, "{md}");
 }

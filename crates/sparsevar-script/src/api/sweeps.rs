@@ -328,7 +328,7 @@ pub(super) fn register(a: &mut Api) {
     a.prop(
         "fits",
         "SweepResult.fits -> map",
-        "Per model the fits of m*(T): #{log: #{a, b, r2}, power: #{a, b, r2}, ratio, verdict}, or () with fewer than two m*.",
+        "Per model the fits of m*(T): #{log: #{a, b, r2}, power: #{a, b, r2}, ratio, verdict, points}, or () with fewer than two m*; with two points the r2 are NaN and the verdict gives the two-point exponent only.",
         |r: &mut SweepResult| per_model(r, |m| to_dyn(&m.fit)),
     );
     a.prop(
@@ -374,7 +374,7 @@ pub(super) fn register(a: &mut Api) {
     a.func(
         "fit_scaling",
         "fit_scaling(T: array, values: array) -> map or ()",
-        "Fit values(T) two ways, as sweeps fit m*: #{log: #{a, b, r2} (a + b·ln T), power: #{a, b, r2} (a·T^b), ratio (value at the largest T over the smallest), verdict}; pairs whose value is () are left out; () with fewer than two left.",
+        "Fit values(T) two ways, as sweeps fit m*: #{log: #{a, b, r2} (a + b·ln T), power: #{a, b, r2} (a·T^b), ratio (value at the largest T over the smallest), verdict, points (how many were fitted)}; pairs whose value is () are left out; () with fewer than two left; with two, both laws pass exactly: the r2 are NaN and the verdict gives the two-point exponent only.",
         |ctx: NativeCallContext, ts: Array, values: Array| -> Res<Dynamic> {
             let points = fit_points(&ts, &values).map_err(|e| fail(&ctx, e))?;
             Ok(to_dyn(&sparsevar_experiment::fits::fit_scaling_of(&points, "value")))
