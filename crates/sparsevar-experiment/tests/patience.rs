@@ -153,3 +153,44 @@ fn a_run_resumed_mid_patience_stops_where_the_uninterrupted_run_stops() {
         assert_eq!(train(Some(ck), &mut Vec::new()), whole, "resumed at step {}", ck.state.step);
     }
 }
+
+const SWEEP: &str = "
+task: { kind: sparse_parity, s: 2 }
+models:
+  attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { batch: 16, max_steps: 400, lr: 0.003, eval_every: 20, test_samples: 128 }
+sweep: { T: [6], m: [24, 48], seeds: [0, 1], learner: min_norm, k: 3 }
+";
+
+fn sweep_rows(extra: &str, name: &str) -> Vec<sparsevar_experiment::sweep::RunRow> {
+    use sparsevar_experiment::sweep::{SweepConfig, read_runs, run_sweep};
+    let reg = Registry::builtin();
+    let cfg = SweepConfig::parse(&SWEEP.replace("k: 3 }", &format!("k: 3{extra} }}")), name, &[], &reg).unwrap();
+    let dir = sparsevar_test_support::ScratchDir::new(name);
+    let prov = sparsevar_experiment::results::Provenance::new("test", None, "cpu".into(), 1, vec![0, 1]);
+    let mut make = || -> Result<Box<dyn sparsevar_core::backend::Backend>, String> { Ok(Box::new(CpuBackend::<f32>::new())) };
+    run_sweep(&cfg, &dir, false, &reg, &mut make, &prov, &mut sparsevar_experiment::workflow::observe(|_| true)).unwrap();
+    let mut rows = read_runs(&dir).unwrap();
+    for r in &mut rows {
+        r.seconds = 0.0;
+    }
+    rows
+}
+
+#[test]
+fn a_sweep_passes_its_patience_to_the_restarts_and_patience_1_is_the_default() {
+    let plain = sweep_rows("", "patience-default");
+    assert_eq!(format!("{plain:?}"), format!("{:?}", sweep_rows(", patience: 1", "patience-1")), "patience 1 is today's rule, row for row");
+    let patient = sweep_rows(", patience: 2", "patience-2");
+    let mut later = 0;
+    for (p, q) in patient.iter().zip(&plain) {
+        assert_eq!((p.m, p.seed, p.restart), (q.m, q.seed, q.restart));
+        // stop: fit held twice in a row: at least one evaluation after it first held.
+        if p.stopped == Some(Stopped::Fit) {
+            assert_eq!(q.stopped, Some(Stopped::Fit), "{q:?}");
+            assert!(p.step.unwrap() >= q.step.unwrap() + EVERY, "{p:?} vs {q:?}");
+            later += 1;
+        }
+    }
+    assert!(later > 0, "some restart fitted under patience 2");
+}
