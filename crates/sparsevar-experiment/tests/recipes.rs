@@ -142,3 +142,32 @@ fn bad_recipes_are_refused_naming_the_key_before_training() {
     let e = SweepConfig::parse(BASE, "ok.yaml", &["sweep.recipes=[{lr: 0}]".into()], &reg).unwrap_err().to_string();
     assert!(e.contains("sweep.recipes[0].lr"), "{e}");
 }
+
+#[test]
+fn the_plan_gives_each_unit_one_recipe_and_keeps_a_recipes_restarts_of_an_instance_together() {
+    use sparsevar_experiment::units::{Unit, write_plan};
+    let reg = Registry::builtin();
+    // 3 recipes, k = 6: 2 restarts per recipe and instance; max_ensemble 5 holds 2 instances' pairs.
+    let yaml = BASE.replace("k: 4", "k: 6").replace("  validation: 0.25\n", "  validation: 0.25\n  max_ensemble: 5\n")
+        + "  recipes: [ { lr: 0.001 }, { lr: 0.003 }, { lr: 0.01 } ]\n";
+    let cfg = SweepConfig::parse(&yaml, "plan.yaml", &[], &reg).unwrap();
+    let dir = ScratchDir::created("recipes-plan");
+    let n = write_plan(&cfg, &dir).unwrap();
+    let mut seen = Vec::new();
+    for i in 0..n {
+        let unit: Unit = serde_json::from_str(&std::fs::read_to_string(dir.join("units").join(format!("{i:04}.json"))).unwrap()).unwrap();
+        assert!(unit.members.len() <= 5);
+        let recipes: std::collections::BTreeSet<usize> = unit.restarts.iter().map(|j| j % 3).collect();
+        assert_eq!(recipes.len(), 1, "unit {i}: {unit:?}");
+        // An instance's restarts of this recipe are in this unit together.
+        for (&(m, seed), &j) in unit.members.iter().zip(&unit.restarts) {
+            let mate = if j < 3 { j + 3 } else { j - 3 };
+            assert!(unit.members.iter().zip(&unit.restarts).any(|(&x, &r)| x == (m, seed) && r == mate), "unit {i}: {unit:?}");
+            seen.push((m, seed, j));
+        }
+    }
+    seen.sort();
+    let mut all: Vec<(usize, u64, usize)> = cfg.sweep.m.values().iter().flat_map(|&m| cfg.members_at(m)).collect();
+    all.sort();
+    assert_eq!(seen, all, "every restart planned once");
+}
