@@ -2,44 +2,16 @@
 //! is decided (its output is the first restart to validate), and its other restarts leave
 //! the ensemble there; the learner's output is the same as if they had trained on.
 
-use sparsevar_core::model::{ModelSpec, TransformerConfig};
-use sparsevar_core::registry::Registry;
-use sparsevar_core::task::TaskSpec;
-use sparsevar_cpu::CpuBackend;
-use sparsevar_experiment::config::TrainConfig;
+mod common;
+
+use common::SmallRestarts;
 use sparsevar_experiment::learners::{LearnerKind, RestartOutcome, StopRule, Stopped, select};
-use sparsevar_experiment::sweep::restart_seed;
-use sparsevar_experiment::train::{EnsembleResult, Restarts, RunSpec, Trainer};
+use sparsevar_experiment::train::EnsembleResult;
 
 const K: usize = 4;
 
 fn run(target: f64, decide: bool) -> EnsembleResult {
-    let seeds: Vec<u64> = (0..5u64).flat_map(|s| [s; K]).collect();
-    let spec = RunSpec {
-        task: TaskSpec::new("sparse_parity", 6, 2),
-        model: ModelSpec::Transformer(TransformerConfig { d_model: 16, heads: 2, mlp: 2, ..TransformerConfig::default() }),
-        train: TrainConfig {
-            samples: 48,
-            batch: 16,
-            max_steps: 400,
-            lr: 0.003,
-            eval_every: 20,
-            test_samples: 128,
-            target_accuracy: target,
-            ..TrainConfig::default()
-        },
-        seeds: seeds.clone(),
-        samples: None,
-    };
-    let restarts = Restarts {
-        init_seeds: seeds.iter().enumerate().map(|(i, &x)| restart_seed(x, i % K)).collect(),
-        validation: vec![8; seeds.len()],
-        stop: Some(StopRule::Validation),
-        instances: if decide { (0..seeds.len()).map(|i| i / K).collect() } else { Vec::new() },
-        patience: 1,
-    };
-    let mut be = CpuBackend::<f32>::new();
-    Trainer::with_restarts(&mut be, spec, &Registry::builtin(), Some(restarts)).unwrap().run(&mut |_| true).unwrap()
+    SmallRestarts { instances: 5, k: K, max_steps: 400, target, validation: 8, stop: Some(StopRule::Validation), decide, patience: 1 }.run()
 }
 
 fn outcomes(r: &EnsembleResult, instance: usize) -> Vec<RestartOutcome> {
@@ -116,18 +88,8 @@ sweep:
 
 #[test]
 fn in_a_sweep_an_instance_stops_at_its_first_validation_and_budget_trains_every_restart_to_the_end() {
-    use sparsevar_experiment::results::Provenance;
-    use sparsevar_experiment::sweep::{SweepConfig, read_runs, run_sweep};
-    use sparsevar_experiment::workflow::observe;
-    use sparsevar_test_support::ScratchDir;
-    let reg = Registry::builtin();
-    let prov = Provenance::new("test", None, "cpu".into(), 1, vec![0, 1, 2]);
-    let mut make = || -> Result<Box<dyn sparsevar_core::backend::Backend>, String> { Ok(Box::new(CpuBackend::<f32>::new())) };
     // max_ensemble 10 with k = 4: units of 8 members, so no instance is split.
-    let cfg = SweepConfig::parse(SWEEP, "d.yaml", &[], &reg).unwrap();
-    let dir = ScratchDir::new("decided-sweep");
-    run_sweep(&cfg, &dir, false, &reg, &mut make, &prov, &mut observe(|_| true)).unwrap();
-    let rows = read_runs(&dir).unwrap();
+    let (_, _, rows) = common::sweep(SWEEP, "decided-sweep");
     assert_eq!(rows.len(), 2 * 3 * K);
     let mut decided = 0;
     for m in [16, 48] {
@@ -142,10 +104,8 @@ fn in_a_sweep_an_instance_stops_at_its_first_validation_and_budget_trains_every_
     assert!(decided > 0, "some restarts left with their decided instance");
     // stop: budget trains every restart to the budget, so every learner reads them as it
     // would train them.
-    let budget = SweepConfig::parse(&SWEEP.replace("  max_ensemble: 10\n", "  max_ensemble: 10\n  stop: budget\n"), "b.yaml", &[], &reg).unwrap();
-    let dir = ScratchDir::new("decided-budget");
-    let out = run_sweep(&budget, &dir, false, &reg, &mut make, &prov, &mut observe(|_| true)).unwrap();
-    assert!(read_runs(&dir).unwrap().iter().all(|r| r.stopped == Some(Stopped::Budget) || r.stopped == Some(Stopped::Diverged)));
+    let (_, out, rows) = common::sweep(&SWEEP.replace("  max_ensemble: 10\n", "  max_ensemble: 10\n  stop: budget\n"), "decided-budget");
+    assert!(rows.iter().all(|r| r.stopped == Some(Stopped::Budget) || r.stopped == Some(Stopped::Diverged)));
     let kinds: Vec<LearnerKind> = out.summary.models[0].points[0].learners.iter().map(|l| l.learner).collect();
     assert_eq!(kinds, vec![LearnerKind::Majority, LearnerKind::BestOfK, LearnerKind::MinNorm]);
 }

@@ -2,14 +2,11 @@
 //! within b (or where it stopped, if earlier), so m* per learner per budget is what a sweep
 //! with b as its budget finds; `stable` per learner compares the last two budgets.
 
-use sparsevar_core::backend::Backend;
+mod common;
+
 use sparsevar_core::registry::Registry;
-use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::learners::{LearnerKind, Stopped};
-use sparsevar_experiment::results::Provenance;
-use sparsevar_experiment::sweep::{RunRow, SweepConfig, read_runs, run_sweep, summarize_point};
-use sparsevar_experiment::workflow::observe;
-use sparsevar_test_support::ScratchDir;
+use sparsevar_experiment::sweep::{RunRow, SweepConfig, summarize_point};
 
 const SWEEP: &str = "
 task: { kind: sparse_parity, s: 2 }
@@ -26,17 +23,9 @@ sweep:
   budgets: [40, 100]
 ";
 
-fn make() -> Result<Box<dyn Backend>, String> {
-    Ok(Box::new(CpuBackend::<f32>::new()))
-}
-
 fn sweep(text: &str, name: &str) -> (SweepConfig, Vec<RunRow>, sparsevar_experiment::sweep::SweepSummary) {
-    let reg = Registry::builtin();
-    let cfg = SweepConfig::parse(text, "b.yaml", &[], &reg).unwrap();
-    let dir = ScratchDir::new(name);
-    let prov = Provenance::new("test", None, "cpu".into(), 1, vec![0, 1, 2]);
-    let out = run_sweep(&cfg, &dir, false, &reg, &mut make, &prov, &mut observe(|_| true)).unwrap();
-    (cfg, read_runs(&dir).unwrap(), out.summary)
+    let (cfg, out, rows) = common::sweep(text, name);
+    (cfg, rows, out.summary)
 }
 
 /// A row without what differs between two runs of the same members (wall time).

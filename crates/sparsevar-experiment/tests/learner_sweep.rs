@@ -2,14 +2,12 @@
 //! (minus the validation split) and differ in initialisation; cells count instances; m* is
 //! reported for every learner the restarts allow; bad settings are refused naming the key.
 
-use sparsevar_core::backend::Backend;
+mod common;
+
 use sparsevar_core::registry::Registry;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::learners::{LearnerKind, Stopped};
-use sparsevar_experiment::results::Provenance;
-use sparsevar_experiment::sweep::{SweepConfig, instance_rows, read_runs, run_sweep};
-use sparsevar_experiment::workflow::observe;
-use sparsevar_test_support::ScratchDir;
+use sparsevar_experiment::sweep::{SweepConfig, instance_rows};
 
 const SWEEP: &str = "
 task: { kind: sparse_parity, s: 2 }
@@ -25,18 +23,9 @@ sweep:
   validation: 0.25
 ";
 
-fn make() -> Result<Box<dyn Backend>, String> {
-    Ok(Box::new(CpuBackend::<f32>::new()))
-}
-
 #[test]
 fn a_best_of_k_sweep_trains_k_restarts_per_instance_and_reports_every_learner() {
-    let reg = Registry::builtin();
-    let cfg = SweepConfig::parse(SWEEP, "learner.yaml", &[], &reg).unwrap();
-    let dir = ScratchDir::new("learner-sweep");
-    let prov = Provenance::new("test", None, "cpu".into(), 1, vec![0, 1, 2]);
-    let out = run_sweep(&cfg, &dir, false, &reg, &mut make, &prov, &mut observe(|_| true)).unwrap();
-    let rows = read_runs(&dir).unwrap();
+    let (_cfg, out, rows) = common::sweep(SWEEP, "learner-sweep");
     assert_eq!(rows.len(), 2 * 3 * 2, "m × seeds × k restarts");
     for r in &rows {
         assert!(r.restart.is_some() && r.train_accuracy.is_some() && r.validation_accuracy.is_some() && r.norm_bound.is_some(), "{r:?}");
@@ -76,7 +65,7 @@ fn a_best_of_k_sweep_trains_k_restarts_per_instance_and_reports_every_learner() 
         }
     }
     // Restart 0 of each instance is the member a majority sweep trains.
-    let plain = SweepConfig::parse(&SWEEP.replace("  learner: best_of_k\n  k: 2\n  validation: 0.25\n", ""), "plain.yaml", &[], &reg).unwrap();
+    let plain = SweepConfig::parse(&SWEEP.replace("  learner: best_of_k\n  k: 2\n  validation: 0.25\n", ""), "plain.yaml", &[], &Registry::builtin()).unwrap();
     assert!(plain.to_yaml().find("learner").is_none(), "a majority sweep's config reads as before");
 }
 

@@ -3,53 +3,26 @@
 //! stops at e + (N − 1)·eval_every, in exactly the state the same member has there when it
 //! trains on; a decided instance is decided where its restart actually stops.
 
-use sparsevar_core::model::{ModelSpec, TransformerConfig};
+mod common;
+
+use common::SmallRestarts;
 use sparsevar_core::registry::Registry;
-use sparsevar_core::task::TaskSpec;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::checkpoint::Checkpoint;
-use sparsevar_experiment::config::TrainConfig;
 use sparsevar_experiment::learners::{StopRule, Stopped};
-use sparsevar_experiment::sweep::restart_seed;
-use sparsevar_experiment::train::{CurvePoint, EnsembleResult, Restarts, RunSpec, Trainer};
+use sparsevar_experiment::train::{CurvePoint, EnsembleResult, Trainer};
 
 const K: usize = 4;
-const EVERY: usize = 20;
+const EVERY: usize = common::EVAL_EVERY;
 const STEPS: usize = 600;
 const TARGET: f64 = 0.9;
 
-fn run(stop: StopRule, patience: usize, decide: bool) -> EnsembleResult {
-    let (spec, restarts) = setup(stop, patience, decide);
-    let mut be = CpuBackend::<f32>::new();
-    Trainer::with_restarts(&mut be, spec, &Registry::builtin(), Some(restarts)).unwrap().run(&mut |_| true).unwrap()
+fn small(stop: StopRule, patience: usize, decide: bool) -> SmallRestarts {
+    SmallRestarts { instances: 4, k: K, max_steps: STEPS, target: TARGET, validation: 8, stop: Some(stop), decide, patience }
 }
 
-fn setup(stop: StopRule, patience: usize, decide: bool) -> (RunSpec, Restarts) {
-    let seeds: Vec<u64> = (0..4u64).flat_map(|s| [s; K]).collect();
-    let spec = RunSpec {
-        task: TaskSpec::new("sparse_parity", 6, 2),
-        model: ModelSpec::Transformer(TransformerConfig { d_model: 16, heads: 2, mlp: 2, ..TransformerConfig::default() }),
-        train: TrainConfig {
-            samples: 48,
-            batch: 16,
-            max_steps: STEPS,
-            lr: 0.003,
-            eval_every: EVERY,
-            test_samples: 128,
-            target_accuracy: TARGET,
-            ..TrainConfig::default()
-        },
-        seeds: seeds.clone(),
-        samples: None,
-    };
-    let restarts = Restarts {
-        init_seeds: seeds.iter().enumerate().map(|(i, &x)| restart_seed(x, i % K)).collect(),
-        validation: vec![8; seeds.len()],
-        stop: Some(stop),
-        instances: if decide { (0..seeds.len()).map(|i| i / K).collect() } else { Vec::new() },
-        patience,
-    };
-    (spec, restarts)
+fn run(stop: StopRule, patience: usize, decide: bool) -> EnsembleResult {
+    small(stop, patience, decide).run()
 }
 
 fn holds(c: &CurvePoint) -> bool {
@@ -131,7 +104,7 @@ fn a_decided_instance_follows_the_restart_that_actually_stops() {
 
 #[test]
 fn a_run_resumed_mid_patience_stops_where_the_uninterrupted_run_stops() {
-    let (spec, restarts) = setup(StopRule::Validation, 3, true);
+    let (spec, restarts) = small(StopRule::Validation, 3, true).setup();
     let train = |ck: Option<&Checkpoint>, cks: &mut Vec<Checkpoint>| {
         let mut be = CpuBackend::<f32>::new();
         let mut t = Trainer::with_restarts(&mut be, spec.clone(), &Registry::builtin(), Some(restarts.clone())).unwrap();
@@ -163,14 +136,7 @@ sweep: { T: [6], m: [24, 48], seeds: [0, 1], learner: min_norm, k: 3 }
 ";
 
 fn sweep_rows(extra: &str, name: &str) -> Vec<sparsevar_experiment::sweep::RunRow> {
-    use sparsevar_experiment::sweep::{SweepConfig, read_runs, run_sweep};
-    let reg = Registry::builtin();
-    let cfg = SweepConfig::parse(&SWEEP.replace("k: 3 }", &format!("k: 3{extra} }}")), name, &[], &reg).unwrap();
-    let dir = sparsevar_test_support::ScratchDir::new(name);
-    let prov = sparsevar_experiment::results::Provenance::new("test", None, "cpu".into(), 1, vec![0, 1]);
-    let mut make = || -> Result<Box<dyn sparsevar_core::backend::Backend>, String> { Ok(Box::new(CpuBackend::<f32>::new())) };
-    run_sweep(&cfg, &dir, false, &reg, &mut make, &prov, &mut sparsevar_experiment::workflow::observe(|_| true)).unwrap();
-    let mut rows = read_runs(&dir).unwrap();
+    let (_, _, mut rows) = common::sweep(&SWEEP.replace("k: 3 }", &format!("k: 3{extra} }}")), name);
     for r in &mut rows {
         r.seconds = 0.0;
     }

@@ -3,13 +3,11 @@
 //! recipe's settings in `train:` trains; the summary says which recipe each instance's output
 //! used, by the learner's own rule on runs.csv; bad recipes are refused naming the key.
 
-use sparsevar_core::backend::Backend;
+mod common;
+
 use sparsevar_core::registry::Registry;
-use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::learners::{LearnerKind, RestartOutcome, select};
-use sparsevar_experiment::results::Provenance;
-use sparsevar_experiment::sweep::{RunRow, SweepConfig, SweepOutcome, read_runs, run_sweep};
-use sparsevar_experiment::workflow::observe;
+use sparsevar_experiment::sweep::{RunRow, SweepConfig, SweepOutcome};
 use sparsevar_test_support::ScratchDir;
 
 const BASE: &str = "
@@ -28,17 +26,8 @@ sweep:
 
 const RECIPES: &str = "  recipes: [ { lr: 0.003, weight_decay: 0.1 }, { lr: 0.01, weight_decay: 1.0 } ]\n";
 
-fn make() -> Result<Box<dyn Backend>, String> {
-    Ok(Box::new(CpuBackend::<f32>::new()))
-}
-
 fn sweep(yaml: &str, name: &str) -> (SweepOutcome, Vec<RunRow>) {
-    let reg = Registry::builtin();
-    let cfg = SweepConfig::parse(yaml, name, &[], &reg).unwrap();
-    let dir = ScratchDir::new(name);
-    let prov = Provenance::new("test", None, "cpu".into(), 1, vec![0, 1]);
-    let out = run_sweep(&cfg, &dir, false, &reg, &mut make, &prov, &mut observe(|_| true)).unwrap();
-    let rows = read_runs(&dir).unwrap();
+    let (_, out, rows) = common::sweep(yaml, name);
     (out, rows)
 }
 

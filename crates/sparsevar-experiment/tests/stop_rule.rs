@@ -1,45 +1,14 @@
 //! Restarts of a learner stop on what the learner may see: best_of_k's on validation and
 //! training accuracy, min_norm's when they fit, or at the budget; never on the test set.
 
-use sparsevar_core::model::{ModelSpec, TransformerConfig};
-use sparsevar_core::registry::Registry;
-use sparsevar_core::task::TaskSpec;
-use sparsevar_cpu::CpuBackend;
-use sparsevar_experiment::config::TrainConfig;
-use sparsevar_experiment::learners::{StopRule, Stopped};
-use sparsevar_experiment::sweep::restart_seed;
-use sparsevar_experiment::train::{EnsembleResult, Restarts, RunSpec, Trainer};
+mod common;
 
-fn spec(target: f64) -> RunSpec {
-    RunSpec {
-        task: TaskSpec::new("sparse_parity", 6, 2),
-        model: ModelSpec::Transformer(TransformerConfig { d_model: 16, heads: 2, mlp: 2, ..TransformerConfig::default() }),
-        train: TrainConfig {
-            samples: 48,
-            batch: 16,
-            max_steps: 600,
-            lr: 0.003,
-            eval_every: 20,
-            test_samples: 128,
-            target_accuracy: target,
-            ..TrainConfig::default()
-        },
-        seeds: vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2],
-        samples: None,
-    }
-}
+use common::SmallRestarts;
+use sparsevar_experiment::learners::{StopRule, Stopped};
+use sparsevar_experiment::train::EnsembleResult;
 
 fn run(target: f64, stop: Option<StopRule>, validation: usize) -> EnsembleResult {
-    let s = spec(target);
-    let restarts = Restarts {
-        init_seeds: s.seeds.iter().enumerate().map(|(i, &x)| restart_seed(x, i % 4)).collect(),
-        validation: vec![validation; s.seeds.len()],
-        stop,
-        instances: Vec::new(),
-        patience: 1,
-    };
-    let mut be = CpuBackend::<f32>::new();
-    Trainer::with_restarts(&mut be, s, &Registry::builtin(), Some(restarts)).unwrap().run(&mut |_| true).unwrap()
+    SmallRestarts { instances: 3, k: 4, max_steps: 600, target, validation, stop, decide: false, patience: 1 }.run()
 }
 
 /// The first evaluation of member `i` at which `rule` holds, read from its curve.
