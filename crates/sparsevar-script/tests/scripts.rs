@@ -107,56 +107,95 @@ fn paper_scaling_writes_m_star_matching_its_runs() {
     assert!(rows.iter().filter(|r| r["model"] == "transformer").all(|r| !r["m_star"].is_empty()), "{rows:?}");
 }
 
+/// The folders a part swept at T: its window (`{part}_T{T}`) and each widening (`_m{m}`).
+fn part_folders(out: &Path, part: &str, t: &str) -> Vec<PathBuf> {
+    let window = format!("{part}_T{t}");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name == window || name.strip_prefix(&format!("{window}_m")).is_some_and(|m| m.parse::<usize>().is_ok())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 #[test]
 fn is_it_log_t_composes_the_study_and_its_table_matches_the_sweeps() {
     let (_, out) = run("06_is_it_log_t", &["m_star_s2.png", "m_star_s3.png", "iid_s2.png", "iid_s3.png", "fits.csv", "fits.md", "m_star.csv", "budgets.csv"]);
-    for d in ["learners_s2", "bounded_s2", "learners_s3", "budgets_T8", "iid_s2", "iid_s3"] {
+    for d in ["learners_s2_T4", "learners_s2_T8", "bounded_s2_T8", "learners_s3_T4", "learners_s3_T6", "iid_s2", "iid_s3"] {
         assert!(out.join(d).join("summary.json").exists(), "{d} was not swept");
     }
-    // m* per learner in the table is the sweep's own, point by point.
+    // Each row's m* is the smallest m* of the part's folders at that T (the window and its
+    // widenings); m_swept lists every m they trained; and below every m* the grid step under
+    // it was swept (and failed, or it would be m*), unless m* is the grid's lowest, 16.
     let rows = csv(&out.join("m_star.csv"));
-    for (part, s, dir) in [("learners", "2", "learners_s2"), ("learners", "3", "learners_s3")] {
-        let summary = json(&out.join(dir).join("summary.json"));
-        for p in summary["summary"]["models"][0]["points"].as_array().unwrap() {
-            for l in p["learners"].as_array().unwrap() {
-                let name = l["learner"].as_str().unwrap();
-                let r =
-                    rows.iter().find(|r| r["part"] == part && r["s"] == s && r["learner"] == name && r["T"].parse::<u64>().ok() == p["t"].as_u64()).unwrap();
-                assert_eq!(r["m_star"], l["m_star"].as_u64().map_or(String::new(), |m| m.to_string()), "{dir} {name}: {r:?}");
-            }
+    let learners = ["majority", "best_of_k", "min_norm"];
+    let mut checked = 0;
+    for r in rows.iter().filter(|r| learners.contains(&r["learner"].as_str())) {
+        let part = match (r["part"].as_str(), r["s"].as_str()) {
+            ("learners", s) => format!("learners_s{s}"),
+            (p, "2") if p.starts_with("max_norm") => "bounded_s2".to_string(),
+            other => panic!("unexpected part {other:?}"),
+        };
+        let folders = part_folders(&out, &part, &r["T"]);
+        assert!(!folders.is_empty(), "{r:?}");
+        let mut swept: Vec<usize> = Vec::new();
+        let mut best: Option<usize> = None;
+        for f in &folders {
+            let point = &json(&f.join("summary.json"))["summary"]["models"][0]["points"][0];
+            let m = if part == "bounded_s2" {
+                m_star(&f.join("runs.csv"), "transformer", r["T"].parse().unwrap()).parse().ok()
+            } else {
+                point["learners"].as_array().unwrap().iter().find(|l| l["learner"] == r["learner"].as_str()).unwrap()["m_star"].as_u64().map(|m| m as usize)
+            };
+            best = match (best, m) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            swept.extend(csv(&f.join("runs.csv")).iter().map(|row| row["m"].parse::<usize>().unwrap()));
         }
+        swept.sort();
+        swept.dedup();
+        assert_eq!(r["m_star"], best.map_or(String::new(), |m| m.to_string()), "{r:?}");
+        assert_eq!(r["m_swept"], swept.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(" "), "{r:?}");
+        if let Some(m) = best {
+            assert!(m == 16 || swept.iter().any(|&x| x < m), "no failing m below m* = {m}: {r:?}");
+        }
+        checked += 1;
     }
+    assert_eq!(checked, 3 * 2 + 2 + 3 * 2, "three learners at two T for s = 2 and 3, the bounded run at two T");
     // The bounded run trained inside its bound (B = 1 by default).
-    let config = std::fs::read_to_string(out.join("bounded_s2/config.yaml")).unwrap();
+    let config = std::fs::read_to_string(out.join("bounded_s2_T8/config.yaml")).unwrap();
     assert!(config.contains("max_norm") && config.contains("qk: 1.0"), "{config}");
-    // Budget doubling: one row per learner per budget, as the sweep's summary has them; majority's
-    // m* recomputed from runs.csv (restart 0's row at each budget; a strict majority learned).
+    // Budget doubling at the m just below each learner's m*: per budget whether the learner
+    // learned there, as its sweep's summary has it; majority recomputed from runs.csv
+    // (restart 0's rows at that budget: a strict majority learned); stable on the last budget.
     let budgets = csv(&out.join("budgets.csv"));
-    let summary = json(&out.join("budgets_T8/summary.json"));
-    let per_budget = summary["summary"]["models"][0]["points"][0]["budgets"].as_array().unwrap();
-    assert_eq!(per_budget.len(), 3);
-    assert_eq!(budgets.len(), 3 * 3, "{budgets:?}");
-    for b in per_budget {
-        for l in b["learners"].as_array().unwrap() {
-            let name = l["learner"].as_str().unwrap();
-            let budget = b["budget"].as_u64().unwrap().to_string();
-            let row = budgets.iter().find(|r| r["learner"] == name && r["budget"] == budget).unwrap();
-            assert_eq!(row["m_star"], l["m_star"].as_u64().map_or(String::new(), |m| m.to_string()), "{row:?}");
+    assert!(!budgets.is_empty());
+    for b in &budgets {
+        assert_eq!(b["m_star"].parse::<usize>().unwrap(), 4 * b["m"].parse::<usize>().unwrap(), "one quick grid step below m*: {b:?}");
+        let dir = out.join(format!("budgets_T{}_m{}", b["T"], b["m"]));
+        let summary = json(&dir.join("summary.json"));
+        let per_budget = summary["summary"]["models"][0]["points"][0]["budgets"].as_array().unwrap();
+        assert_eq!(per_budget.len(), 3);
+        let learned_at = |budget: &serde_json::Value| {
+            let l = budget["learners"].as_array().unwrap().iter().find(|l| l["learner"] == b["learner"].as_str()).unwrap();
+            (l["m_star"].as_u64().map(|m| m.to_string()) == Some(b["m"].clone())).to_string()
+        };
+        let i = per_budget.iter().position(|x| x["budget"].as_u64().unwrap().to_string() == b["budget"]).unwrap();
+        assert_eq!(b["learned"], learned_at(&per_budget[i]), "{b:?}");
+        let stable = if i == 2 { (learned_at(&per_budget[1]) == learned_at(&per_budget[2])).to_string() } else { String::new() };
+        assert_eq!(b["stable"], stable, "{b:?}");
+        if b["learner"] == "majority" {
+            let runs = csv(&dir.join("runs.csv"));
+            let zero: Vec<_> = runs.iter().filter(|r| r["budget"] == b["budget"] && r["restart"] == "0").collect();
+            let learned = zero.iter().filter(|r| r["learned"] == "true").count();
+            assert_eq!(b["learned"], (learned > zero.len() / 2).to_string(), "{b:?}");
         }
     }
-    let runs = csv(&out.join("budgets_T8/runs.csv"));
-    for b in budgets.iter().filter(|r| r["learner"] == "majority") {
-        let mut by_m: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-        for r in runs.iter().filter(|r| r["budget"] == b["budget"] && r["restart"] == "0") {
-            let e = by_m.entry(r["m"].parse().unwrap()).or_default();
-            e.0 += (r["learned"] == "true") as usize;
-            e.1 += 1;
-        }
-        let expect = by_m.iter().find(|(_, (k, n))| *k > n / 2).map_or(String::new(), |(m, _)| m.to_string());
-        assert_eq!(b["m_star"], expect, "{b:?}");
-    }
-    // The stable flag is on the last budget's rows only.
-    assert!(budgets.iter().filter(|r| r["budget"] != "400").all(|r| r["stable"].is_empty()), "{budgets:?}");
     // The fits table: three learners at s = 2 and 3, the bounded run, two i.i.d. rows whose
     // exponent is the one of the i.i.d. sweep's own fit.
     let fits = csv(&out.join("fits.csv"));
