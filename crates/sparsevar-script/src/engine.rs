@@ -250,10 +250,16 @@ impl ScriptEngine {
         let st = &self.state;
         let file = st.ctx.script_path.display().to_string();
         // Like a results folder, an out folder that holds files is never written into (links
-        // and `..` resolved first, so `DONE/x/..` is `DONE`).
+        // and `..` resolved first, so `DONE/x/..` is `DONE`), unless the run continues it.
         let out = resolve_path(&st.ctx.out_dir);
-        if std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(ScriptError::setup(&file, format!("{} already holds results; choose another --out or remove it first", st.ctx.out_dir.display())));
+        if !st.ctx.resume && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(ScriptError::setup(
+                &file,
+                format!(
+                    "{} already holds results; choose another --out or remove it first (or pass --resume to continue a run cut short)",
+                    st.ctx.out_dir.display()
+                ),
+            ));
         }
         std::fs::create_dir_all(&st.ctx.out_dir)
             .map_err(|e| ScriptError::setup(&file, format!("cannot create the out folder {}: {e}", st.ctx.out_dir.display())))?;

@@ -69,6 +69,11 @@ pub struct ScriptContext {
     pub registry: Arc<Registry>,
     /// Quick mode (`quick()` in scripts): scripts shrink their work to a few seconds.
     pub quick: bool,
+    /// Continue a script run cut short: each `sweep` resumes the folder of its name under
+    /// `out_dir` (only its units without a result train; a finished sweep is read back
+    /// without training) instead of taking a fresh, numbered one. A folder planned from
+    /// another config is refused. `train` calls train afresh either way.
+    pub resume: bool,
     /// `--set key=value` pairs, read by `param("key", default)`.
     pub params: BTreeMap<String, String>,
     /// Worker threads of the pool the script runs in (default: one per core). Results do not
@@ -117,6 +122,7 @@ impl ScriptContext {
             backend: "cpu".into(),
             registry,
             quick: false,
+            resume: false,
             params: BTreeMap::new(),
             threads: None,
             limits: Limits::default(),

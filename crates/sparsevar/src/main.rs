@@ -151,6 +151,10 @@ enum Command {
         /// Tell the script to shrink its work (`quick()` returns true).
         #[arg(long)]
         quick: bool,
+        /// Continue a run cut short (needs --out, with the same script and --set): each sweep
+        /// resumes its folder there, only units without a result train; train calls rerun.
+        #[arg(long)]
+        resume: bool,
         /// Parameters for the script's `param("key", default)`, e.g. --set T_max=64.
         #[arg(long = "set")]
         set: Vec<String>,
@@ -344,8 +348,8 @@ fn main() -> ExitCode {
             bench(&host, &model, t, batch, runs, steps, repeats, threads, &backend, json, profile)
         }
         Command::Info => info(&host),
-        Command::Run { script, out, backend, quick, set, threads, max_operations } => {
-            run_script(host, &script, out, &backend, quick, &set, threads, max_operations)
+        Command::Run { script, out, backend, quick, resume, set, threads, max_operations } => {
+            run_script(host, &script, out, &backend, ScriptMode { quick, resume }, &set, threads, max_operations)
         }
         Command::Eval { dir, member, inputs, samples, attention, out, backend } => {
             eval::eval(&host, eval::EvalArgs { dir: resolve_path(&dir), member, inputs, samples, attention, out: out.as_deref().map(resolve_path), backend })
@@ -1053,16 +1057,26 @@ fn reference(what: &str) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// How `run` treats its script: quick mode, and whether it continues a run cut short.
+#[derive(Clone, Copy)]
+struct ScriptMode {
+    quick: bool,
+    resume: bool,
+}
+
 fn run_script(
     host: Host,
     script: &Path,
     out: Option<PathBuf>,
     backend: &str,
-    quick: bool,
+    mode: ScriptMode,
     set: &[String],
     threads: Option<usize>,
     max_operations: Option<u64>,
 ) -> Result<()> {
+    if mode.resume && out.is_none() {
+        return bad("--resume needs --out DIR: the folder of the script run to continue");
+    }
     if let Some(n) = threads {
         budget::check_threads("--threads", n).map_err(BadInput)?;
     }
@@ -1073,7 +1087,8 @@ fn run_script(
     let out = out.as_deref().map(resolve_path).unwrap_or_else(|| fresh_dir(Path::new("runs"), script.file_stem().and_then(|s| s.to_str()).unwrap_or("script")));
     let mut ctx = sparsevar_script::ScriptContext::new(script, &out, Arc::new(host.registry.clone()));
     ctx.backend = backend;
-    ctx.quick = quick;
+    ctx.quick = mode.quick;
+    ctx.resume = mode.resume;
     ctx.threads = threads;
     ctx.git_revision = option_env!("SPARSEVAR_GIT_REVISION").filter(|s| !s.is_empty()).map(str::to_string);
     ctx.progress_lines = progress_lines().is_some();

@@ -102,6 +102,11 @@ fn bad_input_names_the_key_and_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected key=value"));
     let out = sparsevar(&["train", "ok.yaml", "train.lr=-1"], &d);
     assert!(String::from_utf8_lossy(&out.stderr).contains("train.lr = -1"));
+    // A script run can only be continued from a folder it names.
+    std::fs::write(d.join("s.rhai"), "print(1);\n").unwrap();
+    let out = sparsevar(&["run", "s.rhai", "--resume"], &d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume needs --out DIR"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use rhai::{Array, Dynamic, Map, NativeCallContext};
 use sparsevar_experiment::config::TrainConfig;
 use sparsevar_experiment::results::fresh_dir;
 use sparsevar_experiment::sweep::{ModelSummary, RunRow, SweepConfig, SweepSection, SweepSummary, run_sweep};
-use sparsevar_experiment::workflow::{Event, observe};
+use sparsevar_experiment::workflow::{Event, RunError, observe};
 
 use super::training::config_keys;
 use super::{Api, ModelHandle, Res, TaskHandle, code, fail, fields, overlay, stopped, string_of, to_dyn, unknown_key};
@@ -114,7 +114,9 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
         return Err(stopped(ctx, why));
     }
     let registry = &st.ctx.registry;
-    let dir = fresh_dir(&st.ctx.out_dir, &name);
+    // Under --resume a sweep continues the folder of its name; otherwise a fresh one.
+    let resume = st.ctx.resume;
+    let dir = if resume { st.ctx.out_dir.join(&name) } else { fresh_dir(&st.ctx.out_dir, &name) };
     let backend_name = registry.backend(&cfg.backend).map_err(|e| fail(ctx, e))?.name();
     let provenance = st.provenance(backend_name, cfg.sweep.seeds.clone());
     let pb = st.progress_bar(cfg.train.max_steps as u64, "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}");
@@ -147,7 +149,7 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
         }
         stop.is_none()
     });
-    let outcome = run_sweep(&cfg, &dir, false, registry, &mut make, &provenance, &mut observer);
+    let outcome = run_sweep(&cfg, &dir, resume, registry, &mut make, &provenance, &mut observer);
     drop(observer);
     pb.finish_and_clear();
     if dir.exists() {
@@ -155,8 +157,10 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
     }
     let (summary, runs) = match outcome {
         Ok(o) => (o.summary, o.runs),
+        // A folder refused before training holds nothing of this run to point at.
+        Err(e @ (RunError::SweepExists(_) | RunError::OtherConfig(_) | RunError::NoPlan(_))) => return Err(fail(ctx, format!("sweep {name}: {e}"))),
         Err(e) => {
-            let kept = format!("the finished ensembles are in {}", dir.join("runs.csv").display());
+            let kept = format!("the finished ensembles are in {}; `sparsevar run … --resume` continues from there", dir.join("runs.csv").display());
             return Err(match stop {
                 Some(why) => stopped(ctx, format!("{why} during sweep {name}; {kept}")),
                 None => fail(ctx, format!("sweep {name}: {e}; {kept}")),
