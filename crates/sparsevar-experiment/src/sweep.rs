@@ -829,7 +829,8 @@ pub struct SweepOutcome {
 
 /// Open a sweep's results folder for this process: hold its `sweep.lock` (refused while
 /// another live process holds it), then plan a fresh folder, or check that the one to
-/// resume was planned from the same config.
+/// resume was planned from the same config and requeue its units with faulted members
+/// ([`crate::units::faulted_units`]).
 pub fn open_sweep(cfg: &SweepConfig, dir: &Path, resume: bool) -> Result<Held, RunError> {
     // A file in the way is refused here, before anything is created.
     holds_files(dir)?;
@@ -851,6 +852,8 @@ pub fn open_sweep(cfg: &SweepConfig, dir: &Path, resume: bool) -> Result<Held, R
     if !dir.join("plan.json").exists() {
         return Err(RunError::NoPlan(dir.to_path_buf()));
     }
+    // Members that faulted get another chance: the fault may be fixed by now.
+    crate::units::requeue_faulted(dir)?;
     Ok(lock)
 }
 

@@ -368,6 +368,44 @@ pub fn run_unit(
     Ok(true)
 }
 
+/// Units whose result holds a faulted member (its task failed, e.g. a plugin's error), while
+/// the plan is still at its grid round: a resumed sweep runs them again, since the fault may
+/// be fixed by now (a plugin rebuilt). Once a refinement round is planned the grid's rows
+/// have been used to plan it, so they stay as they are.
+pub fn faulted_units(dir: &Path) -> Result<Vec<usize>, RunError> {
+    let state = read_plan(dir)?;
+    if state.rounds > 1 {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for i in (0..state.units).filter(|&i| unit_done(dir, i)) {
+        let rows: Vec<RunRow> = read_csv(&result_path(dir, i))?;
+        if rows.iter().any(|r| r.faulted.is_some()) {
+            found.push(i);
+        }
+    }
+    Ok(found)
+}
+
+/// Make the [`faulted_units`] pending again: their results move to `faulted/NNNN.csv` (kept
+/// for the record, out of what `gather` reads), and starts.log says so. Returns them.
+pub(crate) fn requeue_faulted(dir: &Path) -> Result<Vec<usize>, RunError> {
+    let units = faulted_units(dir)?;
+    if units.is_empty() {
+        return Ok(units);
+    }
+    let kept = dir.join("faulted");
+    std::fs::create_dir_all(&kept).map_err(io(&kept))?;
+    let log = dir.join("starts.log");
+    let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(io(&log))?;
+    for &i in &units {
+        let to = kept.join(format!("{i:04}.csv"));
+        std::fs::rename(result_path(dir, i), &to).map_err(io(&to))?;
+        f.write_all(format!("{i} requeued: a member had faulted; its result is in faulted/{i:04}.csv\n").as_bytes()).map_err(io(&log))?;
+    }
+    Ok(units)
+}
+
 /// Where unit `i`'s checkpoint lives while it trains (see [`crate::checkpoint`]): a
 /// preempted unit, run again, continues from it ("from-step N" in starts.log).
 pub fn checkpoint_path(dir: &Path, i: usize) -> PathBuf {

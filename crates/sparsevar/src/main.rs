@@ -610,6 +610,12 @@ fn sweep_in_pool(
     if out.is_dir() {
         drop(units::lock_folder(&out)?);
     }
+    if resume && out.join("plan.json").exists() {
+        let again = units::faulted_units(&out).unwrap_or_default();
+        if !again.is_empty() {
+            eprintln!("resuming: {} units with faulted members train again (units {again:?}; their old results go to faulted/)", again.len());
+        }
+    }
     eprintln!(
         "sweep over T = {:?}, {} models, {} seeds on {backend_name} ({threads} threads) -> {}",
         cfg.sweep.t,

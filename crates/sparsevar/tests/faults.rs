@@ -156,6 +156,15 @@ fn a_sweep_marks_faulted_members_lists_them_and_leaves_them_out_of_m_star() {
         assert_eq!(cell["seeds"], 2, "{cell}");
     }
     assert_eq!(h["faulted"], serde_json::json!([]));
+
+    // Resumed with the plugin still faulty: the units with seed 1 train again (and fault
+    // again, the same way), the old results are kept in faulted/, the summary is unchanged.
+    let out = sparsevar(&["sweep", "faulty.yaml", "--out", "faulty", "--resume"], &d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("units with faulted members train again"), "{}", text(&out.stderr));
+    assert!(std::fs::read_dir(d.join("faulty/faulted")).unwrap().count() > 0);
+    let again = summary(&d.join("faulty"));
+    assert_eq!((&again["models"], &again["faulted"]), (&s["models"], &s["faulted"]));
 }
 
 #[test]
