@@ -807,7 +807,16 @@ pub struct SweepSummary {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SweepFile {
     pub summary: SweepSummary,
+    /// The process that collected it last.
     pub provenance: Provenance,
+    /// The processes that collected it before, oldest first: a sweep resumed (to train the
+    /// units of faulted members again, say) keeps who made the rest, binary and command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Provenance>,
+    /// Sum of the units' ensemble wall times: the training time in this folder over every
+    /// process and resume (`summary.seconds` is the collecting process's own wall time).
+    #[serde(default, deserialize_with = "nan_if_null")]
+    pub unit_seconds: f64,
 }
 
 /// A sweep's summary (`path` its folder or its summary.json). Also reads a bare summary
@@ -876,8 +885,13 @@ pub fn run_sweep(
     // Links and `..` resolved first, so the "never overwrite" check sees the real folder.
     let dir = &crate::results::resolve_path(dir);
     let _lock = open_sweep(cfg, dir, resume)?;
-    work_claim(cfg, dir, registry, make_backend, observer, &mut || write_runs(dir).map(drop))?;
-    collect(cfg, dir, registry, provenance, Some(started.elapsed().as_secs_f64()))
+    let ran = work_claim(cfg, dir, registry, make_backend, observer, &mut || write_runs(dir).map(drop))?;
+    // A finished sweep resumed trains nothing: its summary keeps who made it and how long it took.
+    let before: Option<SweepFile> = if ran == 0 { crate::results::read_json(&dir.join("summary.json"), "a sweep summary").ok() } else { None };
+    match before {
+        Some(b) => collect(cfg, dir, registry, &b.provenance, Some(b.summary.seconds)),
+        None => collect(cfg, dir, registry, provenance, Some(started.elapsed().as_secs_f64())),
+    }
 }
 
 /// What a unit's checkpoint is checked against: the sweep's resolved config and the

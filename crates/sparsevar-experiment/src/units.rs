@@ -550,8 +550,16 @@ pub fn collect(cfg: &SweepConfig, dir: &Path, registry: &Registry, provenance: &
         return Err(RunError::Missing { dir: dir.to_path_buf(), units: g.missing });
     }
     let summary = summarize(cfg, &g.rows, seconds.unwrap_or(g.seconds), registry).map_err(RunError::Baselines)?;
-    let file = SweepFile { summary, provenance: provenance.clone() };
     let p = dir.join("summary.json");
+    // A summary there already was collected by an earlier process: keep it on record.
+    let mut earlier = Vec::new();
+    if let Ok(before) = read_json::<SweepFile>(&p, "a sweep summary") {
+        earlier = before.earlier;
+        if before.provenance != *provenance {
+            earlier.push(before.provenance);
+        }
+    }
+    let file = SweepFile { summary, provenance: provenance.clone(), earlier, unit_seconds: g.seconds };
     let text = serde_json::to_string_pretty(&file).map_err(|e| ResultsError::Malformed { path: p.clone(), line: 0, message: e.to_string() })?;
     write_atomic(&p, (text + "\n").as_bytes())?;
     Ok(SweepOutcome { summary: file.summary, runs: g.rows })

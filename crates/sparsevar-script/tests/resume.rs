@@ -47,6 +47,7 @@ fn a_resumed_script_reads_finished_sweeps_back_and_trains_only_what_is_missing()
     let src = script("[16, 32]");
     run(&dir, &src, false).unwrap();
     let first = read(&out.join("first/runs.csv"));
+    let first_summary = read(&out.join("first/summary.json"));
     let second = rows(&out.join("second/runs.csv"));
     let stars = read(&out.join("stars.csv"));
 
@@ -58,6 +59,8 @@ fn a_resumed_script_reads_finished_sweeps_back_and_trains_only_what_is_missing()
     // stays) and no numbered second folder appears.
     run(&dir, &src, true).unwrap();
     assert_eq!(read(&out.join("first/runs.csv")), first);
+    // Its summary too: who made it and how long it took stay as they were.
+    assert_eq!(read(&out.join("first/summary.json")), first_summary);
     assert!(!out.join("first-2").exists() && !out.join("second-2").exists());
     assert_eq!(read(&out.join("stars.csv")), stars);
 

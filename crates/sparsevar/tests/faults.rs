@@ -165,6 +165,12 @@ fn a_sweep_marks_faulted_members_lists_them_and_leaves_them_out_of_m_star() {
     assert!(std::fs::read_dir(d.join("faulty/faulted")).unwrap().count() > 0);
     let again = summary(&d.join("faulty"));
     assert_eq!((&again["models"], &again["faulted"]), (&s["models"], &s["faulted"]));
+    // The file keeps who made it before the resume, and the training time over both.
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("faulty/summary.json")).unwrap()).unwrap();
+    let earlier = file["earlier"].as_array().unwrap();
+    assert_eq!(earlier.len(), 1, "{file}");
+    assert!(!earlier[0]["command"].to_string().contains("--resume") && file["provenance"]["command"].to_string().contains("--resume"), "{file}");
+    assert!(file["unit_seconds"].as_f64().unwrap() > 0.0, "{file}");
 }
 
 #[test]
