@@ -154,9 +154,32 @@ fn permute_tiled<F: Float>(layout: &Layout<1>, b: usize, x: &[F], y: &mut [F]) {
                 xo += i * xs[b + 1 + k];
                 yo += i * ys[b + 1 + k];
             }
+            if yb == da && matches!(da, 2 | 4 | 8) {
+                // A few columns (attention's heads) and a contiguous plane: y's rows of da
+                // interleave da rows of x; a fixed width lets the loop vectorise.
+                let plane = &mut yr[yo..yo + db * da];
+                let row = |ia: usize| &x[xo + ia * xa..xo + ia * xa + db];
+                match da {
+                    2 => interleave::<F, 2>(std::array::from_fn(row), plane),
+                    4 => interleave::<F, 4>(std::array::from_fn(row), plane),
+                    _ => interleave::<F, 8>(std::array::from_fn(row), plane),
+                }
+                continue;
+            }
+            if xa == db && matches!(db, 2 | 4 | 8) && yb >= da {
+                // The way back: x's plane is da contiguous groups of db (the heads), each
+                // spread over db rows of y.
+                let group = &x[xo..xo + da * db];
+                let mut rows = yr[yo..].chunks_mut(yb).map(|c| &mut c[..da]);
+                match db {
+                    2 => deinterleave::<F, 2>(group, std::array::from_fn(|_| rows.next().expect("db rows"))),
+                    4 => deinterleave::<F, 4>(group, std::array::from_fn(|_| rows.next().expect("db rows"))),
+                    _ => deinterleave::<F, 8>(group, std::array::from_fn(|_| rows.next().expect("db rows"))),
+                }
+                continue;
+            }
             if da <= 16 && yb == da {
-                // A few columns (attention's heads) and a contiguous plane: write it in
-                // order, reading the da rows of x side by side.
+                // The same for other small widths, reading the da rows of x side by side.
                 let mut src: [&[F]; 16] = [&[]; 16];
                 for (ia, s) in src.iter_mut().enumerate().take(da) {
                     *s = &x[xo + ia * xa..xo + ia * xa + db];
@@ -180,6 +203,29 @@ fn permute_tiled<F: Float>(layout: &Layout<1>, b: usize, x: &[F], y: &mut [F]) {
             }
         }
     });
+}
+
+/// out[ib·K + ia] = src[ia][ib]: K rows read side by side into rows of K.
+#[inline(always)]
+fn interleave<F: Float, const K: usize>(src: [&[F]; K], out: &mut [F]) {
+    let n = out.len() / K;
+    let src: [&[F]; K] = src.map(|s| &s[..n]);
+    for (ib, row) in out.chunks_exact_mut(K).enumerate() {
+        for ia in 0..K {
+            row[ia] = src[ia][ib];
+        }
+    }
+}
+
+/// outs[ib][t] = group[t·K + ib]: groups of K spread over K rows.
+#[inline(always)]
+fn deinterleave<F: Float, const K: usize>(group: &[F], mut outs: [&mut [F]; K]) {
+    let n = group.len() / K;
+    for (t, g) in group.chunks_exact(K).enumerate().take(n) {
+        for ib in 0..K {
+            outs[ib][t] = g[ib];
+        }
+    }
 }
 
 /// Odometer over y's axes (x strides `ystr`), one element at a time.

@@ -97,3 +97,23 @@ fn bench_elementwise() {
     report(&Kernel::ScatterAdd { groups: r, table_rows: 34, rows: m, cols: 192 });
     report(&Kernel::CrossEntropy { groups: r, batch: 32, classes: 2 });
 }
+
+/// The permutes of the table attention (T = 64, B = 32, 4 heads of 16), one member.
+#[test]
+#[ignore]
+fn bench_permute() {
+    let (b, vt, n, h, dh) = (32, 195, 65, 4, 16);
+    for (shape, perm) in [
+        (vec![1, h, b, vt], vec![0, 2, 3, 1]),  // table scores [R, H, B, Vt] -> [R, B, Vt, H]
+        (vec![1, b, vt, h], vec![0, 3, 1, 2]),  // its backward, and the pooled weights
+        (vec![1, b, n, h], vec![0, 1, 3, 2]),   // gathered scores -> [R, B, H, N]
+        (vec![1, b, h, n], vec![0, 1, 3, 2]),   // weights -> [R, B, N, H]
+        (vec![1, vt, h, dh], vec![0, 2, 1, 3]), // per head
+        (vec![1, h, vt, dh], vec![0, 2, 1, 3]),
+    ] {
+        let k = Kernel::Permute { shape, perm };
+        let elems = k.lengths().1;
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| time_kernel(&k));
+        println!("pool1 {:>8.2} µs {:>6.3} ns/element  {:?}", one * 1e6, one * 1e9 / elems as f64, k);
+    }
+}
