@@ -219,7 +219,7 @@ fn interleave<F: Float, const K: usize>(src: [&[F]; K], out: &mut [F]) {
 
 /// outs[ib][t] = group[t·K + ib]: groups of K spread over K rows.
 #[inline(always)]
-fn deinterleave<F: Float, const K: usize>(group: &[F], mut outs: [&mut [F]; K]) {
+fn deinterleave<F: Float, const K: usize>(group: &[F], outs: [&mut [F]; K]) {
     let n = group.len() / K;
     for (t, g) in group.chunks_exact(K).enumerate().take(n) {
         for ib in 0..K {
