@@ -9,23 +9,63 @@ use crate::strided::Layout;
 
 /// y[g, i, :] = table[g, idx[g, i], :].
 pub(crate) fn gather<F: Float>((table_rows, rows, cols): (usize, usize, usize), table: &[F], idx: &[F], y: &mut [F]) -> Result<(), String> {
-    for &v in idx {
-        index_of(v, table_rows, "gather")?;
-    }
+    check_indices(idx, table_rows, "gather")?;
     if cols == 0 {
         return Ok(());
     }
     let work = y.len();
     for_chunks(y, row_chunk(cols), work, |start, yc| {
-        for (i, row) in yc.chunks_mut(cols).enumerate() {
-            let r = start / cols + i; // = g * rows + i
-            let g = r / rows;
-            let t = idx[r].to_f64() as usize;
-            let src = (g * table_rows + t) * cols;
-            copy_short(row, &table[src..src + cols]);
+        // Row r = g·rows + i of y, stepped along instead of divided out per row.
+        let first = start / cols;
+        let (g0, i0) = (first / rows, first % rows);
+        let rows_here = yc.len() / cols;
+        let ids = &idx[first..first + rows_here];
+        match cols {
+            4 => gather_rows::<F, 4>(table, table_rows, rows, (g0, i0), ids, yc),
+            8 => gather_rows::<F, 8>(table, table_rows, rows, (g0, i0), ids, yc),
+            _ => {
+                let (mut g, mut i) = (g0, i0);
+                for (row, &v) in yc.chunks_mut(cols).zip(ids) {
+                    let src = (g * table_rows + v.to_f64() as usize) * cols;
+                    copy_short(row, &table[src..src + cols]);
+                    i += 1;
+                    if i == rows {
+                        (g, i) = (g + 1, 0);
+                    }
+                }
+            }
         }
     });
     Ok(())
+}
+
+/// Gather's rows of a fixed width `K` (attention's heads): whole-row copies the compiler
+/// keeps in registers.
+#[inline(always)]
+fn gather_rows<F: Float, const K: usize>(table: &[F], table_rows: usize, rows: usize, (mut g, mut i): (usize, usize), ids: &[F], y: &mut [F]) {
+    for (row, &v) in y.chunks_exact_mut(K).zip(ids) {
+        let src = (g * table_rows + v.to_f64() as usize) * K;
+        let from: &[F; K] = table[src..src + K].try_into().expect("K values");
+        row.copy_from_slice(from);
+        i += 1;
+        if i == rows {
+            (g, i) = (g + 1, 0);
+        }
+    }
+}
+
+/// Every index a whole number in 0..limit: checked branch-free (it vectorises), and only on
+/// failure again one by one for the message naming the first bad one.
+fn check_indices<F: Float>(idx: &[F], limit: usize, what: &str) -> Result<(), String> {
+    let valid = |v: F| {
+        let f = v.to_f64();
+        let i = f as usize;
+        i as f64 == f && i < limit
+    };
+    if wide(|| idx.iter().fold(true, |ok, &v| ok & valid(v))) {
+        return Ok(());
+    }
+    idx.iter().try_for_each(|&v| index_of(v, limit, what).map(drop))
 }
 
 /// `dst.copy_from_slice(src)` for the short rows of attention (a few heads, a head's
@@ -50,20 +90,25 @@ fn copy_short<F: Float>(dst: &mut [F], src: &[F]) {
 /// dtable[g, idx[g, i], :] += dy[g, i, :] for i increasing: one group is one task, so each
 /// table row receives its contributions in a fixed order.
 pub(crate) fn scatter_add<F: Float>((table_rows, rows, cols): (usize, usize, usize), idx: &[F], dy: &[F], y: &mut [F]) -> Result<(), String> {
-    for &v in idx {
-        index_of(v, table_rows, "scatter_add")?;
-    }
+    check_indices(idx, table_rows, "scatter_add")?;
     if cols == 0 || table_rows == 0 {
         y.fill(F::ZERO);
         return Ok(());
     }
     let group = |g: usize, yg: &mut [F]| {
         yg.fill(F::ZERO);
-        for i in 0..rows {
-            let t = idx[g * rows + i].to_f64() as usize;
-            let src = &dy[(g * rows + i) * cols..(g * rows + i + 1) * cols];
-            for (o, &v) in yg[t * cols..(t + 1) * cols].iter_mut().zip(src) {
-                *o += v;
+        let ids = &idx[g * rows..(g + 1) * rows];
+        let dg = &dy[g * rows * cols..(g + 1) * rows * cols];
+        match cols {
+            4 => scatter_rows::<F, 4>(ids, dg, yg),
+            8 => scatter_rows::<F, 8>(ids, dg, yg),
+            _ => {
+                for (&v, src) in ids.iter().zip(dg.chunks_exact(cols)) {
+                    let t = v.to_f64() as usize;
+                    for (o, &d) in yg[t * cols..(t + 1) * cols].iter_mut().zip(src) {
+                        *o += d;
+                    }
+                }
             }
         }
     };
@@ -74,6 +119,18 @@ pub(crate) fn scatter_add<F: Float>((table_rows, rows, cols): (usize, usize, usi
         y.par_chunks_mut(per).enumerate().for_each(|(g, yg)| wide(|| group(g, yg)));
     }
     Ok(())
+}
+
+/// ScatterAdd's rows of a fixed width `K`, in the same order (i increasing).
+#[inline(always)]
+fn scatter_rows<F: Float, const K: usize>(ids: &[F], dg: &[F], yg: &mut [F]) {
+    for (&v, src) in ids.iter().zip(dg.chunks_exact(K)) {
+        let t = v.to_f64() as usize;
+        let out: &mut [F; K] = (&mut yg[t * K..(t + 1) * K]).try_into().expect("K values");
+        for k in 0..K {
+            out[k] += src[k];
+        }
+    }
 }
 
 /// y.shape[i] = shape[perm[i]]: walk y in order, reading x through permuted strides. Any

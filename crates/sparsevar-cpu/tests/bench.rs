@@ -98,7 +98,8 @@ fn bench_elementwise() {
     report(&Kernel::CrossEntropy { groups: r, batch: 32, classes: 2 });
 }
 
-/// The permutes of the table attention (T = 64, B = 32, 4 heads of 16), one member.
+/// The permutes, gather and scatter of the table attention (T = 64, B = 32, 4 heads of 16),
+/// one member.
 #[test]
 #[ignore]
 fn bench_permute() {
@@ -111,9 +112,16 @@ fn bench_permute() {
         (vec![1, vt, h, dh], vec![0, 2, 1, 3]), // per head
         (vec![1, h, vt, dh], vec![0, 2, 1, 3]),
     ] {
-        let k = Kernel::Permute { shape, perm };
-        let elems = k.lengths().1;
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| time_kernel(&k));
-        println!("pool1 {:>8.2} µs {:>6.3} ns/element  {:?}", one * 1e6, one * 1e9 / elems as f64, k);
+        one_member(Kernel::Permute { shape, perm });
     }
+    // The gather of each sample's scores from the table and its backward.
+    one_member(Kernel::Gather { groups: b, table_rows: vt, rows: n, cols: h });
+    one_member(Kernel::ScatterAdd { groups: b, table_rows: vt, rows: n, cols: h });
+}
+
+/// Time `k` in a one-thread pool (one member's kernels run serially) and per output element.
+fn one_member(k: Kernel) {
+    let elems = k.lengths().1;
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| time_kernel(&k));
+    println!("pool1 {:>8.2} µs {:>6.3} ns/element  {:?}", one * 1e6, one * 1e9 / elems as f64, k);
 }
