@@ -4,7 +4,7 @@
 use sparsevar_core::backend::{BinaryOp, UnaryOp};
 
 use crate::Float;
-use crate::par::{ELEM_CHUNK, for_chunks};
+use crate::par::{ELEM_CHUNK, for_chunks, twin};
 use crate::strided::{Layout, MAX_RANK};
 
 pub(crate) fn binary<F: Float>(op: BinaryOp, shape: &[usize], a_strides: &[usize], b_strides: &[usize], a: &[F], b: &[F], y: &mut [F]) -> Result<(), String> {
@@ -28,10 +28,15 @@ pub(crate) fn binary<F: Float>(op: BinaryOp, shape: &[usize], a_strides: &[usize
 /// below are the fast paths.
 #[inline(always)]
 fn binary_with<F: Float>(f: impl Fn(F, F) -> F + Sync + Send + Copy, layout: &Layout<2>, a: &[F], b: &[F], y: &mut [F]) {
-    let [sa, sb] = layout.inner_strides();
-    for_chunks(y, ELEM_CHUNK, layout.len(), |start, yc| {
-        layout.for_each_run(start, yc.len(), |pos, run, [oa, ob]| {
-            let out = &mut yc[pos..pos + run];
+    for_chunks(y, ELEM_CHUNK, layout.len(), |start, yc| binary_chunk(layout, a, b, start, yc, f));
+}
+
+twin! {
+    /// Outputs start..start + y.len() of a Binary.
+    fn binary_chunk<F: Float>(layout: &Layout<2>, a: &[F], b: &[F], start: usize, y: &mut [F], f: impl Fn(F, F) -> F + Copy) {
+        let [sa, sb] = layout.inner_strides();
+        for (pos, run, [oa, ob]) in layout.runs(start, y.len()) {
+            let out = &mut y[pos..pos + run];
             match (sa, sb) {
                 (1, 1) => {
                     for ((o, &x), &z) in out.iter_mut().zip(&a[oa..oa + run]).zip(&b[ob..ob + run]) {
@@ -56,8 +61,8 @@ fn binary_with<F: Float>(f: impl Fn(F, F) -> F + Sync + Send + Copy, layout: &La
                     }
                 }
             }
-        });
-    });
+        }
+    }
 }
 
 /// SumTo: each output element is the sum of its inputs in row-major (lexicographic) order of
@@ -180,21 +185,29 @@ pub(crate) fn fill<F: Float>(value: f64, y: &mut [F]) {
 }
 
 #[inline(always)]
-fn map<F: Float>(x: &[F], y: &mut [F], f: impl Fn(F) -> F + Sync + Send) {
-    for_chunks(y, ELEM_CHUNK, x.len(), |start, yc| {
-        for (o, &v) in yc.iter_mut().zip(&x[start..]) {
+fn map<F: Float>(x: &[F], y: &mut [F], f: impl Fn(F) -> F + Sync + Send + Copy) {
+    for_chunks(y, ELEM_CHUNK, x.len(), |start, yc| map_chunk(&x[start..], yc, f));
+}
+
+twin! {
+    fn map_chunk<F: Float>(x: &[F], y: &mut [F], f: impl Fn(F) -> F) {
+        for (o, &v) in y.iter_mut().zip(x) {
             *o = f(v);
         }
-    });
+    }
 }
 
 #[inline(always)]
-fn map2<F: Float>(a: &[F], b: &[F], y: &mut [F], f: impl Fn(F, F) -> F + Sync + Send) {
-    for_chunks(y, ELEM_CHUNK, a.len(), |start, yc| {
-        for ((o, &u), &v) in yc.iter_mut().zip(&a[start..]).zip(&b[start..]) {
+fn map2<F: Float>(a: &[F], b: &[F], y: &mut [F], f: impl Fn(F, F) -> F + Sync + Send + Copy) {
+    for_chunks(y, ELEM_CHUNK, a.len(), |start, yc| map2_chunk(&a[start..], &b[start..], yc, f));
+}
+
+twin! {
+    fn map2_chunk<F: Float>(a: &[F], b: &[F], y: &mut [F], f: impl Fn(F, F) -> F) {
+        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
             *o = f(u, v);
         }
-    });
+    }
 }
 
 /// sqrt(2/π) of the tanh GELU.

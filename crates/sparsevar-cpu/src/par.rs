@@ -54,12 +54,45 @@ pub(crate) fn for_chunks<F: Float>(out: &mut [F], chunk: usize, work: usize, f: 
         return;
     }
     let chunk = chunk.max(1);
+    // One call site of `f`, inside `wide`: LLVM then inlines the kernel's loop into the
+    // AVX-512 copy (with two, it keeps `f` out of line, compiled for the baseline CPU).
+    let run = |(i, c): (usize, &mut [F])| wide(|| f(i * chunk, c));
     if !go_parallel(work) || out.len() <= chunk {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| wide(|| f(i * chunk, c)));
+        out.chunks_mut(chunk).enumerate().for_each(run);
     } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| wide(|| f(i * chunk, c)));
+        out.par_chunks_mut(chunk).enumerate().for_each(run);
     }
 }
+
+/// `twin! { fn name<F: Float>(args) { body } }` defines `name`, which runs `body` compiled
+/// for AVX-512 where the CPU has it and as built otherwise (same bits, as for [`wide`]). The
+/// body goes into an `#[inline(always)]` function called straight from a `#[target_feature]`
+/// copy: that is what puts a kernel's loop into the wide copy. A closure handed to [`wide`]
+/// is inlined only while it is small; a whole kernel's loop stays out of line, compiled for
+/// the baseline CPU (SSE2), which is how most kernels ran before this existed.
+macro_rules! twin {
+    ($(#[$attr:meta])* fn $name:ident<F: Float>($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$attr])*
+        #[inline]
+        #[allow(unsafe_code)]
+        fn $name<F: Float>($($arg: $ty),*) {
+            #[inline(always)]
+            fn body<F: Float>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+            fn wide<F: Float>($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if crate::gemm512::available() {
+                // SAFETY: the CPU has the features (checked just above).
+                return unsafe { wide($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use twin;
 
 /// Run `f` compiled for AVX-512 where the CPU has it (`f` inlines into a function with
 /// those target features), else as built. Bits do not change: Rust never contracts a
@@ -119,8 +152,19 @@ pub(crate) fn sum8<F: Float>(x: &[F]) -> F {
     fold8(x, x, |a, _| a)
 }
 
-/// Largest element (NaN-propagating); order-independent, so no care needed.
+/// Largest element (NaN-propagating), in sixteen interleaved lanes so that it vectorises.
+/// The maximum does not depend on the order except for the sign of a zero maximum, and its
+/// users subtract it (x − (±0) is x) or add it to a positive log, so their bits do not either.
 #[inline(always)]
 pub(crate) fn max_of<F: Float>(x: &[F]) -> F {
-    x.iter().fold(F::from_f64(f64::NEG_INFINITY), |m, &v| m.max_nan(v))
+    let low = F::from_f64(f64::NEG_INFINITY);
+    let mut lanes = [low; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] = lanes[l].max_nan(c[l]);
+        }
+    }
+    tail.iter().fold(lanes.iter().fold(low, |m, &v| m.max_nan(v)), |m, &v| m.max_nan(v))
 }

@@ -2,7 +2,18 @@
 //! the unit of work; its reductions run inside one task in the fixed order of `fold8`.
 
 use crate::Float;
-use crate::par::{fold8, for_chunks, max_of, row_chunk, sum8};
+use crate::par::{fold8, for_chunks, max_of, row_chunk, sum8, twin};
+
+/// Run `f(first_element, block)` over blocks of whole rows of `cols` (parallel over the
+/// fixed row blocks of [`row_chunk`]); `f` gets the block's offset into the row-major data.
+#[inline(always)]
+fn for_blocks<F: Float>(y: &mut [F], cols: usize, f: impl Fn(usize, &mut [F]) + Sync + Send) {
+    if cols == 0 {
+        return;
+    }
+    let work = y.len();
+    for_chunks(y, row_chunk(cols), work, f);
+}
 
 /// Run `f(row_index, out_row)` over rows of `cols` (parallel over fixed row blocks).
 #[inline(always)]
@@ -19,7 +30,16 @@ fn for_rows<F: Float>(y: &mut [F], cols: usize, f: impl Fn(usize, &mut [F]) + Sy
 }
 
 pub(crate) fn softmax<F: Float>(cols: usize, x: &[F], y: &mut [F]) {
-    for_rows(y, cols, |r, yr| softmax_row(&x[r * cols..(r + 1) * cols], yr));
+    for_blocks(y, cols, |start, yc| softmax_rows(cols, &x[start..start + yc.len()], yc));
+}
+
+twin! {
+    /// Softmax of whole rows of `cols`: x and y hold the same rows.
+    fn softmax_rows<F: Float>(cols: usize, x: &[F], y: &mut [F]) {
+        for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+            softmax_row(xr, yr);
+        }
+    }
 }
 
 #[inline(always)]
@@ -36,13 +56,21 @@ fn softmax_row<F: Float>(x: &[F], y: &mut [F]) {
 
 /// dx = y ⊙ (dy − Σ_j dy_j y_j); inputs `[y, dy]`.
 pub(crate) fn softmax_backward<F: Float>(cols: usize, y: &[F], dy: &[F], dx: &mut [F]) {
-    for_rows(dx, cols, |r, dxr| {
-        let (yr, gr) = (&y[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
-        let dot = fold8(yr, gr, |a, b| a * b);
-        for ((o, &p), &g) in dxr.iter_mut().zip(yr).zip(gr) {
-            *o = p * (g - dot);
-        }
+    for_blocks(dx, cols, |start, dc| {
+        let end = start + dc.len();
+        softmax_backward_rows(cols, &y[start..end], &dy[start..end], dc);
     });
+}
+
+twin! {
+    fn softmax_backward_rows<F: Float>(cols: usize, y: &[F], dy: &[F], dx: &mut [F]) {
+        for ((yr, gr), dxr) in y.chunks_exact(cols).zip(dy.chunks_exact(cols)).zip(dx.chunks_exact_mut(cols)) {
+            let dot = fold8(yr, gr, |a, b| a * b);
+            for ((o, &p), &g) in dxr.iter_mut().zip(yr).zip(gr) {
+                *o = p * (g - dot);
+            }
+        }
+    }
 }
 
 /// Mean and 1/sqrt(biased variance + eps) of one row (two passes, like torch).
@@ -56,29 +84,42 @@ fn moments<F: Float>(x: &[F], eps: F) -> (F, F) {
 
 pub(crate) fn layer_norm<F: Float>(cols: usize, eps: f64, x: &[F], y: &mut [F]) {
     let eps = F::from_f64(eps);
-    for_rows(y, cols, |r, yr| {
-        let xr = &x[r * cols..(r + 1) * cols];
-        let (mean, rstd) = moments(xr, eps);
-        for (o, &v) in yr.iter_mut().zip(xr) {
-            *o = (v - mean) * rstd;
+    for_blocks(y, cols, |start, yc| layer_norm_rows(cols, eps, &x[start..start + yc.len()], yc));
+}
+
+twin! {
+    fn layer_norm_rows<F: Float>(cols: usize, eps: F, x: &[F], y: &mut [F]) {
+        for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+            let (mean, rstd) = moments(xr, eps);
+            for (o, &v) in yr.iter_mut().zip(xr) {
+                *o = (v - mean) * rstd;
+            }
         }
-    });
+    }
 }
 
 /// Inputs `[x, dy]`; mean and rstd are recomputed from x.
 /// dx = rstd · (dy − mean(dy) − x̂ · mean(dy ⊙ x̂)), x̂ = (x − mean) · rstd.
 pub(crate) fn layer_norm_backward<F: Float>(cols: usize, eps: f64, x: &[F], dy: &[F], dx: &mut [F]) {
     let eps = F::from_f64(eps);
-    let n = F::from_usize(cols);
-    for_rows(dx, cols, |r, dxr| {
-        let (xr, gr) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
-        let (mean, rstd) = moments(xr, eps);
-        let mean_g = sum8(gr) / n;
-        let mean_gx = fold8(xr, gr, |v, g| g * ((v - mean) * rstd)) / n;
-        for ((o, &v), &g) in dxr.iter_mut().zip(xr).zip(gr) {
-            *o = rstd * (g - mean_g - (v - mean) * rstd * mean_gx);
-        }
+    for_blocks(dx, cols, |start, dc| {
+        let end = start + dc.len();
+        layer_norm_backward_rows(cols, eps, &x[start..end], &dy[start..end], dc);
     });
+}
+
+twin! {
+    fn layer_norm_backward_rows<F: Float>(cols: usize, eps: F, x: &[F], dy: &[F], dx: &mut [F]) {
+        let n = F::from_usize(cols);
+        for ((xr, gr), dxr) in x.chunks_exact(cols).zip(dy.chunks_exact(cols)).zip(dx.chunks_exact_mut(cols)) {
+            let (mean, rstd) = moments(xr, eps);
+            let mean_g = sum8(gr) / n;
+            let mean_gx = fold8(xr, gr, |v, g| g * ((v - mean) * rstd)) / n;
+            for ((o, &v), &g) in dxr.iter_mut().zip(xr).zip(gr) {
+                *o = rstd * (g - mean_g - (v - mean) * rstd * mean_gx);
+            }
+        }
+    }
 }
 
 /// A float holding a class id / row index, checked to be an integer in `0..limit`.

@@ -64,34 +64,63 @@ impl<const N: usize> Layout<N> {
     /// operand `k` starts at `offsets[k]` and advances by `inner_strides()[k]`.
     #[inline]
     pub(crate) fn for_each_run(&self, start: usize, len: usize, mut f: impl FnMut(usize, usize, [usize; N])) {
+        for (pos, run, offs) in self.runs(start, len) {
+            f(pos, run, offs);
+        }
+    }
+
+    /// The runs of [`Layout::for_each_run`] as an iterator of (pos, run, offsets), so that a
+    /// kernel can loop over them in its own body (see `par::twin`).
+    #[inline(always)]
+    pub(crate) fn runs(&self, start: usize, len: usize) -> Runs<'_, N> {
         let r = self.rank;
-        let inner = self.dims[r - 1];
         let mut idx = [0usize; MAX_RANK];
         let mut rem = start;
         for d in (0..r).rev() {
             idx[d] = rem % self.dims[d];
             rem /= self.dims[d];
         }
-        let mut offs: [usize; N] = std::array::from_fn(|k| (0..r).map(|d| idx[d] * self.strides[k][d]).sum());
-        let mut pos = 0;
-        while pos < len {
-            let run = (inner - idx[r - 1]).min(len - pos);
-            f(pos, run, offs);
-            pos += run;
-            // Step the odometer, keeping the offsets in step instead of recomputing them.
-            idx[r - 1] += run;
-            for k in 0..N {
-                offs[k] += run * self.strides[k][r - 1];
-            }
-            let mut d = r - 1;
-            while d > 0 && idx[d] == self.dims[d] {
-                for k in 0..N {
-                    offs[k] = offs[k] - self.dims[d] * self.strides[k][d] + self.strides[k][d - 1];
-                }
-                idx[d] = 0;
-                d -= 1;
-                idx[d] += 1;
-            }
+        let offs: [usize; N] = std::array::from_fn(|k| (0..r).map(|d| idx[d] * self.strides[k][d]).sum());
+        Runs { layout: self, idx, offs, pos: 0, len }
+    }
+}
+
+/// The iterator of [`Layout::runs`]: an odometer over the outer axes.
+pub(crate) struct Runs<'a, const N: usize> {
+    layout: &'a Layout<N>,
+    idx: [usize; MAX_RANK],
+    offs: [usize; N],
+    pos: usize,
+    len: usize,
+}
+
+impl<const N: usize> Iterator for Runs<'_, N> {
+    type Item = (usize, usize, [usize; N]);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.len {
+            return None;
         }
+        let l = self.layout;
+        let r = l.rank;
+        let run = (l.dims[r - 1] - self.idx[r - 1]).min(self.len - self.pos);
+        let item = (self.pos, run, self.offs);
+        self.pos += run;
+        // Step the odometer, keeping the offsets in step instead of recomputing them.
+        self.idx[r - 1] += run;
+        for k in 0..N {
+            self.offs[k] += run * l.strides[k][r - 1];
+        }
+        let mut d = r - 1;
+        while d > 0 && self.idx[d] == l.dims[d] {
+            for k in 0..N {
+                self.offs[k] = self.offs[k] - l.dims[d] * l.strides[k][d] + l.strides[k][d - 1];
+            }
+            self.idx[d] = 0;
+            d -= 1;
+            self.idx[d] += 1;
+        }
+        Some(item)
     }
 }

@@ -117,6 +117,17 @@ fn bench_permute() {
     // The gather of each sample's scores from the table and its backward.
     one_member(Kernel::Gather { groups: b, table_rows: vt, rows: n, cols: h });
     one_member(Kernel::ScatterAdd { groups: b, table_rows: vt, rows: n, cols: h });
+    // A launch that does nothing much: the fixed cost of one.
+    one_member(Kernel::Affine { len: 1, scale: 2.0, shift: 0.0 });
+    one_member(Kernel::Affine { len: b * h * n, scale: 0.25, shift: 0.0 });
+    // The row and elementwise kernels around it.
+    one_member(Kernel::Softmax { rows: b * h, cols: n });
+    one_member(Kernel::SoftmaxBackward { rows: b * h, cols: n });
+    one_member(Kernel::LayerNormBackward { rows: vt, cols: 64, eps: 1e-5 });
+    one_member(Kernel::UnaryBackward { op: UnaryOp::Gelu, len: b * 256 });
+    one_member(Kernel::SumTo { from: vec![1, vt, 64], to: vec![1, 1, 64] });
+    one_member(Kernel::Binary { op: BinaryOp::Add, shape: vec![1, vt, 64], a_strides: vec![vt * 64, 64, 1], b_strides: vec![64, 0, 1] });
+    one_member(Kernel::Binary { op: BinaryOp::Add, shape: vec![1, vt, 64], a_strides: vec![vt * 64, 64, 1], b_strides: vec![vt * 64, 64, 1] });
 }
 
 /// Time `k` in a one-thread pool (one member's kernels run serially) and per output element.
