@@ -37,7 +37,9 @@
 //! matrixmultiply's bits without its packing; otherwise matrixmultiply, except for tiny
 //! rows, columns or k (attention's single query row) where a plain loop avoids its packing.
 //! The elementwise, row and update loops are compiled a second time for AVX-512 and picked
-//! at run time (`par::wide`; no FMA contraction, so the same bits). f32 `exp` is our own
+//! at run time (`par::twin!`; no FMA contraction, so the same bits). A loop has to sit in the
+//! target-feature copy itself: one inside a closure handed to a generic wrapper stays out of
+//! line, compiled for SSE2 (`objdump -d` shows which functions use zmm registers). f32 `exp` is our own
 //! vectorisable polynomial (softmax, GELU and sigmoid are exp-bound).
 
 mod elementwise;

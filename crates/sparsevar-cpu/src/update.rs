@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::Float;
-use crate::par::{ELEM_CHUNK, fold8, go_parallel, wide};
+use crate::par::{ELEM_CHUNK, fold8, go_parallel, twin, wide};
 
 pub(crate) fn zero<F: Float>(buf: &mut [F]) {
     buf.fill(F::ZERO);
@@ -106,15 +106,21 @@ pub(crate) fn adam<F: Float>(len: usize, h: &AdamHyper, p: &mut [F], g: &[F], m:
     let clip = h.clip;
     for_pieces(len, p, g, m, v, |gi, p, g, m, v| {
         let scale = clip_scale(clip, sq, gi);
-        wide(|| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = g * scale;
-                *m = b1 * *m + nb1 * g;
-                *v = b2 * *v + nb2 * g * g;
-                *p -= lr * (*m / bias1 / ((*v / bias2).sqrt() + eps) + wd * *p);
-            }
-        });
+        adam_piece(p, g, m, v, [scale, b1, nb1, b2, nb2, lr, bias1, bias2, eps, wd]);
     });
+}
+
+twin! {
+    /// One piece of [`adam`]; `k` = [scale, β1, 1−β1, β2, 1−β2, lr, bias1, bias2, eps, wd].
+    fn adam_piece<F: Float>(p: &mut [F], g: &[F], m: &mut [F], v: &mut [F], k: [F; 10]) {
+        let [scale, b1, nb1, b2, nb2, lr, bias1, bias2, eps, wd] = k;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g * scale;
+            *m = b1 * *m + nb1 * g;
+            *v = b2 * *v + nb2 * g * g;
+            *p -= lr * (*m / bias1 / ((*v / bias2).sqrt() + eps) + wd * *p);
+        }
+    }
 }
 
 /// SGD with momentum, PyTorch convention (no dampening): g' = scale·g + wd p;
