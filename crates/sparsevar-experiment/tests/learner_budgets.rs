@@ -8,20 +8,7 @@ use sparsevar_core::registry::Registry;
 use sparsevar_experiment::learners::{LearnerKind, Stopped};
 use sparsevar_experiment::sweep::{RunRow, SweepConfig, summarize_point};
 
-const SWEEP: &str = "
-task: { kind: sparse_parity, s: 2 }
-models:
-  attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
-train: { batch: 16, max_steps: 300, lr: 0.003, eval_every: 20, test_samples: 128 }
-sweep:
-  T: [6]
-  m: [16, 48]
-  seeds: [0, 1, 2]
-  learner: best_of_k
-  k: 3
-  validation: 0.25
-  budgets: [40, 100]
-";
+use common::BUDGETS_SWEEP as SWEEP;
 
 fn sweep(text: &str, name: &str) -> (SweepConfig, Vec<RunRow>, sparsevar_experiment::sweep::SweepSummary) {
     let (cfg, out, rows) = common::sweep(text, name);

@@ -8,21 +8,10 @@ mod common;
 use sparsevar_experiment::learners::LearnerKind;
 use sparsevar_experiment::sweep::RunRow;
 
-const SWEEP: &str = "
-task: { kind: sparse_parity, s: 2 }
-models:
-  attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
-train: { batch: 16, max_steps: 200, lr: 0.003, eval_every: 20, test_samples: 128 }
-sweep:
-  T: [6]
-  m: [16, 48]
-  seeds: [0, 1, 2]
-  learner: best_of_k
-  k: 3
-  validation: 0.25
-  stop: budget
-  budgets: [60, 200]
-";
+/// The learner-budget sweep, every restart trained to the budget.
+fn sweep_text() -> String {
+    common::BUDGETS_SWEEP.replace("  budgets: [40, 100]\n", "  budgets: [40, 100]\n  stop: budget\n")
+}
 
 /// Restart 0's rows without the wall time, in (m, seed, budget) order.
 fn restart_zero(rows: &[RunRow]) -> Vec<String> {
@@ -33,8 +22,8 @@ fn restart_zero(rows: &[RunRow]) -> Vec<String> {
 
 #[test]
 fn restart_zero_and_majority_do_not_depend_on_k_under_stop_budget() {
-    let (_, three, rows3) = common::sweep(SWEEP, "mk-3");
-    let (_, one, rows1) = common::sweep(&SWEEP.replace("k: 3", "k: 1"), "mk-1");
+    let (_, three, rows3) = common::sweep(&sweep_text(), "mk-3");
+    let (_, one, rows1) = common::sweep(&sweep_text().replace("k: 3", "k: 1"), "mk-1");
     assert_eq!(rows3.len(), 3 * rows1.len(), "three restarts per instance against one");
     assert_eq!(restart_zero(&rows3), restart_zero(&rows1));
     let majority = |s: &sparsevar_experiment::sweep::SweepSummary| {

@@ -16,6 +16,23 @@ use sparsevar_experiment::train::{EnsembleResult, Restarts, RunSpec, Trainer};
 use sparsevar_experiment::workflow::observe;
 use sparsevar_test_support::ScratchDir;
 
+/// Three instances of three best_of_k restarts (T = 6, m = 16 and 48) read at budgets 40 and
+/// 100 steps (learner_budgets, majority_any_k).
+pub const BUDGETS_SWEEP: &str = "
+task: { kind: sparse_parity, s: 2 }
+models:
+  attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { batch: 16, max_steps: 300, lr: 0.003, eval_every: 20, test_samples: 128 }
+sweep:
+  T: [6]
+  m: [16, 48]
+  seeds: [0, 1, 2]
+  learner: best_of_k
+  k: 3
+  validation: 0.25
+  budgets: [40, 100]
+";
+
 /// Steps between evaluations.
 pub const EVAL_EVERY: usize = 20;
 
