@@ -855,7 +855,7 @@ pub fn open_sweep(cfg: &SweepConfig, dir: &Path, resume: bool) -> Result<Held, R
     }
     let cfg_path = dir.join("config.yaml");
     let old = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
-    if old != cfg.to_yaml() {
+    if old != cfg.to_yaml() && !same_config_by_newer_build(&old, cfg) {
         return Err(RunError::OtherConfig(dir.to_path_buf()));
     }
     if !dir.join("plan.json").exists() {
@@ -864,6 +864,14 @@ pub fn open_sweep(cfg: &SweepConfig, dir: &Path, resume: bool) -> Result<Held, R
     // Members that faulted get another chance: the fault may be fixed by now.
     crate::units::requeue_faulted(dir)?;
     Ok(lock)
+}
+
+/// Whether a folder's config.yaml written by an older build is `cfg` as this build reads it:
+/// a key added since (at its default) is missing from the old text, which then differs
+/// although the experiment is the same. Read with the built-in registry only; a config that
+/// needs a plugin to read stays refused unless its text is the same.
+fn same_config_by_newer_build(old: &str, cfg: &SweepConfig) -> bool {
+    SweepConfig::parse(old, "config.yaml", &[], &Registry::builtin()).is_ok_and(|o| o.to_yaml() == cfg.to_yaml())
 }
 
 /// Run a sweep into `dir` in this process (`resume`: continue the one there): plan, run
