@@ -54,8 +54,8 @@ pub(crate) fn for_chunks<F: Float>(out: &mut [F], chunk: usize, work: usize, f: 
         return;
     }
     let chunk = chunk.max(1);
-    // One call site of `f`, inside `wide`: LLVM then inlines the kernel's loop into the
-    // AVX-512 copy (with two, it keeps `f` out of line, compiled for the baseline CPU).
+    // `wide` helps a small `f` only: a kernel's loop stays out of line, so the hot kernels
+    // put theirs in a `twin!` function.
     let run = |(i, c): (usize, &mut [F])| wide(|| f(i * chunk, c));
     if !go_parallel(work) || out.len() <= chunk {
         out.chunks_mut(chunk).enumerate().for_each(run);
