@@ -18,11 +18,7 @@ fn for_blocks<F: Float>(y: &mut [F], cols: usize, f: impl Fn(usize, &mut [F]) + 
 /// Run `f(row_index, out_row)` over rows of `cols` (parallel over fixed row blocks).
 #[inline(always)]
 fn for_rows<F: Float>(y: &mut [F], cols: usize, f: impl Fn(usize, &mut [F]) + Sync + Send) {
-    if cols == 0 {
-        return;
-    }
-    let work = y.len();
-    for_chunks(y, row_chunk(cols), work, |start, yc| {
+    for_blocks(y, cols, |start, yc| {
         for (i, row) in yc.chunks_mut(cols).enumerate() {
             f(start / cols + i, row);
         }

@@ -1062,7 +1062,6 @@ fn reference(what: &str) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 /// How `run` treats its script: quick mode, and whether it continues a run cut short.
 #[derive(Clone, Copy)]
 struct ScriptMode {
@@ -1070,6 +1069,7 @@ struct ScriptMode {
     resume: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_script(
     host: Host,
     script: &Path,
