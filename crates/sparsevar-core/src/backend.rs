@@ -116,6 +116,19 @@ pub struct MemberLaunch {
     pub kernel: Kernel,
     pub inputs: Vec<BufferId>,
     pub output: BufferId,
+    /// The output is a temporary: only later launches of the same list read it, and nobody
+    /// reads its buffer afterwards. A backend may keep it in per-thread scratch memory
+    /// instead (the buffer's values are then unspecified), so one member's temporaries reuse
+    /// the memory, still in cache, of the member before it.
+    pub scratch: bool,
+}
+
+/// One in-place update of [`Backend::run_members`], sized for one member
+/// ([`Update::for_one_member`]), run after the member's launches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberUpdate {
+    pub update: Update,
+    pub buffers: Vec<BufferId>,
 }
 
 /// What can go wrong inside a backend.
@@ -147,16 +160,18 @@ pub trait Backend: Send {
     fn sync(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
-    /// Run `launches` in order for each of `members` ensemble members, where every buffer
-    /// they name holds the members' values one after another in `members` equal slices and
-    /// each kernel is sized for one member ([`Kernel::for_one_member`]): member r's launches
-    /// read and write only slice r. Returns `Ok(false)`, having done nothing, where the
+    /// Run `launches` and then `updates` in order for each of `members` ensemble members,
+    /// where every buffer they name holds the members' values one after another in `members`
+    /// equal slices and each kernel or update is sized for one member
+    /// ([`Kernel::for_one_member`], [`Update::for_one_member`]): member r's launches read and
+    /// write only slice r. Returns `Ok(false)`, having done nothing, where the
     /// backend prefers whole-ensemble launches (the default); the caller then launches the
-    /// full kernels. The CPU runs members concurrently, each through the whole list, so a
-    /// member's operands stay in its core's cache between kernels; a member's numbers are
-    /// the ones it gets alone, so the result equals the whole-ensemble launches bit for bit.
-    fn run_members(&mut self, members: usize, launches: &[MemberLaunch]) -> Result<bool, BackendError> {
-        let _ = (members, launches);
+    /// full kernels and updates. The CPU runs members concurrently, each through the whole
+    /// list, so a member's operands stay in its core's cache between kernels (its gradients
+    /// are still there when its optimizer step reads them); a member's numbers are the ones
+    /// it gets alone, so the result equals the whole-ensemble launches bit for bit.
+    fn run_members(&mut self, members: usize, launches: &[MemberLaunch], updates: &[MemberUpdate]) -> Result<bool, BackendError> {
+        let _ = (members, launches, updates);
         Ok(false)
     }
     /// Give a buffer's memory back; the id is never reused and later use of it is an error
@@ -310,6 +325,21 @@ impl Kernel {
 }
 
 impl Update {
+    /// The same update for one member of `members`, where each buffer holds the members'
+    /// values one after another (`groups` is the member axis). None where the update is not
+    /// split that way.
+    pub fn for_one_member(&self, members: usize) -> Option<Update> {
+        let one = |groups: usize| (groups == members).then_some(1);
+        let mut u = self.clone();
+        match &mut u {
+            Update::Zero { len } => *len = (members > 0 && len.is_multiple_of(members)).then(|| *len / members)?,
+            Update::AccumulateSquares { groups, .. } | Update::ScaleToBall { groups, .. } | Update::Adam { groups, .. } | Update::Sgd { groups, .. } => {
+                *groups = one(*groups)?
+            }
+        }
+        Some(u)
+    }
+
     /// Short name for error messages and profiles.
     pub fn name(&self) -> &'static str {
         match self {

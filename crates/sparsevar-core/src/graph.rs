@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, MemberLaunch, UnaryOp, strides_of};
+use crate::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, MemberLaunch, MemberUpdate, UnaryOp, Update, strides_of};
 
 /// A tensor shape, outermost axis first.
 pub type Shape = Vec<usize>;
@@ -522,6 +522,8 @@ pub fn retain_rows(backend: &mut dyn Backend, buf: BufferId, row_len: usize, kee
 pub struct Executor {
     graph: Graph,
     buffers: Vec<Option<BufferId>>,
+    /// The outputs' buffers: the only ones whose values [`Executor::read`] promises.
+    kept: Vec<BufferId>,
     steps: Vec<usize>,
     flops: u64,
     /// The steps as per-member launches for [`Backend::run_members`], where every one of
@@ -590,6 +592,9 @@ impl Executor {
                 }
             });
         }
+        // Launch outputs nobody reads after the run (every buffer but the outputs') are
+        // temporaries that a member-by-member run may keep in scratch memory.
+        let kept: Vec<BufferId> = outputs.iter().filter_map(|o| buffers[o.0]).collect();
         let members = params.members;
         let by_member = (members > 1)
             .then(|| {
@@ -599,13 +604,14 @@ impl Executor {
                         let node = &graph.nodes[i];
                         let Op::Kernel(k) = &node.op else { return None };
                         let inputs = node.inputs.iter().map(|x| buffers[x.0]).collect::<Option<Vec<_>>>()?;
-                        Some(MemberLaunch { kernel: k.for_one_member(members)?, inputs, output: buffers[i]? })
+                        let output = buffers[i]?;
+                        Some(MemberLaunch { kernel: k.for_one_member(members)?, inputs, output, scratch: !kept.contains(&output) })
                     })
                     .collect::<Option<Vec<_>>>()
             })
             .flatten()
             .map(|launches| (members, launches));
-        Ok(Self { graph, buffers, steps, flops, by_member })
+        Ok(Self { graph, buffers, kept, steps, flops, by_member })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -645,9 +651,13 @@ impl Executor {
         }
     }
 
-    /// Read a node's values.
+    /// Read an output's values (or an input's or parameter's). Other nodes are temporaries,
+    /// which a member-by-member run may never write to their buffers.
     pub fn read(&self, backend: &mut dyn Backend, id: NodeId, out: &mut Vec<f64>) -> Result<(), BackendError> {
-        backend.read(self.buffer(id).expect("node is not computed by this executor"), out)
+        let buf = self.buffer(id).expect("node is not computed by this executor");
+        let temporary = !self.kept.contains(&buf) && self.steps.iter().any(|&i| self.buffers[i] == Some(buf));
+        assert!(!temporary, "node {id:?} is not an output of this executor: list it in `outputs` to read it");
+        backend.read(buf, out)
     }
 
     /// Run every kernel once, like [`Executor::run`], adding each launch's wall time to
@@ -670,10 +680,23 @@ impl Executor {
     /// Run every kernel once, in order (member by member where the backend prefers that:
     /// the same numbers).
     pub fn run(&self, backend: &mut dyn Backend) -> Result<(), BackendError> {
-        if let Some((members, launches)) = &self.by_member
-            && backend.run_members(*members, launches)?
-        {
-            return Ok(());
+        self.run_then(backend, &[])
+    }
+
+    /// Run every kernel once and then `updates` (whole-ensemble updates with their
+    /// buffers, in order): member by member where the backend prefers that, so that each
+    /// member's update reads the gradients it has just computed, still in cache. The same
+    /// numbers either way.
+    pub fn run_then(&self, backend: &mut dyn Backend, updates: &[(Update, Vec<BufferId>)]) -> Result<(), BackendError> {
+        if let Some((members, launches)) = &self.by_member {
+            let split: Option<Vec<MemberUpdate>> =
+                updates.iter().map(|(u, b)| Some(MemberUpdate { update: u.for_one_member(*members)?, buffers: b.clone() })).collect();
+            match split {
+                Some(per) if backend.run_members(*members, launches, &per)? => return Ok(()),
+                // Updates that do not split by member run whole, after the members.
+                None if backend.run_members(*members, launches, &[])? => return run_updates(backend, updates),
+                _ => {}
+            }
         }
         let mut ins: Vec<BufferId> = Vec::with_capacity(4);
         for &i in &self.steps {
@@ -683,6 +706,13 @@ impl Executor {
             ins.extend(node.inputs.iter().map(|x| self.buffers[x.0].expect("planned")));
             backend.launch(k, &ins, self.buffers[i].expect("planned"))?;
         }
-        Ok(())
+        run_updates(backend, updates)
     }
+}
+
+fn run_updates(backend: &mut dyn Backend, updates: &[(Update, Vec<BufferId>)]) -> Result<(), BackendError> {
+    for (u, b) in updates {
+        backend.update(u, b)?;
+    }
+    Ok(())
 }

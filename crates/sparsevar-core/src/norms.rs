@@ -297,8 +297,18 @@ impl Projector {
 
     /// Project every ball of every member in `params` (its current ensemble size).
     pub fn project(&mut self, backend: &mut dyn Backend, params: &ParamStore) -> Result<(), BackendError> {
+        for (u, bufs) in self.updates(backend, params)? {
+            backend.update(&u, &bufs)?;
+        }
+        Ok(())
+    }
+
+    /// The updates of [`Projector::project`], in order, to run later (after an optimizer
+    /// step, member by member with it where the backend prefers that).
+    pub fn updates(&mut self, backend: &mut dyn Backend, params: &ParamStore) -> Result<Vec<(Update, Vec<BufferId>)>, BackendError> {
+        let mut out = Vec::new();
         if self.balls.is_empty() {
-            return Ok(());
+            return Ok(out);
         }
         let groups = params.members;
         // Members left the ensemble: a buffer of the new size.
@@ -311,15 +321,15 @@ impl Projector {
         }
         let sq = self.sq.expect("allocated");
         for ball in &self.balls {
-            backend.update(&Update::Zero { len: groups }, &[sq])?;
+            out.push((Update::Zero { len: groups }, vec![sq]));
             for &p in &ball.params {
-                backend.update(&Update::AccumulateSquares { groups, len: params.member_len(p) }, &[params.buffer(p), sq])?;
+                out.push((Update::AccumulateSquares { groups, len: params.member_len(p) }, vec![params.buffer(p), sq]));
             }
             for &p in &ball.params {
-                backend.update(&Update::ScaleToBall { groups, len: params.member_len(p), radius: ball.radius }, &[params.buffer(p), sq])?;
+                out.push((Update::ScaleToBall { groups, len: params.member_len(p), radius: ball.radius }, vec![params.buffer(p), sq]));
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Give the norm buffer back.

@@ -192,14 +192,24 @@ impl Optimizer {
 
     /// Apply one update from the current gradient buffers.
     pub fn step(&mut self, backend: &mut dyn Backend) -> Result<(), BackendError> {
+        for (u, bufs) in self.next_updates() {
+            backend.update(&u, &bufs)?;
+        }
+        Ok(())
+    }
+
+    /// The updates of the next [`Optimizer::step`], in order, to run later (member by member
+    /// after the backward pass where the backend prefers that). Counts as taking the step.
+    pub fn next_updates(&mut self) -> Vec<(Update, Vec<BufferId>)> {
         let c = &self.config;
         let lr = c.lr_at(self.step);
         self.step += 1;
         let groups = self.groups;
+        let mut out = Vec::with_capacity(self.slots.len() + 1);
         if let Some(norm) = self.norm {
-            backend.update(&Update::Zero { len: groups }, &[norm])?;
+            out.push((Update::Zero { len: groups }, vec![norm]));
             for s in &self.slots {
-                backend.update(&Update::AccumulateSquares { groups, len: s.len }, &[s.grad, norm])?;
+                out.push((Update::AccumulateSquares { groups, len: s.len }, vec![s.grad, norm]));
             }
         }
         let t = self.step as i32;
@@ -222,8 +232,8 @@ impl Optimizer {
                 },
                 OptimizerKind::Sgd => Update::Sgd { groups, len: s.len, lr, momentum: c.momentum, weight_decay: c.weight_decay, clip: c.clip },
             };
-            backend.update(&u, &bufs)?;
+            out.push((u, bufs));
         }
-        Ok(())
+        out
     }
 }

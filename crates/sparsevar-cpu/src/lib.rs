@@ -49,13 +49,15 @@ mod index;
 mod matmul;
 mod par;
 mod rows;
+mod scratch;
 mod strided;
 mod update;
 
 use std::marker::PhantomData;
 
 use rayon::prelude::*;
-use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, MemberLaunch, Update};
+use scratch::Place;
+use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, MemberLaunch, MemberUpdate, Update};
 
 pub use float::Float;
 
@@ -63,6 +65,9 @@ pub use float::Float;
 #[derive(Debug, Default)]
 pub struct CpuBackend<F: Float = f32> {
     buffers: Vec<Vec<F>>,
+    /// One scratch arena per pool thread for `run_members`' temporaries, kept between
+    /// calls so that it stays allocated and cached.
+    arenas: Vec<std::sync::Mutex<Vec<F>>>,
     _f: PhantomData<F>,
 }
 
@@ -70,7 +75,7 @@ impl<F: Float> CpuBackend<F> {
     /// An empty backend: `CpuBackend::<f32>::new()` is "cpu", `CpuBackend::<f64>::new()` is
     /// "cpu-f64".
     pub fn new() -> Self {
-        CpuBackend { buffers: Vec::new(), _f: PhantomData }
+        CpuBackend { buffers: Vec::new(), arenas: Vec::new(), _f: PhantomData }
     }
 
     /// Direct view of a buffer (tests and debugging; the executor goes through `read`).
@@ -84,6 +89,25 @@ impl<F: Float> CpuBackend<F> {
 
     fn device(&self, message: String) -> BackendError {
         BackendError::Device { backend: F::BACKEND_NAME.to_string(), message }
+    }
+
+    /// Check an update's buffers, each holding `members` times the lengths it names, and
+    /// none passed twice.
+    fn check_update(&self, update: &Update, buffers: &[BufferId], members: usize) -> Result<(), BackendError> {
+        let name = update.name();
+        let lens = update.lengths();
+        if buffers.len() != lens.len() {
+            return Err(self.device(format!("{name} takes {} buffers, got {}", lens.len(), buffers.len())));
+        }
+        for (&id, &need) in buffers.iter().zip(&lens) {
+            self.check(id, need * members, name)?;
+        }
+        for (i, id) in buffers.iter().enumerate() {
+            if buffers[..i].contains(id) {
+                return Err(self.device(format!("{name}: buffer {id:?} passed twice")));
+            }
+        }
+        Ok(())
     }
 
     /// Check that `id` exists and holds exactly `need` values.
@@ -154,9 +178,10 @@ impl<F: Float> Backend for CpuBackend<F> {
 
     /// Members in parallel, each through the whole list on one thread (its kernels run
     /// serially there), so a member's activations stay in that core's cache from one kernel
-    /// to the next instead of streaming the whole ensemble's through memory per kernel.
+    /// to the next instead of streaming the whole ensemble's through memory per kernel. The
+    /// list's temporaries live in the thread's arena, reused member after member (`scratch`).
     /// Below two members per thread whole-ensemble launches split the work better.
-    fn run_members(&mut self, members: usize, launches: &[MemberLaunch]) -> Result<bool, BackendError> {
+    fn run_members(&mut self, members: usize, launches: &[MemberLaunch], updates: &[MemberUpdate]) -> Result<bool, BackendError> {
         if members == 0 || members < 2 * rayon::current_num_threads() {
             return Ok(false);
         }
@@ -177,6 +202,10 @@ impl<F: Float> Backend for CpuBackend<F> {
             }
             ids.extend(l.inputs.iter().chain([&l.output]).map(|b| b.0));
         }
+        for u in updates {
+            self.check_update(&u.update, &u.buffers, members)?;
+            ids.extend(u.buffers.iter().map(|b| b.0));
+        }
         ids.sort_unstable();
         ids.dedup();
         let slot = |b: BufferId| ids.binary_search(&b.0).expect("collected above");
@@ -190,7 +219,18 @@ impl<F: Float> Backend for CpuBackend<F> {
                 (&l.kernel, ins, l.inputs.len(), slot(l.output))
             })
             .collect();
-        // Take the buffers out and hand each member its slice of every one.
+        let lens: Vec<usize> = ids.iter().map(|&i| self.buffers[i].len() / members).collect();
+        let uses: Vec<scratch::Use> =
+            table.iter().zip(launches).map(|(&(_, ref ins, n, out), l)| scratch::Use { inputs: &ins[..n], output: out, scratch: l.scratch }).collect();
+        let updated: Vec<usize> = updates.iter().flat_map(|u| u.buffers.iter().map(|&b| slot(b))).collect();
+        let member_updates: Vec<(&Update, Vec<usize>)> = updates.iter().map(|u| (&u.update, u.buffers.iter().map(|&b| slot(b)).collect())).collect();
+        let (places, arena_len) = scratch::plan(&lens, &uses, &updated);
+        let threads = rayon::current_num_threads();
+        if self.arenas.len() < threads {
+            self.arenas.resize_with(threads, Default::default);
+        }
+        // Take the buffers out and hand each member its slice of every one (temporaries
+        // included: their slices go unused, and cost nothing until touched).
         let mut taken: Vec<Vec<F>> = ids.iter().map(|&i| std::mem::take(&mut self.buffers[i])).collect();
         let mut per: Vec<Vec<&mut [F]>> = (0..members).map(|_| Vec::with_capacity(ids.len())).collect();
         for buf in taken.iter_mut() {
@@ -201,19 +241,30 @@ impl<F: Float> Backend for CpuBackend<F> {
                 per.iter_mut().zip(buf.chunks_mut(len)).for_each(|(p, c)| p.push(c));
             }
         }
+        let arenas = &self.arenas;
         let results: Vec<Result<(), String>> = per
             .into_par_iter()
             .map(|mut mine| {
+                // Each thread locks only its own arena; a fresh one if that ever fails.
+                let mut own = arenas.get(rayon::current_thread_index().unwrap_or(0)).and_then(|a| a.try_lock().ok());
+                let mut fresh = Vec::new();
+                let arena: &mut Vec<F> = own.as_deref_mut().unwrap_or(&mut fresh);
+                if arena.len() < arena_len {
+                    // NaN, so that a kernel reading memory it did not write shows in the tests.
+                    arena.resize(arena_len, F::from_f64(f64::NAN));
+                }
                 par::serial(|| {
-                    for &(kernel, ins, n, out) in &table {
-                        let y = std::mem::take(&mut mine[out]);
-                        let mut x: [&[F]; 3] = [&[]; 3];
-                        for (slot, &i) in x.iter_mut().zip(&ins[..n]) {
-                            *slot = &*mine[i];
+                    run_member(&table, &places, &mut mine, arena)?;
+                    for (u, slots) in &member_updates {
+                        // Distinct slots (checked): take each slice out, run, put it back.
+                        let mut bufs: [&mut [F]; 5] = Default::default();
+                        for (b, &s) in bufs.iter_mut().zip(slots) {
+                            *b = std::mem::take(&mut mine[s]);
                         }
-                        let result = run_kernel(kernel, &x, y);
-                        mine[out] = y;
-                        result?;
+                        run_update(u, &mut bufs);
+                        for (b, &s) in bufs.iter_mut().zip(slots) {
+                            mine[s] = std::mem::take(b);
+                        }
                     }
                     Ok(())
                 })
@@ -228,30 +279,71 @@ impl<F: Float> Backend for CpuBackend<F> {
     }
 
     fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {
-        let name = update.name();
-        let lens = update.lengths();
-        if buffers.len() != lens.len() {
-            return Err(self.device(format!("{name} takes {} buffers, got {}", lens.len(), buffers.len())));
-        }
-        for (&id, &need) in buffers.iter().zip(&lens) {
-            self.check(id, need, name)?;
-        }
-        for (i, id) in buffers.iter().enumerate() {
-            if buffers[..i].contains(id) {
-                return Err(self.device(format!("{name}: buffer {id:?} passed twice")));
-            }
-        }
+        self.check_update(update, buffers, 1)?;
         // Take every buffer out (moves, not copies), run, put them all back.
         let mut bufs: [Vec<F>; 5] = Default::default();
         for (slot, id) in bufs.iter_mut().zip(buffers) {
             *slot = std::mem::take(&mut self.buffers[id.0]);
         }
-        run_update(update, &mut bufs);
+        run_update(update, &mut bufs.each_mut().map(|b| &mut b[..]));
         for (slot, id) in bufs.iter_mut().zip(buffers) {
             self.buffers[id.0] = std::mem::take(slot);
         }
         Ok(())
     }
+}
+
+/// One member through the whole launch list: each buffer is the member's slice (`mine`) or
+/// a range of the thread's `arena`, as `places` says.
+fn run_member<F: Float>(table: &[(&Kernel, [usize; 3], usize, usize)], places: &[Place], mine: &mut [&mut [F]], arena: &mut [F]) -> Result<(), String> {
+    for &(kernel, ins, n, out) in table {
+        let (_, out_len) = kernel.lengths();
+        match &places[out] {
+            Place::Member => {
+                let y = std::mem::take(&mut mine[out]);
+                let mut x: [&[F]; 3] = [&[]; 3];
+                for (slot, &i) in x.iter_mut().zip(&ins[..n]) {
+                    *slot = match &places[i] {
+                        Place::Member => &*mine[i],
+                        Place::Arena(r) => &arena[r.start..r.start + kernel_len(&*mine[i], r)],
+                    };
+                }
+                let result = run_kernel(kernel, &x, y);
+                mine[out] = y;
+                result?;
+            }
+            Place::Arena(r) => {
+                // The output's range is disjoint from every live input's (see `scratch::plan`).
+                let (below, rest) = arena.split_at_mut(r.start);
+                let (y, above) = rest.split_at_mut(out_len);
+                let above_start = r.start + out_len;
+                let mut x: [&[F]; 3] = [&[]; 3];
+                for (slot, &i) in x.iter_mut().zip(&ins[..n]) {
+                    *slot = match &places[i] {
+                        Place::Member => &*mine[i],
+                        Place::Arena(q) => {
+                            let len = kernel_len(&*mine[i], q);
+                            if q.start >= above_start {
+                                &above[q.start - above_start..q.start - above_start + len]
+                            } else {
+                                debug_assert!(q.start + len <= r.start, "a live input overlaps the output");
+                                &below[q.start..q.start + len]
+                            }
+                        }
+                    };
+                }
+                run_kernel(kernel, &x, y)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A temporary's length: that of the member's slice it stands in for (its arena range may
+/// be longer, reused from a larger temporary).
+fn kernel_len<F>(member_slice: &[F], range: &std::ops::Range<usize>) -> usize {
+    debug_assert!(member_slice.len() <= range.len());
+    member_slice.len()
 }
 
 /// Dispatch one kernel; lengths are already checked. Errors are messages for `Device`.
@@ -291,7 +383,7 @@ fn run_kernel<F: Float>(kernel: &Kernel, x: &[&[F]; 3], y: &mut [F]) -> Result<(
 }
 
 /// Dispatch one update on buffers taken out of the backend (in `Update::lengths` order).
-fn run_update<F: Float>(u: &Update, b: &mut [Vec<F>; 5]) {
+fn run_update<F: Float>(u: &Update, b: &mut [&mut [F]; 5]) {
     let [b0, b1, b2, b3, b4] = b;
     match u {
         Update::Zero { .. } => update::zero(b0),

@@ -649,9 +649,11 @@ impl<'b> Trainer<'b> {
     /// One optimizer step for every member.
     pub fn step(&mut self) -> Result<(), TrainError> {
         self.load_batch()?;
-        self.graphs.train_exec.run(self.backend)?;
-        self.optimizer.step(self.backend)?;
-        self.projector.project(self.backend, &self.params)?;
+        // The optimizer step and the projection run with the backward pass, member by
+        // member where the backend prefers that (a member's gradients are still in cache).
+        let mut updates = self.optimizer.next_updates();
+        updates.extend(self.projector.updates(self.backend, &self.params)?);
+        self.graphs.train_exec.run_then(self.backend, &updates)?;
         self.step += 1;
         Ok(())
     }

@@ -23,7 +23,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use sparsevar_core::attention::{Attention, AttentionError};
-use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, MemberLaunch, Update};
+use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, MemberLaunch, MemberUpdate, Update};
 use sparsevar_core::fault::PluginFault;
 use sparsevar_core::graph::{Graph, NodeId};
 use sparsevar_core::registry::{AttentionFactory, BackendFactory, TaskFactory};
@@ -370,8 +370,8 @@ impl Backend for GuardedBackend {
     }
     // Passed through, or a plugin backend that runs members one by one would silently get the
     // default (whole-ensemble launches) behind the guard.
-    fn run_members(&mut self, members: usize, launches: &[MemberLaunch]) -> Result<bool, BackendError> {
-        self.call("run_members", |b| b.run_members(members, launches))
+    fn run_members(&mut self, members: usize, launches: &[MemberLaunch], updates: &[MemberUpdate]) -> Result<bool, BackendError> {
+        self.call("run_members", |b| b.run_members(members, launches, updates))
     }
     fn free(&mut self, buf: BufferId) -> Result<(), BackendError> {
         self.call("free", |b| b.free(buf))

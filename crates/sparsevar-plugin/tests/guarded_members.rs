@@ -2,7 +2,7 @@
 //! reaches the plugin's own implementation, and a panic in it is an error naming the call and
 //! the backend, after which the backend refuses work like after any other panic.
 
-use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, MemberLaunch, Update};
+use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, MemberLaunch, MemberUpdate, Update};
 use sparsevar_core::registry::Registry;
 use sparsevar_plugin::{Plugin, PluginHost, Registrar};
 
@@ -33,7 +33,7 @@ impl Backend for MemberWise {
     fn update(&mut self, _update: &Update, _buffers: &[BufferId]) -> Result<(), BackendError> {
         Err(refused())
     }
-    fn run_members(&mut self, members: usize, _launches: &[MemberLaunch]) -> Result<bool, BackendError> {
+    fn run_members(&mut self, members: usize, _launches: &[MemberLaunch], _updates: &[MemberUpdate]) -> Result<bool, BackendError> {
         assert!(members > 0, "run_members called with no members");
         Ok(true)
     }
@@ -55,14 +55,14 @@ fn guarded() -> Box<dyn Backend> {
 fn run_members_reaches_the_plugin_backend() {
     let mut be = guarded();
     // The trait's default answers Ok(false): only a pass-through gives the plugin's Ok(true).
-    assert!(be.run_members(3, &[]).unwrap());
+    assert!(be.run_members(3, &[], &[]).unwrap());
 }
 
 #[test]
 fn a_panic_in_run_members_is_an_error_and_poisons_the_backend() {
     let mut be = guarded();
-    let msg = be.run_members(0, &[]).unwrap_err().to_string();
+    let msg = be.run_members(0, &[], &[]).unwrap_err().to_string();
     assert!(msg.contains("Backend::run_members of backend `memberwise` panicked") && msg.contains("no members"), "{msg}");
-    let again = be.run_members(3, &[]).unwrap_err().to_string();
+    let again = be.run_members(3, &[], &[]).unwrap_err().to_string();
     assert!(again.contains("unusable after an earlier panic"), "{again}");
 }
