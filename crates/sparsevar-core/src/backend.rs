@@ -131,6 +131,14 @@ pub struct MemberUpdate {
     pub buffers: Vec<BufferId>,
 }
 
+/// Run whole-ensemble `updates` (each with its buffers) in order.
+pub fn run_updates(backend: &mut dyn Backend, updates: &[(Update, Vec<BufferId>)]) -> Result<(), BackendError> {
+    for (u, b) in updates {
+        backend.update(u, b)?;
+    }
+    Ok(())
+}
+
 /// What can go wrong inside a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

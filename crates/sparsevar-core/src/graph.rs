@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, MemberLaunch, MemberUpdate, UnaryOp, Update, strides_of};
+use crate::backend::{Backend, BackendError, BinaryOp, BufferId, Kernel, MemberLaunch, MemberUpdate, UnaryOp, Update, run_updates, strides_of};
 
 /// A tensor shape, outermost axis first.
 pub type Shape = Vec<usize>;
@@ -708,11 +708,4 @@ impl Executor {
         }
         run_updates(backend, updates)
     }
-}
-
-fn run_updates(backend: &mut dyn Backend, updates: &[(Update, Vec<BufferId>)]) -> Result<(), BackendError> {
-    for (u, b) in updates {
-        backend.update(u, b)?;
-    }
-    Ok(())
 }

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::backend::{Backend, BackendError, BufferId, Update};
+use crate::backend::{Backend, BackendError, BufferId, Update, run_updates};
 use crate::graph::{ParamId, ParamStore};
 
 /// The parameters of one attention layer whose norms the bound reads: (weight, bias) each.
@@ -297,10 +297,8 @@ impl Projector {
 
     /// Project every ball of every member in `params` (its current ensemble size).
     pub fn project(&mut self, backend: &mut dyn Backend, params: &ParamStore) -> Result<(), BackendError> {
-        for (u, bufs) in self.updates(backend, params)? {
-            backend.update(&u, &bufs)?;
-        }
-        Ok(())
+        let updates = self.updates(backend, params)?;
+        run_updates(backend, &updates)
     }
 
     /// The updates of [`Projector::project`], in order, to run later (after an optimizer

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, BufferId, Update};
+use crate::backend::{Backend, BackendError, BufferId, Update, run_updates};
 use crate::graph::{ParamId, ParamStore};
 
 /// Which update rule.
@@ -192,10 +192,7 @@ impl Optimizer {
 
     /// Apply one update from the current gradient buffers.
     pub fn step(&mut self, backend: &mut dyn Backend) -> Result<(), BackendError> {
-        for (u, bufs) in self.next_updates() {
-            backend.update(&u, &bufs)?;
-        }
-        Ok(())
+        run_updates(backend, &self.next_updates())
     }
 
     /// The updates of the next [`Optimizer::step`], in order, to run later (member by member

@@ -225,8 +225,8 @@ impl<F: Float> Backend for CpuBackend<F> {
         let lens: Vec<usize> = ids.iter().map(|&i| self.buffers[i].len() / members).collect();
         let uses: Vec<scratch::Use> =
             table.iter().zip(launches).map(|(&(_, ref ins, n, out), l)| scratch::Use { inputs: &ins[..n], output: out, scratch: l.scratch }).collect();
-        let updated: Vec<usize> = updates.iter().flat_map(|u| u.buffers.iter().map(|&b| slot(b))).collect();
         let member_updates: Vec<(&Update, Vec<usize>)> = updates.iter().map(|u| (&u.update, u.buffers.iter().map(|&b| slot(b)).collect())).collect();
+        let updated: Vec<usize> = member_updates.iter().flat_map(|(_, slots)| slots.iter().copied()).collect();
         let (places, arena_len) = scratch::plan(&lens, &uses, &updated);
         let threads = rayon::current_num_threads();
         if self.arenas.len() < threads {
@@ -300,16 +300,12 @@ impl<F: Float> Backend for CpuBackend<F> {
 /// a range of the thread's `arena`, as `places` says.
 fn run_member<F: Float>(table: &[(&Kernel, [usize; 3], usize, usize)], places: &[Place], mine: &mut [&mut [F]], arena: &mut [F]) -> Result<(), String> {
     for &(kernel, ins, n, out) in table {
-        let (_, out_len) = kernel.lengths();
+        let mut x: [&[F]; 3] = [&[]; 3];
         match &places[out] {
             Place::Member => {
                 let y = std::mem::take(&mut mine[out]);
-                let mut x: [&[F]; 3] = [&[]; 3];
                 for (slot, &i) in x.iter_mut().zip(&ins[..n]) {
-                    *slot = match &places[i] {
-                        Place::Member => &*mine[i],
-                        Place::Arena(r) => &arena[r.start..r.start + kernel_len(&*mine[i], r)],
-                    };
+                    *slot = input(&places[i], mine[i], arena, &[], usize::MAX);
                 }
                 let result = run_kernel(kernel, &x, y);
                 mine[out] = y;
@@ -318,22 +314,10 @@ fn run_member<F: Float>(table: &[(&Kernel, [usize; 3], usize, usize)], places: &
             Place::Arena(r) => {
                 // The output's range is disjoint from every live input's (see `scratch::plan`).
                 let (below, rest) = arena.split_at_mut(r.start);
-                let (y, above) = rest.split_at_mut(out_len);
-                let above_start = r.start + out_len;
-                let mut x: [&[F]; 3] = [&[]; 3];
+                let (y, above) = rest.split_at_mut(mine[out].len());
+                let above_start = r.start + y.len();
                 for (slot, &i) in x.iter_mut().zip(&ins[..n]) {
-                    *slot = match &places[i] {
-                        Place::Member => &*mine[i],
-                        Place::Arena(q) => {
-                            let len = kernel_len(&*mine[i], q);
-                            if q.start >= above_start {
-                                &above[q.start - above_start..q.start - above_start + len]
-                            } else {
-                                debug_assert!(q.start + len <= r.start, "a live input overlaps the output");
-                                &below[q.start..q.start + len]
-                            }
-                        }
-                    };
+                    *slot = input(&places[i], mine[i], below, above, above_start);
                 }
                 run_kernel(kernel, &x, y)?;
             }
@@ -342,11 +326,15 @@ fn run_member<F: Float>(table: &[(&Kernel, [usize; 3], usize, usize)], places: &
     Ok(())
 }
 
-/// A temporary's length: that of the member's slice it stands in for (its arena range may
-/// be longer, reused from a larger temporary).
-fn kernel_len<F>(member_slice: &[F], range: &std::ops::Range<usize>) -> usize {
-    debug_assert!(member_slice.len() <= range.len());
-    member_slice.len()
+/// Where an input is: the member's slice, or the start of its arena range (a range may be
+/// longer than the temporary, reused from a larger one). The arena comes split around the
+/// output's range: `below` it, and `above` from index `above_start` on.
+fn input<'a, F>(place: &Place, member: &'a [F], below: &'a [F], above: &'a [F], above_start: usize) -> &'a [F] {
+    match place {
+        Place::Member => member,
+        Place::Arena(q) if q.start >= above_start => &above[q.start - above_start..][..member.len()],
+        Place::Arena(q) => &below[q.start..][..member.len()],
+    }
 }
 
 /// Dispatch one kernel; lengths are already checked. Errors are messages for `Device`.

@@ -38,19 +38,19 @@ pub(crate) struct Use<'a> {
 /// with its inputs (they are still live while it runs).
 pub(crate) fn plan(lens: &[usize], launches: &[Use], updated: &[usize]) -> (Vec<Place>, usize) {
     let slots = lens.len();
-    let (mut written, mut last, mut eligible) = (vec![None; slots], vec![0; slots], vec![true; slots]);
+    let (mut written, mut last, mut eligible) = (vec![false; slots], vec![0; slots], vec![true; slots]);
     for (i, l) in launches.iter().enumerate() {
         for &s in l.inputs {
-            if written[s].is_none() {
+            if !written[s] {
                 eligible[s] = false; // read before its writer (or never written here)
             }
             last[s] = i;
         }
         let o = l.output;
-        if written[o].is_some() || !l.scratch {
+        if written[o] || !l.scratch {
             eligible[o] = false;
         }
-        written[o] = Some(i);
+        written[o] = true;
         last[o] = last[o].max(i);
     }
     for &s in updated {
