@@ -156,3 +156,33 @@ fn large_updates_match_small_ones() {
         assert_eq!(read(one, p1), got[r], "group {gi}");
     }
 }
+
+/// Bias corrections that are exactly 1 (every step after the first few hundred) skip their
+/// division; x / 1 = x, so the f32 result keeps the documented formula's bits in all four
+/// cases. The reference is scalar f32 in the formula's order.
+#[test]
+fn adam_f32_bits_follow_the_formula_with_unit_bias_corrections() {
+    let mut rng = Rng::new(24);
+    let len = 1000; // whole vectors and a tail
+    let (p0, g, m0, v0) = (rng.vec(len), rng.vec(len), rng.vec(len), rng.vec(len).iter().map(|x| x * x).collect::<Vec<f64>>());
+    let (lr, beta1, beta2, eps, wd) = (1e-3, 0.9, 0.98, 1e-8, 0.01);
+    for (bias1, bias2) in [(1.0, 1.0), (1.0, 0.3), (0.7, 1.0), (0.7, 0.3)] {
+        let be = &mut CpuBackend::<f32>::new();
+        let (pb, gb, mb, vb) = (upload(be, &p0), upload(be, &g), upload(be, &m0), upload(be, &v0));
+        let u = Update::Adam { groups: 1, len, lr, beta1, beta2, eps, weight_decay: wd, bias1, bias2, clip: None };
+        be.update(&u, &[pb, gb, mb, vb]).unwrap();
+        let c = |x: f64| x as f32;
+        let (b1, nb1, b2, nb2) = (c(beta1), c(1.0 - beta1), c(beta2), c(1.0 - beta2));
+        let (got_p, got_m, got_v) = (read(be, pb), read(be, mb), read(be, vb));
+        for i in 0..len {
+            let gi = c(g[i]);
+            let m = b1 * c(m0[i]) + nb1 * gi;
+            let v = b2 * c(v0[i]) + nb2 * gi * gi;
+            let p = c(p0[i]) - c(lr) * (m / c(bias1) / ((v / c(bias2)).sqrt() + c(eps)) + c(wd) * c(p0[i]));
+            let what = format!("bias1 {bias1} bias2 {bias2} at {i}");
+            assert_eq!((got_m[i] as f32).to_bits(), m.to_bits(), "m, {what}");
+            assert_eq!((got_v[i] as f32).to_bits(), v.to_bits(), "v, {what}");
+            assert_eq!((got_p[i] as f32).to_bits(), p.to_bits(), "p, {what}");
+        }
+    }
+}
