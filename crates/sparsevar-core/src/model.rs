@@ -458,14 +458,17 @@ impl Model {
                 None => Rows::Full(emb),
             }
         };
-        // Index of each sample's CLS row in the table (for the CLS shortcut in table form).
-        let cls_idx = if table {
-            let c = g.input("cls_rows", &[r, batch]);
+        // Index of each sample's CLS row in the table (for the CLS shortcut in table form),
+        // and the same row once per member (the CLS query, which no sample changes).
+        let (cls_idx, cls_row) = if table {
             let id = if p.is_some() { self.data.alphabet * n } else { self.data.alphabet };
+            let c = g.input("cls_rows", &[r, batch]);
             constants.push((c, vec![id as f64; r * batch]));
-            Some(c)
+            let one = g.input("cls_row", &[r, 1]);
+            constants.push((one, vec![id as f64; r]));
+            (Some(c), Some(one))
         } else {
-            None
+            (None, None)
         };
         let full = |g: &mut Graph, z: Rows| match z {
             Rows::Table(t) => g.gather(t, idx),
@@ -496,18 +499,20 @@ impl Model {
             };
             let k = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.k));
             let v = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.v));
-            let q = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.q));
-            let o = match (cls_queries, k, v) {
-                (true, Rows::Table(kt), Rows::Table(vt)) => {
-                    // Keys and values are functions of (token, position): score the CLS query
-                    // against the table once and gather per sample, instead of gathering and
-                    // permuting B × N key and value rows.
-                    let q = cls_only(g, q);
+            let o = match (cls_queries, hsrc, k, v) {
+                (true, Rows::Table(ht), Rows::Table(kt), Rows::Table(vt)) => {
+                    // Keys and values are functions of (token, position), and the CLS query of
+                    // the CLS row alone: compute the query once per member, score it against
+                    // the key table once and gather each sample's scores, instead of B query
+                    // rows against B × N gathered and permuted keys.
+                    let hq = g.gather(ht, cls_row.expect("table mode"));
+                    let q = linear(g, params, hq, &blk.q);
                     let (w, o) = table_attention(g, attention.as_ref(), q, kt, vt, idx, [r, batch, n, h, dh])?;
                     attn_nodes.push(w);
                     o
                 }
-                (_, k, v) => {
+                (_, hsrc, k, v) => {
+                    let q = map(g, hsrc, &mut |g, t| linear(g, params, t, &blk.q));
                     let (k, v) = (full(g, k), full(g, v));
                     let q = if cls_queries { cls_only(g, q) } else { full(g, q) };
                     // [R, B·Nq, d] → [R, B, H, Nq, dh]
@@ -581,8 +586,8 @@ fn weights(g: &mut Graph, attention: &dyn Attention, scores: NodeId, head_dim: u
 }
 
 /// CLS-query attention over keys and values given as (token, position) tables.
-/// q: [R, B, d]; kt, vt: [R, Vt, d]; idx: [R, B·N] (each sample's table rows).
-/// Returns the weights [R, B, H, N] and the attention output [R, B, d].
+/// q: [R, 1, d] (the one CLS query of each member); kt, vt: [R, Vt, d]; idx: [R, B·N]
+/// (each sample's table rows). Returns the weights [R, B, H, N] and the output [R, B, d].
 fn table_attention(
     g: &mut Graph,
     attention: &dyn Attention,
@@ -599,12 +604,12 @@ fn table_attention(
         let z4 = g.reshape(z, &[r, rows, h, dh]);
         g.permute(z4, &[0, 2, 1, 3]) // [R, H, rows, dh]
     };
-    let (qh, kh, vh) = (per_head(g, q, batch), per_head(g, kt, vt_rows), per_head(g, vt, vt_rows));
-    let table_scores = g.matmul(qh, kh, false, true); // [R, H, B, Vt]
-    let ts = g.permute(table_scores, &[0, 2, 3, 1]); // [R, B, Vt, H]
-    let ts = g.reshape(ts, &[r * batch, vt_rows, h]);
+    let (qh, kh, vh) = (per_head(g, q, 1), per_head(g, kt, vt_rows), per_head(g, vt, vt_rows));
+    let table_scores = g.matmul(qh, kh, false, true); // [R, H, 1, Vt]: every table row's score
+    let ts = g.permute(table_scores, &[0, 2, 3, 1]); // [R, 1, Vt, H]
+    let ts = g.reshape(ts, &[r, vt_rows, h]);
+    let scores = g.gather(ts, idx); // [R, B·N, H]
     let rows = g.reshape(idx, &[r * batch, n]);
-    let scores = g.gather(ts, rows); // [R·B, N, H]
     let scores = g.reshape(scores, &[r, batch, n, h]);
     let scores = g.permute(scores, &[0, 1, 3, 2]); // [R, B, H, N]
     let scores = g.reshape(scores, &[r, batch, h, 1, n]);
