@@ -112,7 +112,7 @@ pub fn training_curves(curves: &[CurvePoint], members: &[MemberResult], title: &
     legend.push(entry("test loss", Glyph::Line { color: BLACK, width: 2, dash: Dash::Solid, marker: None }));
     legend.push(entry("train loss", Glyph::Line { color: BLACK, width: 1, dash: Dash::Dotted, marker: None }));
 
-    // When members finish at very different steps (one learns at 200, another at 10000), a
+    // When members finish at very different steps (one learns at 200, another at 11000), a
     // linear axis squeezes the fast ones into a sliver: switch to a log step axis then.
     let ends: Vec<f64> = by_member.values().filter_map(|p| p.last()).map(|c| c.step.max(1) as f64).collect();
     let first = by_member.values().flat_map(|p| p.iter()).map(|c| c.step).filter(|&s| s > 0).min().unwrap_or(1) as f64;
