@@ -104,9 +104,49 @@ fn gemm_block<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): 
     general_mat_mul(F::ONE, &av, &bv, F::ZERO, &mut cv);
 }
 
+/// Fewer output columns than this go to [`narrow_rows`].
+const NARROW: usize = 4;
+
+/// B untransposed with n < `NARROW` (a two-class head and its weight gradient): the same
+/// sums in the same order as [`small_block`]'s row loop, A(i, 0) · B[0, j] first and then
+/// + A(i, p) · B[p, j] in order of p, but `ROWS` rows at a time. One row alone is n chains
+/// of k dependent additions, which wait on the adder's latency; eight rows keep 8·n
+/// independent chains going.
+fn narrow_rows<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): (usize, usize, usize), ta: bool) {
+    const ROWS: usize = 8;
+    let a_at = |i: usize, p: usize| if ta { ag[p * m + i] } else { ag[i * k + p] };
+    for (bi, yb) in yc.chunks_mut(ROWS * n).enumerate() {
+        let i0 = r0 + bi * ROWS;
+        let rows = yb.len() / n;
+        let mut acc = [[F::ZERO; NARROW]; ROWS];
+        for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+            let av = a_at(i0 + r, 0);
+            for j in 0..n {
+                ar[j] = av * bg[j];
+            }
+        }
+        for p in 1..k {
+            let bp = &bg[p * n..(p + 1) * n];
+            for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                let av = a_at(i0 + r, p);
+                for j in 0..n {
+                    ar[j] += av * bp[j];
+                }
+            }
+        }
+        for (yr, ar) in yb.chunks_mut(n).zip(&acc) {
+            yr.copy_from_slice(&ar[..n]);
+        }
+    }
+}
+
 /// The plain loop. B untransposed: y[i, :] = A(i, 0) · B[0, :] + A(i, 1) · B[1, :] + … in
 /// order of p (vectorises along the row). B transposed: y[i, j] = fold8 dot of A's row i and B's row j.
 fn small_block<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): (usize, usize, usize), ta: bool, tb: bool) {
+    if !tb && k > 2 && n < NARROW {
+        narrow_rows(ag, bg, yc, r0, (m, k, n), ta);
+        return;
+    }
     let mut scratch = [F::ZERO; SMALL_K];
     for (di, yrow) in yc.chunks_mut(n).enumerate() {
         let i = r0 + di;
@@ -208,6 +248,31 @@ mod tests {
                     assert!(gemm512::gemm_rows(&a, &b, &mut got, r0, (m, k, n), ta, tb));
                     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
                         assert_eq!(w.to_bits(), g.to_bits(), "m={m} k={k} n={n} ta={ta} tb={tb} r0={r0} at {i}: {w} vs {g}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Narrow products (n < 4) several rows at a time keep the row loop's bits: each output is
+    /// A(i, 0)·B[0, j] and then + A(i, p)·B[p, j] in order of p, as written out here.
+    #[test]
+    fn narrow_rows_keep_the_row_loops_order() {
+        for (si, &(m, k, n)) in [(32, 256, 2), (256, 32, 2), (17, 9, 3), (9, 3, 1), (5, 64, 2)].iter().enumerate() {
+            for ta in [false, true] {
+                let a = values(m * k, 40 + si as u64);
+                let b = values(k * n, 50 + si as u64);
+                let a_at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+                for r0 in [0, m / 3] {
+                    let mut got = vec![f32::NAN; (m - r0) * n];
+                    small_block(&a, &b, &mut got, r0, (m, k, n), ta, false);
+                    for (e, g) in got.iter().enumerate() {
+                        let (i, j) = (r0 + e / n, e % n);
+                        let mut want = a_at(i, 0) * b[j];
+                        for p in 1..k {
+                            want += a_at(i, p) * b[p * n + j];
+                        }
+                        assert_eq!(want.to_bits(), g.to_bits(), "m={m} k={k} n={n} ta={ta} r0={r0} at ({i}, {j})");
                     }
                 }
             }
