@@ -108,10 +108,10 @@ fn gemm_block<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): 
 const NARROW: usize = 4;
 
 /// B untransposed with n < `NARROW` (a two-class head and its weight gradient): the same
-/// sums in the same order as [`small_block`]'s row loop, A(i, 0) · B[0, j] first and then
-/// + A(i, p) · B[p, j] in order of p, but `ROWS` rows at a time. One row alone is n chains
-/// of k dependent additions, which wait on the adder's latency; eight rows keep 8·n
-/// independent chains going.
+/// sums in the same order as [`small_block`]'s row loop (A(i, 0) · B[0, j] first, then the
+/// next term A(i, p) · B[p, j] added in order of p), but `ROWS` rows at a time. One row alone
+/// is n chains of k dependent additions, which wait on the adder's latency; eight rows keep
+/// 8·n independent chains going.
 fn narrow_rows<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): (usize, usize, usize), ta: bool) {
     const ROWS: usize = 8;
     let a_at = |i: usize, p: usize| if ta { ag[p * m + i] } else { ag[i * k + p] };
