@@ -454,11 +454,13 @@ impl Model {
                     let t = g.add(e4, p4);
                     let t = g.reshape(t, &[r, v_rows * n, d]);
                     // Only (CLS, 0) and (token, i ≥ 1) occur: keep those rows, a third fewer
-                    // for Boolean tasks, in the order `table_row` numbers them.
-                    let pairs: Vec<f64> = std::iter::once((self.data.alphabet, 0))
-                        .chain((0..self.data.alphabet).flat_map(|tok| (1..n).map(move |pos| (tok, pos))))
-                        .map(|(tok, pos)| (tok * n + pos) as f64)
-                        .collect();
+                    // for Boolean tasks, where `table_row` puts them (what `encode` uses).
+                    let alphabet = self.data.alphabet;
+                    let mut pairs = vec![0.0; 1 + alphabet * (n - 1)];
+                    let occurring = std::iter::once((alphabet, 0)).chain((0..alphabet).flat_map(|tok| (1..n).map(move |pos| (tok, pos))));
+                    for (tok, pos) in occurring {
+                        pairs[self.table_row(tok, pos, true)] = (tok * n + pos) as f64;
+                    }
                     let used = g.input("table_pairs", &[r, pairs.len()]);
                     constants.push((used, (0..r).flat_map(|_| pairs.iter().copied()).collect()));
                     Rows::Table(g.gather(t, used))
