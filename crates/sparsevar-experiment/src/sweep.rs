@@ -817,6 +817,10 @@ pub struct SweepFile {
     /// process and resume (`summary.seconds` is the collecting process's own wall time).
     #[serde(default, deserialize_with = "nan_if_null")]
     pub unit_seconds: f64,
+    /// The builds that trained its units ([`crate::units::builds`]); more than one means
+    /// its rows may differ in their last bits from one unit to another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<String>,
 }
 
 /// A sweep's summary (`path` its folder or its summary.json). Also reads a bare summary
@@ -834,6 +838,8 @@ pub fn load_sweep_summary(path: &Path) -> Result<SweepSummary, ResultsError> {
 pub struct SweepOutcome {
     pub summary: SweepSummary,
     pub runs: Vec<RunRow>,
+    /// The builds that trained its units (see [`SweepFile::builds`]).
+    pub builds: Vec<String>,
 }
 
 /// Open a sweep's results folder for this process: hold its `sweep.lock` (refused while

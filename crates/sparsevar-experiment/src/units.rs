@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -325,8 +326,41 @@ fn pending_unit(dir: &Path, i: usize) -> Result<Option<usize>, RunError> {
     Ok(Some(count))
 }
 
-/// Run unit `i` unless its result exists (then Ok(false)). Appends "unit pid host" to
-/// `starts.log` as it starts, writes `results/NNNN.csv` atomically when done.
+/// The build (git revision) of this process, named on the `starts.log` line of every unit
+/// it trains: builds may differ in the last bits of what they compute, so a folder whose
+/// units were trained by several says so ([`builds`]).
+static BUILD: OnceLock<String> = OnceLock::new();
+
+/// Name this process's build for the units it trains (the program calls it once, first).
+pub fn set_build(revision: &str) {
+    if !revision.is_empty() {
+        BUILD.set(revision.to_string()).ok();
+    }
+}
+
+/// The builds that started units in `dir`, in order of first start: each `build=REV` of
+/// `starts.log`, or "unrecorded" for a start line without one (an older program, or a
+/// process that did not name its build). Empty when no unit has started.
+pub fn builds(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("starts.log")).unwrap_or_default();
+    let mut found: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        // Start lines are "unit pid host [build=REV] [from-step N]"; others (requeued) are not.
+        let (Some(unit), Some(pid)) = (words.next(), words.next()) else { continue };
+        if unit.parse::<usize>().is_err() || pid.parse::<u32>().is_err() {
+            continue;
+        }
+        let build = words.find_map(|w| w.strip_prefix("build=")).unwrap_or("unrecorded").to_string();
+        if !found.contains(&build) {
+            found.push(build);
+        }
+    }
+    found
+}
+
+/// Run unit `i` unless its result exists (then Ok(false)). Appends "unit pid host
+/// build=REV" to `starts.log` as it starts, writes `results/NNNN.csv` atomically when done.
 pub fn run_unit(
     cfg: &SweepConfig,
     dir: &Path,
@@ -360,7 +394,8 @@ pub fn run_unit(
     let log = dir.join("starts.log");
     let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(io(&log))?;
     // One short write in append mode: lines from several processes never interleave.
-    f.write_all(format!("{i} {} {}{}\n", std::process::id(), hostname(), from.unwrap_or_default()).as_bytes()).map_err(io(&log))?;
+    let build = BUILD.get().map(|b| format!(" build={b}")).unwrap_or_default();
+    f.write_all(format!("{i} {} {}{build}{}\n", std::process::id(), hostname(), from.unwrap_or_default()).as_bytes()).map_err(io(&log))?;
     let rows = train_cells(cfg, dir, &unit.model, model, unit.t, &unit.members, &unit.restarts, registry, make_backend, observer, Some(&ck))?;
     write_rows_atomic(&result_path(dir, i), &rows)?;
     // The result is what counts now; the checkpoint would only take space.
@@ -559,8 +594,8 @@ pub fn collect(cfg: &SweepConfig, dir: &Path, registry: &Registry, provenance: &
             earlier.push(before.provenance);
         }
     }
-    let file = SweepFile { summary, provenance: provenance.clone(), earlier, unit_seconds: g.seconds };
+    let file = SweepFile { summary, provenance: provenance.clone(), earlier, unit_seconds: g.seconds, builds: builds(dir) };
     let text = serde_json::to_string_pretty(&file).map_err(|e| ResultsError::Malformed { path: p.clone(), line: 0, message: e.to_string() })?;
     write_atomic(&p, (text + "\n").as_bytes())?;
-    Ok(SweepOutcome { summary: file.summary, runs: g.rows })
+    Ok(SweepOutcome { summary: file.summary, runs: g.rows, builds: file.builds })
 }

@@ -230,7 +230,11 @@ fn sweep_summary_round_trips_wrapped_and_bare() {
         seconds: 1.0,
     };
     let d = ScratchDir::created("results-sweep");
-    write_json(&d.join("summary.json"), &SweepFile { summary: summary.clone(), provenance: provenance(), earlier: Vec::new(), unit_seconds: 1.5 }).unwrap();
+    write_json(
+        &d.join("summary.json"),
+        &SweepFile { summary: summary.clone(), provenance: provenance(), earlier: Vec::new(), builds: Vec::new(), unit_seconds: 1.5 },
+    )
+    .unwrap();
     let text = std::fs::read_to_string(d.join("summary.json")).unwrap();
     assert!(text.contains("\"r2\": null") && text.contains("\"ratio\": null"), "{text}");
     same(&load_sweep_summary(&d).unwrap(), &summary);

@@ -327,6 +327,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    sparsevar_experiment::units::set_build(option_env!("SPARSEVAR_GIT_REVISION").unwrap_or_default());
     let host = Host::new(cli.plugins.as_deref());
     if !matches!(cli.command, Command::Plugins) {
         host.warn_load_errors();
@@ -708,6 +709,13 @@ fn run_local_workers(dir: &Path, workers: usize, threads: usize) -> Result<()> {
 /// Print what a sweep found and draw its figures.
 fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
     let summary = &outcome.summary;
+    if outcome.builds.len() > 1 {
+        println!(
+            "note: its units were trained by {} builds ({}); builds can differ in the last bits, and a member on the edge of the success rule with them (summary.json: builds)",
+            outcome.builds.len(),
+            outcome.builds.join(", ")
+        );
+    }
     println!("{}", summary.success_rule);
     for m in &summary.models {
         let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();

@@ -261,3 +261,40 @@ fn a_preempted_sweep_unit_continues_from_its_checkpoint() {
     assert_eq!(rows_without_seconds(&d.join("cut/results/0000.csv")), rows_without_seconds(&d.join("whole/results/0000.csv")));
     assert!(!ck.exists());
 }
+
+/// Every unit's start line names the build that trained it, and a folder whose units two
+/// builds trained says so: in summary.json (`builds`) and in a note above the summary.
+#[test]
+fn a_sweep_records_the_builds_that_trained_its_units() {
+    let d = ScratchDir::created("resume-builds");
+    std::fs::write(d.join("s.yaml"), SWEEP).unwrap();
+    let args = ["sweep", "s.yaml", "--out", "b", "train.max_steps=100", "train.checkpoint_every=0"];
+    let o = sparsevar(&args, &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("note: its units were trained by"));
+    let builds = |d: &Path| -> Vec<String> {
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("b/summary.json")).unwrap()).unwrap();
+        s["builds"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_string()).collect()
+    };
+    let one = builds(&d);
+    assert_eq!(one.len(), 1, "{one:?}");
+    let log = std::fs::read_to_string(d.join("b/starts.log")).unwrap();
+    // (A program built outside git knows no revision: its start lines name none.)
+    assert_eq!(log.contains(" build="), one[0] != "unrecorded", "{log}");
+
+    // As if an older build had started the unit: the resumed (finished) sweep collects again.
+    let first = log.lines().next().unwrap().split(" build=").next().unwrap().to_string();
+    std::fs::write(d.join("b/starts.log"), format!("{first} build=older\n")).unwrap();
+    let o = sparsevar(&[&args[..], &["--resume"]].concat(), &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(builds(&d), vec!["older".to_string()]);
+    // Two builds (a line that is not a start names none).
+    let log = std::fs::read_to_string(d.join("b/starts.log")).unwrap();
+    let more = "0 requeued: a member had faulted; its result is in faulted/0000.csv\n0 1 elsewhere build=newer from-step 300\n";
+    std::fs::write(d.join("b/starts.log"), format!("{log}{more}")).unwrap();
+    let o = sparsevar(&[&args[..], &["--resume"]].concat(), &d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(builds(&d), vec!["older".to_string(), "newer".to_string()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("note: its units were trained by 2 builds (older, newer)"), "{out}");
+}
