@@ -284,6 +284,11 @@ mod tests {
     #[ignore]
     fn gemm_speed() {
         for &(batch, m, k, n, ta, tb) in &[
+            (32, 129, 64, 64, false, true),
+            (32, 129, 64, 64, false, false),
+            (32, 64, 129, 64, true, false),
+            (32, 64, 32, 256, true, false),
+            (32, 256, 32, 64, true, false),
             (32, 195, 64, 64, false, true),
             (32, 195, 64, 64, false, false),
             (32, 64, 195, 64, true, false),
