@@ -39,6 +39,8 @@ pub(crate) fn available() -> bool {
 thread_local! {
     /// B transposed into rows of `n` padded to 16, reused by every call on this thread.
     static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Cᵀ of a product computed transposed (see [`gemm_rows`]), reused likewise.
+    static TRANSPOSED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Rows r0..r0 + yc.len()/n of one group's product op(A)·op(B) into `yc` (row-major, whole
@@ -61,7 +63,41 @@ pub(crate) fn gemm_rows(ag: &[f32], bg: &[f32], yc: &mut [f32], r0: usize, (m, k
     let (a_rs, a_cs, a_off) = if ta { (1, m, r0) } else { (k, 1, r0 * k) };
     #[cfg(target_arch = "x86_64")]
     {
-        if tb {
+        if tb && rows < n && k >= 128 {
+            // Few rows against a wide Bᵀ (a weight's transpose in a backward pass): packing
+            // Bᵀ (k × n) would cost about what the product does. Compute Cᵀ = B · Aᵀ instead,
+            // packing only Aᵀ (k × rows), and transpose Cᵀ into C (element by element, which
+            // pays only for long reductions: with k = 16 or 64 it made paper1l slower). Every
+            // output is the same FMA chain over p (an FMA's product commutes): same bits.
+            let rpad = rows.div_ceil(16) * 16;
+            PACKED.with_borrow_mut(|packed| {
+                TRANSPOSED.with_borrow_mut(|ct| {
+                    if ct.len() < n * rows {
+                        ct.resize(n * rows, 0.0);
+                    }
+                    // Aᵀ(p, i) for i in r0..r0 + rows: in place when A is stored transposed.
+                    let (at, at_rs) = if ta {
+                        (&ag[r0..], m)
+                    } else {
+                        if packed.len() < k * rpad {
+                            packed.resize(k * rpad, 0.0);
+                        }
+                        // SAFETY: A's rows r0..r0+rows hold rows·k values; `packed` k·rpad.
+                        unsafe { x86::pack_transposed(ag[r0 * k..].as_ptr(), k, rows, packed.as_mut_ptr(), rpad) };
+                        (&packed[..], rpad)
+                    };
+                    // SAFETY: B is n rows of k (A operand, row stride k); Aᵀ has k rows of at
+                    // least `rows` readable values at stride at_rs (the kernel masks to rows;
+                    // in place, row p ends at p·m + r0 + rows ≤ (p + 1)·m); Cᵀ holds n·rows.
+                    unsafe { x86::gemm(bg.as_ptr(), k, 1, at.as_ptr(), at_rs, (n, k, rows), ct.as_mut_ptr()) };
+                    for (i, yr) in yc.chunks_exact_mut(n).enumerate() {
+                        for (j, y) in yr.iter_mut().enumerate() {
+                            *y = ct[j * rows + i];
+                        }
+                    }
+                });
+            });
+        } else if tb {
             let npad = n.div_ceil(16) * 16;
             PACKED.with_borrow_mut(|packed| {
                 if packed.len() < k * npad {

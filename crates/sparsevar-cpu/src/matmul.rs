@@ -234,8 +234,20 @@ mod tests {
             eprintln!("no AVX-512F here: kernel not exercised");
             return;
         }
-        let shapes =
-            [(195, 64, 64), (32, 195, 16), (64, 195, 64), (195, 32, 16), (32, 16, 195), (32, 256, 64), (5, 300, 33), (17, 513, 7), (9, 1, 47), (3, 70, 130)];
+        let shapes = [
+            (195, 64, 64),
+            (32, 195, 16),
+            (64, 195, 64),
+            (195, 32, 16),
+            (32, 16, 195),
+            (32, 256, 64),
+            (5, 300, 33),
+            (17, 513, 7),
+            (9, 1, 47),
+            (3, 70, 130),
+            (32, 256, 256),
+            (7, 600, 300),
+        ];
         for (si, &(m, k, n)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a = values(m * k, si as u64 * 4 + 1);
