@@ -327,7 +327,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
-    sparsevar_experiment::units::set_build(option_env!("SPARSEVAR_GIT_REVISION").unwrap_or_default());
+    sparsevar_experiment::units::set_build(&git_revision().unwrap_or_default());
     let host = Host::new(cli.plugins.as_deref());
     if !matches!(cli.command, Command::Plugins) {
         host.warn_load_errors();
@@ -439,7 +439,12 @@ fn out_dir(out: Option<PathBuf>, config: &Path, default: &str) -> PathBuf {
 }
 
 fn provenance(backend: String, threads: usize, seeds: Vec<u64>) -> Provenance {
-    Provenance::new("sparsevar", option_env!("SPARSEVAR_GIT_REVISION").map(str::to_string), backend, threads, seeds)
+    Provenance::new("sparsevar", git_revision(), backend, threads, seeds)
+}
+
+/// The git commit this program was built from (build.rs), when known.
+fn git_revision() -> Option<String> {
+    option_env!("SPARSEVAR_GIT_REVISION").filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 /// What the terminal shows of a workflow: a progress bar (or plain lines when stderr is not
@@ -1104,7 +1109,7 @@ fn run_script(
     ctx.quick = mode.quick;
     ctx.resume = mode.resume;
     ctx.threads = threads;
-    ctx.git_revision = option_env!("SPARSEVAR_GIT_REVISION").filter(|s| !s.is_empty()).map(str::to_string);
+    ctx.git_revision = git_revision();
     ctx.progress_lines = progress_lines().is_some();
     if let Some(n) = max_operations {
         ctx.limits.max_operations = n;
