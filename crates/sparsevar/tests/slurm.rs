@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use sparsevar_test_support::ScratchDir;
 
-/// 2 models × 2 T × 6 (m, seed) members in chunks of 3: 8 units. The uniform model never
-/// learns, so its units run to the step budget (~1 s: long enough to cancel one mid-run).
+/// 2 models × 2 T × 6 (m, seed) members in chunks of 3: 8 units. The uniform model without
+/// positions sees a bag of tokens, which cannot compute a parity of fixed positions, so its
+/// units always run to the step budget: about 0.6 s here, long enough to cancel one mid-run.
+/// (With positions, uniform attention learns the parity: session 9's faster engine then ended
+/// its units before the cancel landed, and the cancel test failed in CI.)
 const SWEEP: &str = "task: { kind: sparse_parity, s: 2 }
 models:
   attn: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
-  uniform: { kind: transformer, d_model: 16, heads: 2, mlp: 2, attention: uniform }
-train: { batch: 32, max_steps: 800, lr: 0.003, eval_every: 50, test_samples: 256 }
+  uniform: { kind: transformer, d_model: 16, heads: 2, mlp: 2, attention: uniform, positions: none }
+train: { batch: 32, max_steps: 4000, lr: 0.003, eval_every: 50, test_samples: 256 }
 sweep:
   T: [6, 10]
   m: [16, 64, 256]
