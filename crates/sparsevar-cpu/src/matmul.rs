@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::Float;
 use crate::gemm512;
-use crate::par::{fold8, go_parallel, wide};
+use crate::par::{fold8, go_parallel, twin, wide};
 
 /// Output rows per task when a single group is large; a constant.
 const ROW_BLOCK: usize = 64;
@@ -107,35 +107,94 @@ fn gemm_block<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): 
 /// Fewer output columns than this go to [`narrow_rows`].
 const NARROW: usize = 4;
 
-/// B untransposed with n < `NARROW` (a two-class head and its weight gradient): the same
-/// sums in the same order as [`small_block`]'s row loop (A(i, 0) · B[0, j] first, then the
-/// next term A(i, p) · B[p, j] added in order of p), but `ROWS` rows at a time. One row alone
-/// is n chains of k dependent additions, which wait on the adder's latency; eight rows keep
-/// 8·n independent chains going.
-fn narrow_rows<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): (usize, usize, usize), ta: bool) {
-    const ROWS: usize = 8;
-    let a_at = |i: usize, p: usize| if ta { ag[p * m + i] } else { ag[i * k + p] };
-    for (bi, yb) in yc.chunks_mut(ROWS * n).enumerate() {
-        let i0 = r0 + bi * ROWS;
-        let rows = yb.len() / n;
-        let mut acc = [[F::ZERO; NARROW]; ROWS];
-        for (r, ar) in acc.iter_mut().enumerate().take(rows) {
-            let av = a_at(i0 + r, 0);
-            for j in 0..n {
-                ar[j] = av * bg[j];
+/// Rows per block of [`narrow_rows`]: one AVX-512 vector of f32 lanes.
+const NARROW_ROWS: usize = 16;
+
+twin! {
+    /// B untransposed with n < `NARROW` (a two-class head and its weight gradient): the same
+    /// sums in the same order as [`small_block`]'s row loop (A(i, 0) · B[0, j] first, then
+    /// the next term A(i, p) · B[p, j] added in order of p), but for `NARROW_ROWS` rows at
+    /// once, one row per vector lane: one row alone is n chains of k dependent additions,
+    /// which wait on the adder's latency. A's block is first copied column by column (its
+    /// rows are k apart unless A is transposed), so each term is one vector multiply-add.
+    fn narrow_rows<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, shape: (usize, usize, usize), ta: bool) {
+        let (m, k, n) = shape;
+        let mut at = [F::ZERO; SMALL_K * NARROW_ROWS];
+        for (bi, yb) in yc.chunks_mut(NARROW_ROWS * n).enumerate() {
+            let i0 = r0 + bi * NARROW_ROWS;
+            let rows = yb.len() / n;
+            // at[p][r] = A(i0 + r, p); lanes past `rows` keep older values, never stored.
+            for p in 0..k {
+                let col = &mut at[p * NARROW_ROWS..p * NARROW_ROWS + rows];
+                if ta {
+                    col.copy_from_slice(&ag[p * m + i0..p * m + i0 + rows]);
+                } else {
+                    for (r, c) in col.iter_mut().enumerate() {
+                        *c = ag[(i0 + r) * k + p];
+                    }
+                }
             }
-        }
-        for p in 1..k {
-            let bp = &bg[p * n..(p + 1) * n];
-            for (r, ar) in acc.iter_mut().enumerate().take(rows) {
-                let av = a_at(i0 + r, p);
+            let mut acc = [[F::ZERO; NARROW_ROWS]; NARROW];
+            for j in 0..n {
+                let (b, a0) = (bg[j], &at[..NARROW_ROWS]);
+                for r in 0..NARROW_ROWS {
+                    acc[j][r] = a0[r] * b;
+                }
+            }
+            for p in 1..k {
+                let ap = &at[p * NARROW_ROWS..(p + 1) * NARROW_ROWS];
                 for j in 0..n {
-                    ar[j] += av * bp[j];
+                    let b = bg[p * n + j];
+                    for r in 0..NARROW_ROWS {
+                        acc[j][r] += ap[r] * b;
+                    }
+                }
+            }
+            for (r, yr) in yb.chunks_mut(n).enumerate() {
+                for (j, y) in yr.iter_mut().enumerate() {
+                    *y = acc[j][r];
                 }
             }
         }
-        for (yr, ar) in yb.chunks_mut(n).zip(&acc) {
-            yr.copy_from_slice(&ar[..n]);
+    }
+}
+
+/// Columns per block of [`short_dots`] (its transposed copy of B lives on the stack).
+const SHORT_COLS: usize = 64;
+
+twin! {
+    /// B transposed with 1 ≤ k < 8 (a two-class head's input gradient, k = 2): [`fold8`] of
+    /// so short a dot has only its tail, so y[i, j] = 0 + ((0 + A(i, 0)·B[j, 0]) + A(i, 1)·B[j, 1]
+    /// + …), the very same operations, here along whole rows of B's transpose (copied per
+    /// block of columns) so that they vectorise; fold8 per element ran 8,192 scalar dots of
+    /// length 2 per MLP member step (8% of it). The outer `0 +` is left out: it changes only
+    /// a −0, and after the inner one the sum is never −0 (x + y is −0 only when both are).
+    fn short_dots<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, shape: (usize, usize, usize), ta: bool) {
+        let (m, k, n) = shape;
+        let mut bt = [F::ZERO; 8 * SHORT_COLS];
+        let rows = yc.len() / n;
+        for j0 in (0..n).step_by(SHORT_COLS) {
+            let w = SHORT_COLS.min(n - j0);
+            for p in 0..k {
+                for j in 0..w {
+                    bt[p * SHORT_COLS + j] = bg[(j0 + j) * k + p];
+                }
+            }
+            for di in 0..rows {
+                let i = r0 + di;
+                let a_at = |p: usize| if ta { ag[p * m + i] } else { ag[i * k + p] };
+                let y = &mut yc[di * n + j0..di * n + j0 + w];
+                let a0 = a_at(0);
+                for (o, &b) in y.iter_mut().zip(&bt[..w]) {
+                    *o = F::ZERO + a0 * b;
+                }
+                for p in 1..k {
+                    let ap = a_at(p);
+                    for (o, &b) in y.iter_mut().zip(&bt[p * SHORT_COLS..p * SHORT_COLS + w]) {
+                        *o += ap * b;
+                    }
+                }
+            }
         }
     }
 }
@@ -145,6 +204,10 @@ fn narrow_rows<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n):
 fn small_block<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, (m, k, n): (usize, usize, usize), ta: bool, tb: bool) {
     if !tb && k > 2 && n < NARROW {
         narrow_rows(ag, bg, yc, r0, (m, k, n), ta);
+        return;
+    }
+    if tb && (1..8).contains(&k) {
+        short_dots(ag, bg, yc, r0, (m, k, n), ta);
         return;
     }
     let mut scratch = [F::ZERO; SMALL_K];
@@ -284,6 +347,28 @@ mod tests {
                         for p in 1..k {
                             want += a_at(i, p) * b[p * n + j];
                         }
+                        assert_eq!(want.to_bits(), g.to_bits(), "m={m} k={k} n={n} ta={ta} r0={r0} at ({i}, {j})");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_dots_keep_fold8s_bits() {
+        // Signed zeros in `values` make the leading `0 +` of fold8 show.
+        for (si, &(m, k, n)) in [(32, 2, 256), (32, 2, 2), (5, 7, 130), (9, 1, 65), (3, 3, 64)].iter().enumerate() {
+            for ta in [false, true] {
+                let a = values(m * k, 60 + si as u64);
+                let b = values(k * n, 70 + si as u64);
+                let a_at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+                for r0 in [0, m / 3] {
+                    let mut got = vec![f32::NAN; (m - r0) * n];
+                    small_block(&a, &b, &mut got, r0, (m, k, n), ta, true);
+                    let arow: Vec<Vec<f32>> = (0..m).map(|i| (0..k).map(|p| a_at(i, p)).collect()).collect();
+                    for (e, g) in got.iter().enumerate() {
+                        let (i, j) = (r0 + e / n, e % n);
+                        let want = fold8(&arow[i], &b[j * k..(j + 1) * k], |x, y| x * y);
                         assert_eq!(want.to_bits(), g.to_bits(), "m={m} k={k} n={n} ta={ta} r0={r0} at ({i}, {j})");
                     }
                 }
