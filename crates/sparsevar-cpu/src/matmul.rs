@@ -310,6 +310,7 @@ mod tests {
             (3, 70, 130),
             (32, 256, 256),
             (7, 600, 300),
+            (300, 64, 200),
         ];
         for (si, &(m, k, n)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
@@ -394,6 +395,11 @@ mod tests {
             (128, 195, 32, 16, true, false),
             (32, 32, 256, 64, false, true),
             (32, 32, 64, 256, false, false),
+            // The MLP's (depth 2, width 256, T = 64, B = 32) products, forward and backward.
+            (32, 32, 256, 256, false, false),
+            (32, 32, 256, 256, false, true),
+            (32, 256, 32, 256, true, false),
+            (32, 64, 32, 256, true, false),
         ] {
             let a = values(batch * m * k, 1);
             let b = values(batch * k * n, 2);
