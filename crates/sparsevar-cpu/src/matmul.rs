@@ -109,6 +109,8 @@ const NARROW: usize = 4;
 
 /// Rows per block of [`narrow_rows`]: one AVX-512 vector of f32 lanes.
 const NARROW_ROWS: usize = 16;
+/// Columns of A per piece of [`narrow_rows`]' copy of A's block.
+const NARROW_K: usize = 64;
 
 twin! {
     /// B untransposed with n < `NARROW` (a two-class head and its weight gradient): the same
@@ -119,34 +121,40 @@ twin! {
     /// rows are k apart unless A is transposed), so each term is one vector multiply-add.
     fn narrow_rows<F: Float>(ag: &[F], bg: &[F], yc: &mut [F], r0: usize, shape: (usize, usize, usize), ta: bool) {
         let (m, k, n) = shape;
-        let mut at = [F::ZERO; SMALL_K * NARROW_ROWS];
+        // A's block in pieces of NARROW_K columns (a small buffer to clear per call).
+        let mut at = [F::ZERO; NARROW_K * NARROW_ROWS];
         for (bi, yb) in yc.chunks_mut(NARROW_ROWS * n).enumerate() {
             let i0 = r0 + bi * NARROW_ROWS;
             let rows = yb.len() / n;
-            // at[p][r] = A(i0 + r, p); lanes past `rows` keep older values, never stored.
-            for p in 0..k {
-                let col = &mut at[p * NARROW_ROWS..p * NARROW_ROWS + rows];
-                if ta {
-                    col.copy_from_slice(&ag[p * m + i0..p * m + i0 + rows]);
-                } else {
-                    for (r, c) in col.iter_mut().enumerate() {
-                        *c = ag[(i0 + r) * k + p];
+            let mut acc = [[F::ZERO; NARROW_ROWS]; NARROW];
+            for p0 in (0..k).step_by(NARROW_K) {
+                let kp = NARROW_K.min(k - p0);
+                // at[q][r] = A(i0 + r, p0 + q); lanes past `rows` keep older values, never stored.
+                for q in 0..kp {
+                    let (p, col) = (p0 + q, &mut at[q * NARROW_ROWS..q * NARROW_ROWS + rows]);
+                    if ta {
+                        col.copy_from_slice(&ag[p * m + i0..p * m + i0 + rows]);
+                    } else {
+                        for (r, c) in col.iter_mut().enumerate() {
+                            *c = ag[(i0 + r) * k + p];
+                        }
                     }
                 }
-            }
-            let mut acc = [[F::ZERO; NARROW_ROWS]; NARROW];
-            for j in 0..n {
-                let (b, a0) = (bg[j], &at[..NARROW_ROWS]);
-                for r in 0..NARROW_ROWS {
-                    acc[j][r] = a0[r] * b;
+                if p0 == 0 {
+                    // The first term starts the sum (no zero added), as in the row loop.
+                    for j in 0..n {
+                        for r in 0..NARROW_ROWS {
+                            acc[j][r] = at[r] * bg[j];
+                        }
+                    }
                 }
-            }
-            for p in 1..k {
-                let ap = &at[p * NARROW_ROWS..(p + 1) * NARROW_ROWS];
-                for j in 0..n {
-                    let b = bg[p * n + j];
-                    for r in 0..NARROW_ROWS {
-                        acc[j][r] += ap[r] * b;
+                for q in usize::from(p0 == 0)..kp {
+                    let (p, aq) = (p0 + q, &at[q * NARROW_ROWS..(q + 1) * NARROW_ROWS]);
+                    for j in 0..n {
+                        let b = bg[p * n + j];
+                        for r in 0..NARROW_ROWS {
+                            acc[j][r] += aq[r] * b;
+                        }
                     }
                 }
             }
