@@ -81,6 +81,11 @@ pub struct TrainerState {
     /// Wall-clock seconds trained so far (summed over resumes).
     #[serde(deserialize_with = "nan_if_null")]
     pub seconds: f64,
+    /// The builds (git revisions, "unrecorded" where a program did not know its own) that
+    /// trained the run up to this step, in order, each once; filled in by the workflow,
+    /// which knows the build. Empty in the checkpoints of older programs.
+    #[serde(default)]
+    pub builds: Vec<String>,
 }
 
 /// A checkpoint in memory.
@@ -253,6 +258,7 @@ mod tests {
                 last_eval: vec![None, None],
                 last_train_loss: vec![f64::NAN, std::f64::consts::PI],
                 seconds: 1.5,
+                builds: vec!["older".into(), "newer".into()],
             },
             curves: vec![CurvePoint { member: 0, step: 20, train_loss: f64::INFINITY, test_loss: 1e-300, test_accuracy: 0.7, ..Default::default() }],
             tensors: vec![("param.a".into(), vec![1, 2], vec![1.0 / 7.0, -0.0]), ("optim.a.0".into(), vec![1, 2], vec![f64::MIN_POSITIVE, 5e-324])],
@@ -268,6 +274,7 @@ mod tests {
         assert!(back.state.initial_loss.as_ref().unwrap()[1].is_nan());
         assert_eq!(back.state.done[0].as_ref().unwrap().test_accuracy.to_bits(), (1.0f64 / 3.0).to_bits());
         assert_eq!(back.curves[0].train_loss, f64::INFINITY);
+        assert_eq!(back.state.builds, ["older", "newer"]);
         assert_eq!(back.curves[0].test_loss.to_bits(), 1e-300f64.to_bits());
         assert_eq!(back.tensor("param.a").unwrap().2[1].to_bits(), (-0.0f64).to_bits());
         assert_eq!(back.tensor("optim.a.0").unwrap().2, vec![f64::MIN_POSITIVE, 5e-324]);

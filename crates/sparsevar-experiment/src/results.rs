@@ -39,6 +39,11 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    /// The build, as recorded beside results: the git revision, or "unrecorded".
+    pub fn build(&self) -> String {
+        self.git_revision.clone().unwrap_or_else(|| "unrecorded".into())
+    }
+
     /// The one constructor: `program` names the front end (`sparsevar`, `sparsevar script
     /// FILE`); the command line, version and start time are this process's.
     pub fn new(program: impl Into<String>, git_revision: Option<String>, backend: String, threads: usize, seeds: Vec<u64>) -> Self {
@@ -365,9 +370,15 @@ pub struct TrainSummary {
     #[serde(default)]
     pub interrupted: bool,
     pub provenance: Provenance,
+    /// The builds that trained the run, in order: one, unless it was resumed by another
+    /// build (`provenance` names only the last); builds can differ in the last bits of
+    /// what they compute. Absent in the summaries of older programs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<String>,
 }
 
 impl TrainSummary {
+    /// The summary of a run trained by `provenance`'s build alone.
     pub fn new(result: &EnsembleResult, provenance: &Provenance, interrupted: bool) -> Self {
         TrainSummary {
             members: result.members.iter().map(MemberSummary::from).collect(),
@@ -376,6 +387,7 @@ impl TrainSummary {
             seconds: result.seconds,
             interrupted,
             provenance: provenance.clone(),
+            builds: vec![provenance.build()],
         }
     }
 }

@@ -993,6 +993,7 @@ impl<'b> Trainer<'b> {
             last_eval: rec.last_eval.iter().enumerate().map(|(m, e)| e.as_ref().map(|e| as_summary(m, e))).collect(),
             last_train_loss: rec.last_train_loss.clone(),
             seconds,
+            builds: Vec::new(),
         };
         Ok(Checkpoint { config: String::new(), state, curves: rec.curves.clone(), tensors })
     }

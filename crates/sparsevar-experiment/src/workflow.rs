@@ -223,6 +223,8 @@ pub struct TrainOutcome {
     /// Stopped by the observer (or its stop flag) before it finished: the summary says
     /// `"interrupted": true` and records each member as it was at the last step.
     pub interrupted: bool,
+    /// The builds that trained the run (see [`TrainSummary::builds`]).
+    pub builds: Vec<String>,
 }
 
 /// Train `cfg` on `backend` into the folder `out` (refused if it holds results): config.yaml
@@ -244,7 +246,7 @@ pub fn run_train(
     }
     let trainer = set_up(cfg, backend, registry)?;
     let results = ResultsDir::create(out, &cfg.to_yaml())?;
-    train_into(cfg, trainer, results, provenance, observer)
+    train_into(cfg, trainer, results, provenance, Vec::new(), observer)
 }
 
 /// Continue the run `cfg` in the folder `out` from its checkpoint (see
@@ -268,7 +270,9 @@ pub fn resume_train(
     trainer.restore(&ck).map_err(|e| RunError::Checkpoint(CheckpointError::Corrupt { path: checkpoint_path.clone(), why: e.to_string() }))?;
     // Rows written after the checkpoint's step are written again by this run.
     let results = ResultsDir::reopen(out, &ck.curves)?;
-    train_into(cfg, trainer, results, provenance, observer)
+    // A checkpoint of an older program does not say which build wrote it.
+    let earlier = if ck.state.builds.is_empty() { vec!["unrecorded".to_string()] } else { ck.state.builds.clone() };
+    train_into(cfg, trainer, results, provenance, earlier, observer)
 }
 
 /// The checkpoint `sparsevar train --resume` would continue from in `out`, or why there is
@@ -321,15 +325,21 @@ fn set_up<'b>(cfg: &ExperimentConfig, backend: &'b mut dyn Backend, registry: &R
     Trainer::new(backend, spec, registry).map_err(|source| RunError::Train { context: "setting up training".into(), source: Box::new(source) })
 }
 
-/// Train a set-up (maybe restored) trainer into its results folder.
+/// Train a set-up (maybe restored) trainer into its results folder; `earlier`: the builds
+/// that trained it before (a resumed run's checkpoint says which).
 fn train_into(
     cfg: &ExperimentConfig,
     mut trainer: Trainer<'_>,
     mut results: ResultsDir,
     provenance: &Provenance,
+    earlier: Vec<String>,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome, RunError> {
     let out = results.path.clone();
+    let mut builds = earlier;
+    if !builds.contains(&provenance.build()) {
+        builds.push(provenance.build());
+    }
     let flag = observer.stop_flag();
     if let Some(f) = &flag {
         trainer.stop_on(f.clone());
@@ -353,6 +363,7 @@ fn train_into(
         cfg.train.checkpoint_every,
         &mut |mut ck| {
             ck.config = config.clone();
+            ck.state.builds = builds.clone();
             write_checkpoint(&out, &ck)?;
             Ok(())
         },
@@ -365,8 +376,9 @@ fn train_into(
     save_weights(&mut trainer, cfg, &out, &result)?;
     let unfinished = result.members.iter().any(|m| !m.learned && !m.diverged) && result.steps < cfg.train.max_steps;
     let interrupted = unfinished && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed)));
-    let summary_path = results.write_summary(&TrainSummary::new(&result, provenance, interrupted))?;
-    Ok(TrainOutcome { dir: out, summary_path, result, interrupted })
+    let summary = TrainSummary { builds: builds.clone(), ..TrainSummary::new(&result, provenance, interrupted) };
+    let summary_path = results.write_summary(&summary)?;
+    Ok(TrainOutcome { dir: out, summary_path, result, interrupted, builds })
 }
 
 /// Write the members' weights files into `out/weights/` as `train.save_weights` asks.

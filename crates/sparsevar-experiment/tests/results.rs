@@ -103,6 +103,7 @@ fn train_summary_round_trips_with_null_for_nan() {
         seconds: 1.25,
         interrupted: true,
         provenance: provenance(),
+        builds: vec!["older".into(), "newer".into()],
     };
     let path = dir.write_summary(&summary).unwrap();
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -113,6 +114,7 @@ fn train_summary_round_trips_with_null_for_nan() {
     assert_eq!(json["members"][0]["attention_mass_on_S"], serde_json::json!([0.6, null]));
     assert_eq!(json["members"][0]["top_s_equals_S"], true);
     assert_eq!(json["interrupted"], true);
+    assert_eq!(json["builds"], serde_json::json!(["older", "newer"]));
     let back = load_train_summary(&d).unwrap();
     same(&back, &summary);
     // JSON has one null for every non-finite value: infinity reads back as NaN too.

@@ -531,6 +531,13 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
     // the member and the call; what was written so far stays.
     let outcome = outcome?;
     let result = &outcome.result;
+    if outcome.builds.len() > 1 {
+        println!(
+            "note: this run was trained by {} builds ({}); builds can differ in the last bits, and a member on the edge of learning with them (summary.json: builds)",
+            outcome.builds.len(),
+            outcome.builds.join(", ")
+        );
+    }
     for m in &result.members {
         let attn = m.attention.as_ref().map(|a| {
             let best = a.mass_on_s[a.best_head.0][a.best_head.1];

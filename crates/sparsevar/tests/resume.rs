@@ -1,6 +1,7 @@
 //! `sparsevar train --resume`: a run killed (SIGKILL) after a checkpoint and resumed ends bit
-//! for bit where an uninterrupted run ends — summary.json (but for times and the command
-//! line), metrics.csv and the final parameters and optimizer state; every folder that cannot
+//! for bit where an uninterrupted run ends — summary.json (but for times, the command line and
+//! the builds on record, which name the build of each part), metrics.csv and the final
+//! parameters and optimizer state; every folder that cannot
 //! be resumed is refused with one line and exit status 2, and nothing in it is touched.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sparsevar_experiment::checkpoint::{CHECKPOINT_FILE, CHECKPOINT_TEMP, read_checkpoint};
+use sparsevar_experiment::checkpoint::{CHECKPOINT_FILE, CHECKPOINT_TEMP, read_checkpoint, write_checkpoint};
 use sparsevar_test_support::ScratchDir;
 
 fn sparsevar(args: &[&str], dir: &Path) -> Output {
@@ -79,15 +80,30 @@ fn a_killed_run_resumes_to_the_same_end() {
     assert!(ck.state.step < 3000 && ck.state.active.len() < 4, "the checkpoint should be mid-run, after a member left: step {}", ck.state.step);
     // A kill between writing a checkpoint and renaming it leaves half a file under the
     // temporary name: resuming ignores it.
+    // The checkpoint names the build that wrote it; say another build did.
+    let mut older = read_checkpoint(&cut).unwrap();
+    let this_build = older.state.builds.clone();
+    assert_eq!(this_build.len(), 1, "{this_build:?}");
+    older.state.builds = vec!["older".into()];
+    write_checkpoint(&cut, &older).unwrap();
     let bytes = std::fs::read(cut.join(CHECKPOINT_FILE)).unwrap();
     std::fs::write(cut.join(CHECKPOINT_TEMP), &bytes[..bytes.len() / 3]).unwrap();
 
     let resumed = sparsevar(&["train", "run.yaml", "--out", "cut", "--resume"], &d);
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming 4 members"));
+    let said = String::from_utf8_lossy(&resumed.stdout);
+    assert!(said.contains(&format!("note: this run was trained by 2 builds (older, {})", this_build[0])), "{said}");
 
+    // Both builds are on record; apart from them the resumed run ends where the whole one does.
     let whole = d.join("whole");
-    assert_eq!(summary_without_times(&cut), summary_without_times(&whole));
+    let (mut cut_summary, mut whole_summary) = (summary_without_times(&cut), summary_without_times(&whole));
+    assert_eq!(cut_summary["builds"], serde_json::json!(["older", this_build[0]]));
+    assert_eq!(whole_summary["builds"], serde_json::json!(this_build));
+    assert!(!String::from_utf8_lossy(&sparsevar(&["train", "run.yaml", "--out", "again"], &d).stdout).contains("note: this run"));
+    cut_summary.as_object_mut().unwrap().remove("builds");
+    whole_summary.as_object_mut().unwrap().remove("builds");
+    assert_eq!(cut_summary, whole_summary);
     assert_eq!(std::fs::read_to_string(cut.join("metrics.csv")).unwrap(), std::fs::read_to_string(whole.join("metrics.csv")).unwrap());
     // The final checkpoints: every member's parameters (finished members' as they were when
     // they finished) and the optimizer's moments, bit for bit.
@@ -100,8 +116,9 @@ fn a_killed_run_resumes_to_the_same_end() {
         assert!(x.2.iter().zip(&y.2).all(|(u, v)| u.to_bits() == v.to_bits()), "tensor {} differs", x.0);
     }
     let (mut sa, mut sb) = (a.state.clone(), b.state.clone());
-    sa.seconds = 0.0;
-    sb.seconds = 0.0;
+    assert_eq!(sa.builds, ["older", &this_build[0]]);
+    (sa.seconds, sa.builds) = (0.0, Vec::new());
+    (sb.seconds, sb.builds) = (0.0, Vec::new());
     assert_eq!(format!("{sa:?}"), format!("{sb:?}"));
     // The saved weights, byte for byte (their headers are written in sorted order).
     let weights = |d: &Path| {
