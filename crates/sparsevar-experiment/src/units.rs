@@ -491,9 +491,11 @@ pub fn work_claim(
     after_unit: &mut dyn FnMut() -> Result<(), RunError>,
 ) -> Result<usize, RunError> {
     let mut ran = 0;
+    // The holders last reported, so that a long wait is reported once, not every 200 ms.
+    let mut reported: Vec<(usize, String)> = Vec::new();
     loop {
         let n = unit_count(dir);
-        let mut busy = false;
+        let mut held = Vec::new();
         for i in 0..n {
             if unit_done(dir, i) {
                 continue;
@@ -504,10 +506,14 @@ pub fn work_claim(
                     after_unit()?;
                 }
                 UnitRun::AlreadyDone => {}
-                UnitRun::HeldBy(_) => busy = true,
+                UnitRun::HeldBy(holder) => held.push((i, holder)),
             }
         }
-        if busy {
+        if !held.is_empty() {
+            if held != reported {
+                observer.event(Event::Waiting { holders: &held });
+                reported = held;
+            }
             std::thread::sleep(Duration::from_millis(200));
         } else if plan_next(cfg, dir)? {
             return Ok(ran);

@@ -32,6 +32,10 @@ pub enum Event<'a> {
     Ensemble { model: &'a str, t: usize, members: usize, done: usize, total: usize },
     /// A sweep bisection point is about to train.
     Refine { model: &'a str, t: usize, m: usize },
+    /// Every unit left to this process is held by another live process (`holders`: each
+    /// unit and who holds it, "pid P on HOST since …"): it waits for them to finish, and says
+    /// so again only when the holders change.
+    Waiting { holders: &'a [(usize, String)] },
 }
 
 impl<'a> Event<'a> {
@@ -40,6 +44,12 @@ impl<'a> Event<'a> {
         let best_accuracy = points.iter().map(|p| p.test_accuracy).fold(0.0, f64::max);
         Event::Evaluated { step, max_steps, finished, members, best_accuracy, points }
     }
+}
+
+/// What a front end says about an [`Event::Waiting`]: the units and their holders.
+pub fn waiting_line(holders: &[(usize, String)]) -> String {
+    let who: Vec<String> = holders.iter().map(|(i, h)| format!("unit {i} by {h}")).collect();
+    format!("waiting for units other processes are running: {}", who.join("; "))
 }
 
 /// A front end watching a workflow.

@@ -25,7 +25,7 @@ use sparsevar_experiment::results::{Provenance, ResultsError, fresh_dir, holds_f
 use sparsevar_experiment::sweep::{SweepConfig, SweepOutcome, open_sweep, run_sweep};
 use sparsevar_experiment::train::{RunSpec, Trainer};
 use sparsevar_experiment::units;
-use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, resumable, resume_train, run_train};
+use sparsevar_experiment::workflow::{Event, Observer, ProgressLines, RunError, resumable, resume_train, run_train, waiting_line};
 use std::sync::Arc;
 
 mod compare;
@@ -489,6 +489,7 @@ impl Observer for Display {
                 }
             }
             Event::Refine { model, t, m } => eprintln!("  {model} T={t}: refining at m={m}"),
+            Event::Waiting { holders } => eprintln!("  {}", waiting_line(holders)),
         }
         true
     }
@@ -844,7 +845,13 @@ fn sweep_work(host: &Host, dir: &Path, unit: Option<usize>, threads: Option<usiz
     let cfg = units::load_config(dir, &registry_with_auto(host))?;
     in_pool(threads.or(cfg.threads), |_| {
         let mut make = || registry.backend(&host.resolve(&cfg.backend)).map_err(|e| e.to_string());
-        let mut quiet = sparsevar_experiment::workflow::observe(|_| true);
+        // A worker's log says only what it did, and what it waits for.
+        let mut quiet = sparsevar_experiment::workflow::observe(|e| {
+            if let Event::Waiting { holders } = e {
+                eprintln!("{}", waiting_line(holders));
+            }
+            true
+        });
         match unit {
             Some(i) => match units::claim_and_run(&cfg, dir, i, registry, &mut make, &mut quiet)? {
                 units::UnitRun::Ran => eprintln!("unit {i}: done"),

@@ -145,6 +145,45 @@ fn collect_de_duplicates_equal_unit_results_and_refuses_disagreeing_ones() {
     assert_eq!(comparable_summary(&res), before, "a refused collect writes no summary");
 }
 
+/// One unit that trains for minutes (eight samples are never learned).
+const ONE_LONG_UNIT: &str = "task: { kind: sparse_parity, s: 2 }\nmodels: { a: { kind: mlp } }\ntrain: { max_steps: 1000000, eval_every: 1000 }\nsweep: { T: [12], m: [8], seeds: [0], max_ensemble: 1 }\n";
+
+#[test]
+fn a_worker_says_which_units_it_waits_for() {
+    let d = ScratchDir::created("shared-wait");
+    std::fs::write(d.join("s.yaml"), ONE_LONG_UNIT).unwrap();
+    let quiet =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sparsevar")).args(args).current_dir(&*d).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = quiet(&["sweep", "s.yaml", "--out", "live"]);
+    while !std::fs::read_to_string(d.join("live/starts.log")).is_ok_and(|t| t.starts_with("0 ")) {
+        assert!(first.try_wait().unwrap().is_none(), "the sweep ended too soon");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_sparsevar"))
+        .args(["sweep", "work", "live", "--claim"])
+        .current_dir(&*d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first line, read on a thread so that a worker saying nothing fails the test.
+    let err = worker.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(err), &mut line).ok();
+        tx.send(line).ok();
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(60));
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let line = line.expect("the waiting worker said nothing for 60 s");
+    let want = format!("waiting for units other processes are running: unit 0 by pid {} on ", first.id());
+    assert!(line.starts_with(&want), "{line}");
+}
+
 #[test]
 fn a_second_sweep_on_a_live_folder_is_refused_naming_the_process() {
     let d = ScratchDir::created("shared-busy");

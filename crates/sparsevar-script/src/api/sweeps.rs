@@ -8,7 +8,7 @@ use rhai::{Array, Dynamic, Map, NativeCallContext};
 use sparsevar_experiment::config::TrainConfig;
 use sparsevar_experiment::results::fresh_dir;
 use sparsevar_experiment::sweep::{ModelSummary, RunRow, SweepConfig, SweepSection, SweepSummary, run_sweep};
-use sparsevar_experiment::workflow::{Event, RunError, observe};
+use sparsevar_experiment::workflow::{Event, RunError, observe, waiting_line};
 
 use super::training::config_keys;
 use super::{Api, ModelHandle, Res, TaskHandle, code, fail, fields, overlay, stopped, string_of, to_dyn, unknown_key};
@@ -141,6 +141,7 @@ fn run(ctx: &NativeCallContext, st: &State, cfg: SweepConfig, name: String) -> R
                 pb.set_position(step as u64)
             }
             Event::Refine { model, t, m } => st.say(&format!("  {name}: {model} T={t}: refining at m={m}"), true),
+            Event::Waiting { holders } => st.say(&format!("  {name}: {}", waiting_line(holders)), true),
             Event::Started { .. } => {}
         }
         // A stop request takes effect before the next ensemble.
