@@ -35,6 +35,32 @@ twin! {
     /// Outputs start..start + y.len() of a Binary.
     fn binary_chunk<F: Float>(layout: &Layout<2>, a: &[F], b: &[F], start: usize, y: &mut [F], f: impl Fn(F, F) -> F + Copy) {
         let [sa, sb] = layout.inner_strides();
+        // A row-broadcast operand ([M, C] op [C] or [C] op [M, C], the bias of a linear layer
+        // or LayerNorm's gain) over whole rows: rows of fixed width, without the general
+        // walk's per-row set-up (it cost about as much as a 64-wide row's arithmetic).
+        let cols = layout.dims[1];
+        if layout.rank == 2 && sa == 1 && sb == 1 && start % cols == 0 && y.len() % cols == 0 {
+            let (ra, rb) = (layout.strides[0][0], layout.strides[1][0]);
+            let first = start / cols;
+            if rb == 0 && ra == cols {
+                let bs = &b[..cols];
+                for (yr, ar) in y.chunks_exact_mut(cols).zip(a[first * cols..].chunks_exact(cols)) {
+                    for ((o, &x), &z) in yr.iter_mut().zip(ar).zip(bs) {
+                        *o = f(x, z);
+                    }
+                }
+                return;
+            }
+            if ra == 0 && rb == cols {
+                let as_ = &a[..cols];
+                for (yr, br) in y.chunks_exact_mut(cols).zip(b[first * cols..].chunks_exact(cols)) {
+                    for ((o, &x), &z) in yr.iter_mut().zip(as_).zip(br) {
+                        *o = f(x, z);
+                    }
+                }
+                return;
+            }
+        }
         for (pos, run, [oa, ob]) in layout.runs(start, y.len()) {
             let out = &mut y[pos..pos + run];
             match (sa, sb) {

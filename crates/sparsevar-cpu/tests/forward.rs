@@ -80,6 +80,11 @@ fn binary_matches_naive() {
         (vec![2, 3, 1, 2, 3, 2], vec![36, 12, 12, 6, 2, 1], vec![0, 2, 0, 1, 0, 6]),
         // big enough to run in parallel, broadcast along the middle
         (vec![17, 300, 9], vec![2700, 9, 1], vec![9, 0, 1]),
+        // biases over several chunks: chunks that start on a row (64 divides the chunk
+        // size) and chunks that start inside one (100 does not), on either side
+        (vec![600, 64], vec![64, 1], vec![0, 1]),
+        (vec![600, 64], vec![0, 1], vec![64, 1]),
+        (vec![300, 100], vec![100, 1], vec![0, 1]),
         // empty
         (vec![3, 0, 2], vec![0, 2, 1], vec![2, 0, 1]),
     ];
