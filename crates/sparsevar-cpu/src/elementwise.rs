@@ -39,7 +39,7 @@ twin! {
         // or LayerNorm's gain) over whole rows: rows of fixed width, without the general
         // walk's per-row set-up (it cost about as much as a 64-wide row's arithmetic).
         let cols = layout.dims[1];
-        if layout.rank == 2 && sa == 1 && sb == 1 && start % cols == 0 && y.len() % cols == 0 {
+        if layout.rank == 2 && sa == 1 && sb == 1 && start.is_multiple_of(cols) && y.len().is_multiple_of(cols) {
             let (ra, rb) = (layout.strides[0][0], layout.strides[1][0]);
             let first = start / cols;
             if rb == 0 && ra == cols {
