@@ -4,7 +4,7 @@
 use sparsevar_core::backend::{BinaryOp, UnaryOp};
 
 use crate::Float;
-use crate::par::{ELEM_CHUNK, for_chunks, twin};
+use crate::par::{ELEM_CHUNK, for_chunks, go_parallel, twin};
 use crate::strided::{Layout, MAX_RANK};
 
 pub(crate) fn binary<F: Float>(op: BinaryOp, shape: &[usize], a_strides: &[usize], b_strides: &[usize], a: &[F], b: &[F], y: &mut [F]) -> Result<(), String> {
@@ -124,6 +124,15 @@ pub(crate) fn sum_to<F: Float>(from: &[usize], to: &[usize], x: &[F], y: &mut [F
         y.copy_from_slice(x);
         return Ok(());
     }
+    // The bias gradient's shape, [rows, cols] → [cols], small enough for one task: rows
+    // added in order into the zeroed output, as the general path below adds them, without
+    // its per-row walk of the reduced axes.
+    if let [(_, true), (cols, false)] = dims[..]
+        && !go_parallel(x.len())
+    {
+        column_sums(cols, x, y);
+        return Ok(());
+    }
     // x strides of the merged axes, then the reduced axes alone (dims and x strides).
     let mut xs = vec![0; dims.len()];
     let mut s = 1;
@@ -187,6 +196,18 @@ pub(crate) fn sum_to<F: Float>(from: &[usize], to: &[usize], x: &[F], y: &mut [F
         });
     }
     Ok(())
+}
+
+twin! {
+    /// y[j] = Σ_r x[r, j], r increasing from a zero start.
+    fn column_sums<F: Float>(cols: usize, x: &[F], y: &mut [F]) {
+        y.fill(F::ZERO);
+        for row in x.chunks_exact(cols) {
+            for (o, &v) in y.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+    }
 }
 
 /// Calls `f(base + Σ i_d · strides_d)` for every multi-index of `dims`, lexicographically.
