@@ -301,3 +301,27 @@ pub(crate) fn unary_backward<F: Float>(op: UnaryOp, u: &[F], dy: &[F], dx: &mut 
         UnaryOp::Sigmoid => map2(u, dy, dx, |y, g| g * y * (F::ONE - y)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain column sums give the general path's bits (which of the two runs depends on
+    /// the size and on the calling thread, so they must agree).
+    #[test]
+    fn column_sums_keep_the_general_paths_bits() {
+        let (rows, cols) = (5000, 64);
+        assert!(go_parallel(rows * cols), "the size must take the general (parallel) path");
+        let mut s = 7u64;
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
+            })
+            .collect();
+        let (mut general, mut plain) = (vec![f32::NAN; cols], vec![f32::NAN; cols]);
+        sum_to(&[rows, cols], &[1, cols], &x, &mut general).unwrap();
+        column_sums(cols, &x, &mut plain);
+        assert_eq!(general.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+}
