@@ -44,13 +44,24 @@ pub(crate) fn gather<F: Float>((table_rows, rows, cols): (usize, usize, usize), 
 #[inline(always)]
 fn gather_rows<F: Float, const K: usize>(table: &[F], table_rows: usize, rows: usize, (mut g, mut i): (usize, usize), ids: &[F], y: &mut [F]) {
     for (row, &v) in y.chunks_exact_mut(K).zip(ids) {
-        let src = (g * table_rows + v.to_f64() as usize) * K;
+        let src = (g * table_rows + checked_index(v)) * K;
         let from: &[F; K] = table[src..src + K].try_into().expect("K values");
         row.copy_from_slice(from);
         i += 1;
         if i == rows {
             (g, i) = (g + 1, 0);
         }
+    }
+}
+
+/// An index that [`check_indices`] has passed (a whole number in 0..limit) as a usize,
+/// without the saturating conversion's handling of NaN, negatives and overflow.
+#[inline(always)]
+fn checked_index<F: Float>(v: F) -> usize {
+    // SAFETY: checked on entry to the kernel: finite, integral, in 0..limit.
+    #[allow(unsafe_code)]
+    unsafe {
+        v.to_f64().to_int_unchecked::<usize>()
     }
 }
 
@@ -125,7 +136,7 @@ pub(crate) fn scatter_add<F: Float>((table_rows, rows, cols): (usize, usize, usi
 #[inline(always)]
 fn scatter_rows<F: Float, const K: usize>(ids: &[F], dg: &[F], yg: &mut [F]) {
     for (&v, src) in ids.iter().zip(dg.chunks_exact(K)) {
-        let t = v.to_f64() as usize;
+        let t = checked_index(v);
         let out: &mut [F; K] = (&mut yg[t * K..(t + 1) * K]).try_into().expect("K values");
         for k in 0..K {
             out[k] += src[k];
