@@ -240,6 +240,10 @@ fn permute_matches_naive() {
         (vec![7], vec![0]),
         (vec![2, 1, 3, 2, 1, 3], vec![5, 3, 0, 4, 2, 1]),
         (vec![3, 40, 30, 8], vec![0, 2, 1, 3]),
+        // blocks moved whole in one task (three axes after merging): heads to the front,
+        // and an odd block width
+        (vec![1, 13, 4, 16], vec![0, 2, 1, 3]),
+        (vec![5, 7, 3], vec![1, 0, 2]),
         // rank 8 with nothing to merge: the any-rank loop
         (vec![2, 3, 2, 3, 2, 3, 2, 2], vec![7, 5, 3, 1, 6, 4, 2, 0]),
         // rank 8 that merges down to rank 2
