@@ -38,10 +38,14 @@ pub struct Provenance {
     pub started_unix: u64,
 }
 
+/// The build recorded for a program that did not know its own, or for results whose files
+/// (older programs') do not say.
+pub const UNRECORDED_BUILD: &str = "unrecorded";
+
 impl Provenance {
-    /// The build, as recorded beside results: the git revision, or "unrecorded".
+    /// The build, as recorded beside results: the git revision, or [`UNRECORDED_BUILD`].
     pub fn build(&self) -> String {
-        self.git_revision.clone().unwrap_or_else(|| "unrecorded".into())
+        self.git_revision.clone().unwrap_or_else(|| UNRECORDED_BUILD.into())
     }
 
     /// The one constructor: `program` names the front end (`sparsevar`, `sparsevar script
@@ -378,8 +382,8 @@ pub struct TrainSummary {
 }
 
 impl TrainSummary {
-    /// The summary of a run trained by `provenance`'s build alone.
-    pub fn new(result: &EnsembleResult, provenance: &Provenance, interrupted: bool) -> Self {
+    /// The summary of a run whose last part `provenance` trained, `builds` all its parts.
+    pub fn new(result: &EnsembleResult, provenance: &Provenance, builds: Vec<String>, interrupted: bool) -> Self {
         TrainSummary {
             members: result.members.iter().map(MemberSummary::from).collect(),
             learned: result.members.iter().filter(|m| m.learned).count(),
@@ -387,7 +391,7 @@ impl TrainSummary {
             seconds: result.seconds,
             interrupted,
             provenance: provenance.clone(),
-            builds: vec![provenance.build()],
+            builds,
         }
     }
 }

@@ -37,7 +37,7 @@ use sparsevar_core::registry::Registry;
 
 use crate::checkpoint::read_checkpoint_file;
 use crate::learners::LearnerKind;
-use crate::results::{CsvLog, Provenance, ResultsError, io, read_csv, read_json};
+use crate::results::{CsvLog, Provenance, ResultsError, UNRECORDED_BUILD, io, read_csv, read_json};
 use crate::sweep::{RunRow, SweepConfig, SweepFile, SweepOutcome, summarize, summarize_point, train_cells, unit_fingerprint};
 use crate::workflow::{Event, Observer, RunError};
 
@@ -339,7 +339,7 @@ pub fn set_build(revision: &str) {
 }
 
 /// The builds that started units in `dir`, in order of first start: each `build=REV` of
-/// `starts.log`, or "unrecorded" for a start line without one (an older program, or a
+/// `starts.log`, or [`UNRECORDED_BUILD`] for a start line without one (an older program, or a
 /// process that did not name its build). Empty when no unit has started.
 pub fn builds(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("starts.log")).unwrap_or_default();
@@ -351,7 +351,7 @@ pub fn builds(dir: &Path) -> Vec<String> {
         if unit.parse::<usize>().is_err() || pid.parse::<u32>().is_err() {
             continue;
         }
-        let build = words.find_map(|w| w.strip_prefix("build=")).unwrap_or("unrecorded").to_string();
+        let build = words.find_map(|w| w.strip_prefix("build=")).unwrap_or(UNRECORDED_BUILD).to_string();
         if !found.contains(&build) {
             found.push(build);
         }

@@ -16,7 +16,7 @@ use sparsevar_core::registry::Registry;
 
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint, write_checkpoint};
 use crate::config::{ConfigError, ExperimentConfig};
-use crate::results::{Provenance, ResultsDir, ResultsError, TrainSummary, holds_files, io, load_train_summary, resolve_path};
+use crate::results::{Provenance, ResultsDir, ResultsError, TrainSummary, UNRECORDED_BUILD, holds_files, io, load_train_summary, resolve_path};
 use crate::train::{CurvePoint, EnsembleResult, Progress, RunSpec, TrainError, Trainer};
 use crate::weights;
 
@@ -281,7 +281,7 @@ pub fn resume_train(
     // Rows written after the checkpoint's step are written again by this run.
     let results = ResultsDir::reopen(out, &ck.curves)?;
     // A checkpoint of an older program does not say which build wrote it.
-    let earlier = if ck.state.builds.is_empty() { vec!["unrecorded".to_string()] } else { ck.state.builds.clone() };
+    let earlier = if ck.state.builds.is_empty() { vec![UNRECORDED_BUILD.to_string()] } else { ck.state.builds.clone() };
     train_into(cfg, trainer, results, provenance, earlier, observer)
 }
 
@@ -386,8 +386,7 @@ fn train_into(
     save_weights(&mut trainer, cfg, &out, &result)?;
     let unfinished = result.members.iter().any(|m| !m.learned && !m.diverged) && result.steps < cfg.train.max_steps;
     let interrupted = unfinished && (!go || flag.is_some_and(|f| f.load(Ordering::Relaxed)));
-    let summary = TrainSummary { builds: builds.clone(), ..TrainSummary::new(&result, provenance, interrupted) };
-    let summary_path = results.write_summary(&summary)?;
+    let summary_path = results.write_summary(&TrainSummary::new(&result, provenance, builds.clone(), interrupted))?;
     Ok(TrainOutcome { dir: out, summary_path, result, interrupted, builds })
 }
 
