@@ -532,13 +532,7 @@ fn train_in_pool(host: &Host, config: &Path, out: Option<PathBuf>, resume: bool,
     // the member and the call; what was written so far stays.
     let outcome = outcome?;
     let result = &outcome.result;
-    if outcome.builds.len() > 1 {
-        println!(
-            "note: this run was trained by {} builds ({}); builds can differ in the last bits, and a member on the edge of learning with them (summary.json: builds)",
-            outcome.builds.len(),
-            outcome.builds.join(", ")
-        );
-    }
+    note_builds("this run was", &outcome.builds, "learning");
     for m in &result.members {
         let attn = m.attention.as_ref().map(|a| {
             let best = a.mass_on_s[a.best_head.0][a.best_head.1];
@@ -719,16 +713,22 @@ fn run_local_workers(dir: &Path, workers: usize, threads: usize) -> Result<()> {
     Ok(())
 }
 
+/// The note above a result trained by more than one build (`what`: "this run was", …;
+/// `edge`: what a member on the edge could fall either side of).
+fn note_builds(what: &str, builds: &[String], edge: &str) {
+    if builds.len() > 1 {
+        println!(
+            "note: {what} trained by {} builds ({}); builds can differ in the last bits, and a member on the edge of {edge} with them (summary.json: builds)",
+            builds.len(),
+            builds.join(", ")
+        );
+    }
+}
+
 /// Print what a sweep found and draw its figures.
 fn report(cfg: &SweepConfig, out: &Path, outcome: &SweepOutcome) -> Result<()> {
     let summary = &outcome.summary;
-    if outcome.builds.len() > 1 {
-        println!(
-            "note: its units were trained by {} builds ({}); builds can differ in the last bits, and a member on the edge of the success rule with them (summary.json: builds)",
-            outcome.builds.len(),
-            outcome.builds.join(", ")
-        );
-    }
+    note_builds("its units were", &outcome.builds, "the success rule");
     println!("{}", summary.success_rule);
     for m in &summary.models {
         let stars: Vec<String> = m.points.iter().map(|p| format!("T={}: {}", p.t, p.m_star.map_or("none".into(), |x| x.to_string()))).collect();
