@@ -39,27 +39,21 @@ twin! {
         // or LayerNorm's gain) over whole rows: rows of fixed width, without the general
         // walk's per-row set-up (it cost about as much as a 64-wide row's arithmetic).
         let cols = layout.dims[1];
-        if layout.rank == 2 && sa == 1 && sb == 1 && start.is_multiple_of(cols) && y.len().is_multiple_of(cols) {
-            let (ra, rb) = (layout.strides[0][0], layout.strides[1][0]);
-            let first = start / cols;
-            if rb == 0 && ra == cols {
-                let bs = &b[..cols];
-                for (yr, ar) in y.chunks_exact_mut(cols).zip(a[first * cols..].chunks_exact(cols)) {
-                    for ((o, &x), &z) in yr.iter_mut().zip(ar).zip(bs) {
-                        *o = f(x, z);
-                    }
+        let (ra, rb) = (layout.strides[0][0], layout.strides[1][0]);
+        if layout.rank == 2
+            && sa == 1
+            && sb == 1
+            && matches!((ra, rb), (r, 0) | (0, r) if r == cols)
+            && start.is_multiple_of(cols)
+            && y.len().is_multiple_of(cols)
+        {
+            // Row r of an operand starts at r · (its row stride): 0 for the broadcast one.
+            for (r, yr) in (start / cols..).zip(y.chunks_exact_mut(cols)) {
+                for ((o, &x), &z) in yr.iter_mut().zip(&a[r * ra..r * ra + cols]).zip(&b[r * rb..r * rb + cols]) {
+                    *o = f(x, z);
                 }
-                return;
             }
-            if ra == 0 && rb == cols {
-                let as_ = &a[..cols];
-                for (yr, br) in y.chunks_exact_mut(cols).zip(b[first * cols..].chunks_exact(cols)) {
-                    for ((o, &x), &z) in yr.iter_mut().zip(as_).zip(br) {
-                        *o = f(x, z);
-                    }
-                }
-                return;
-            }
+            return;
         }
         for (pos, run, [oa, ob]) in layout.runs(start, y.len()) {
             let out = &mut y[pos..pos + run];
