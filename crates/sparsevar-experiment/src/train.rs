@@ -559,6 +559,12 @@ impl<'b> Trainer<'b> {
         self.graphs.train_exec.launches()
     }
 
+    /// Wait until the backend has finished everything queued so far (a GPU backend returns
+    /// from [`Trainer::step`] once the step is recorded, not run).
+    pub fn sync(&mut self) -> Result<(), TrainError> {
+        Ok(self.backend.sync()?)
+    }
+
     /// The parameter declarations (names and per-member shapes) of the model.
     pub fn param_store(&self) -> &ParamStore {
         &self.params

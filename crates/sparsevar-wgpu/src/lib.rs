@@ -240,6 +240,12 @@ impl WgpuBackend {
         Ok(())
     }
 
+    /// Submit the work recorded so far without waiting for it (benchmarks time the queueing
+    /// apart from the run).
+    pub fn submit_recorded(&mut self) -> Result<(), BackendError> {
+        self.flush()
+    }
+
     /// Submit recorded work, if any.
     fn flush(&mut self) -> Result<(), BackendError> {
         let Some(p) = self.pending.take() else { return Ok(()) };

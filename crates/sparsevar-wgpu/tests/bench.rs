@@ -80,25 +80,36 @@ fn paper1l_training_step_throughput() {
 }
 
 /// The floor under every step: what one tiny dispatch costs when many are submitted
-/// together, and what a submit-and-wait costs.
+/// together — each reading the one before (a barrier between every two) or all on buffers of
+/// their own (no barriers needed) — and what a submit-and-wait costs. "queued" is the host's
+/// time to record and submit, "run" includes waiting for the device.
 #[test]
 #[ignore]
 fn dispatch_overhead() {
     use sparsevar_core::backend::Kernel;
     let Some(mut gpu) = wgpu_or_skip("dispatch_overhead") else { return };
-    let a = gpu.alloc(64).unwrap();
-    let b = gpu.alloc(64).unwrap();
-    let k = Kernel::Affine { len: 64, scale: 1.0, shift: 1.0 };
-    gpu.launch(&k, &[a], b).unwrap();
-    gpu.sync().unwrap();
     let n = 200;
-    let start = Instant::now();
-    for i in 0..n {
-        let (x, y) = if i % 2 == 0 { (a, b) } else { (b, a) };
-        gpu.launch(&k, &[x], y).unwrap();
-    }
-    gpu.sync().unwrap();
-    println!("{:.1} us per dispatch in one submission", start.elapsed().as_secs_f64() * 1e6 / n as f64);
+    let bufs: Vec<_> = (0..2 * n).map(|_| gpu.alloc(64).unwrap()).collect();
+    let k = Kernel::Affine { len: 64, scale: 1.0, shift: 1.0 };
+    let time = |gpu: &mut sparsevar_wgpu::WgpuBackend, pairs: &dyn Fn(usize) -> (usize, usize), what: &str| {
+        for round in 0..3 {
+            let start = Instant::now();
+            for i in 0..n {
+                let (x, y) = pairs(i);
+                gpu.launch(&k, &[bufs[x]], bufs[y]).unwrap();
+            }
+            gpu.submit_recorded().unwrap();
+            let queued = start.elapsed().as_secs_f64();
+            gpu.sync().unwrap();
+            let run = start.elapsed().as_secs_f64();
+            if round > 0 {
+                println!("{what}: {:.1} us queued, {:.1} us run per dispatch", queued * 1e6 / n as f64, run * 1e6 / n as f64);
+            }
+        }
+    };
+    time(&mut gpu, &|i| if i % 2 == 0 { (0, 1) } else { (1, 0) }, "chain (each reads the last)");
+    time(&mut gpu, &|i| (2 * i, 2 * i + 1), "independent (own buffers)");
+    let (a, b) = (bufs[0], bufs[1]);
     let start = Instant::now();
     for _ in 0..50 {
         gpu.launch(&k, &[a], b).unwrap();

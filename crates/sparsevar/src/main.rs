@@ -954,17 +954,25 @@ fn bench_in_pool(
     for _ in 0..steps.min(20) {
         trainer.step()?; // warm-up: caches, page faults, thread pool
     }
-    let mut ms = Vec::new();
+    trainer.sync()?;
+    // Each repeat ends when the device has run its steps, not when they are queued; the time
+    // to queue them (`host`) tells a host-bound GPU step from a device-bound one.
+    let (mut ms, mut host_ms) = (Vec::new(), Vec::new());
     for _ in 0..repeats {
         let start = Instant::now();
         for _ in 0..steps {
             trainer.step()?;
         }
+        host_ms.push(start.elapsed().as_secs_f64() * 1e3 / steps as f64);
+        trainer.sync()?;
         ms.push(start.elapsed().as_secs_f64() * 1e3 / steps as f64);
     }
-    let mut sorted = ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+    let median_of = |v: &[f64]| {
+        let mut sorted = v.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let median = median_of(&ms);
     let flops = trainer.step_flops() as f64;
     let steps_per_s = 1e3 / median;
     let model_steps_per_s = steps_per_s * runs as f64;
@@ -972,7 +980,7 @@ fn bench_in_pool(
     if json {
         let line = serde_json::json!({
             "model": model, "T": t, "batch": batch, "runs": runs, "backend": backend_name, "device": device_name(&backend_name), "threads": threads,
-            "steps": steps, "repeats": repeats, "ms_per_step": median, "ms_per_step_repeats": ms,
+            "steps": steps, "repeats": repeats, "ms_per_step": median, "ms_per_step_repeats": ms, "host_ms_per_step": median_of(&host_ms),
             "steps_per_s": steps_per_s, "model_steps_per_s": model_steps_per_s, "gflops_per_s": gflops,
             "flops_per_step": flops, "launches_per_step": trainer.step_launches(),
         });

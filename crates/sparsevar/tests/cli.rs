@@ -122,6 +122,9 @@ fn bench_prints_one_json_line_with_the_figures() {
     }
     let ms = v["ms_per_step"].as_f64().unwrap();
     assert!((v["model_steps_per_s"].as_f64().unwrap() - 2.0 * 1000.0 / ms).abs() < 1e-6);
+    // Queueing a repeat's steps never takes longer than running them (each repeat's pair).
+    let host = v["host_ms_per_step"].as_f64().unwrap();
+    assert!(host > 0.0 && host <= ms, "host {host} ms against {ms} ms per step");
     let mlp = sparsevar(&["bench", "--model", "mlp", "--steps", "3", "--repeats", "1", "--json"], &d);
     assert!(mlp.status.success());
     let bad = sparsevar(&["bench", "--model", "gpt"], &d);
