@@ -65,6 +65,7 @@ pub struct Counters(Arc<CounterCells>);
 #[derive(Debug, Default)]
 struct CounterCells {
     submissions: AtomicU64,
+    dispatches: AtomicU64,
     launch_sites: AtomicU64,
     device_objects: AtomicU64,
 }
@@ -73,6 +74,11 @@ impl Counters {
     /// Queue submissions so far (a training step should add exactly one).
     pub fn submissions(&self) -> u64 {
         self.0.submissions.load(Ordering::Relaxed)
+    }
+
+    /// Compute dispatches recorded so far.
+    pub fn dispatches(&self) -> u64 {
+        self.0.dispatches.load(Ordering::Relaxed)
     }
 
     /// Launch sites (kernel parameters + buffers) seen so far; each owns its uniform buffer
@@ -96,6 +102,8 @@ impl Counters {
 struct GpuBuffer {
     buffer: wgpu::Buffer,
     len: usize,
+    /// When the buffer was last written or bound for writing (`WgpuBackend::clock`).
+    written: u64,
 }
 
 /// What identifies a launch site: the first pipeline, the parameter words that do not change
@@ -116,6 +124,10 @@ struct Site {
     dispatches: Vec<(Pipe, wgpu::BindGroup, (u32, u32))>,
     /// Submission the site was last recorded into (see `WgpuBackend::batch`).
     last_batch: u64,
+    /// ScatterAdd: the index buffer's `written` when its sort was last recorded. The sort
+    /// depends on nothing else, so while the indices stay the same (a position table's
+    /// fixed indices) the scratch still holds it and only the sum runs.
+    sorted: Option<u64>,
     /// ScatterAdd's u32 scratch; kept alive by the bind groups too.
     _scratch: Option<wgpu::Buffer>,
 }
@@ -142,6 +154,8 @@ pub struct WgpuBackend {
     /// Number of submissions so far: a site whose `last_batch` equals it is recorded in the
     /// pending work, so rewriting its uniform must wait for a submission.
     batch: u64,
+    /// Counts buffer writes (host writes, kernel outputs, updates) to date them.
+    clock: u64,
     staging: Option<wgpu::Buffer>,
     host: Vec<f32>,
     /// Errors caught by the uncaptured-error handler, returned by the next call.
@@ -196,6 +210,7 @@ impl WgpuBackend {
             sites: HashMap::new(),
             pending: None,
             batch: 0,
+            clock: 0,
             staging: None,
             host: Vec::new(),
             errors,
@@ -238,6 +253,13 @@ impl WgpuBackend {
             return Err(BackendError::BufferSize { backend: NAME.to_string(), kernel: kernel.to_string(), buffer: id, have, need });
         }
         Ok(())
+    }
+
+    /// Date a write of `id` (recorded or queued): launch sites that cache what they computed
+    /// from it see that it changed.
+    fn mark_written(&mut self, id: BufferId) {
+        self.clock += 1;
+        self.buffers[id.0].written = self.clock;
     }
 
     /// Submit the work recorded so far without waiting for it (benchmarks time the queueing
@@ -315,10 +337,19 @@ impl WgpuBackend {
                 p.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kernels"), timestamp_writes: None }).forget_lifetime()
             })
         };
+        let index_written = slots[Binding::X0 as usize - 1].map(|b| self.buffers[b.0].written);
         let site = self.sites.get_mut(&key).expect("inserted above");
         site.words = plan.words;
         site.last_batch = batch;
-        for (pipe, bind_group, (x, y)) in &site.dispatches {
+        let mut skip = 0;
+        if matches!(first.pipe, Pipe::ScatterIndex | Pipe::ScatterIndexShared) {
+            if site.sorted.is_some() && site.sorted == index_written {
+                skip = 1;
+            }
+            site.sorted = index_written;
+        }
+        Counters::add(&self.counters.0.dispatches, (site.dispatches.len() - skip) as u64);
+        for (pipe, bind_group, (x, y)) in &site.dispatches[skip..] {
             let compiled = self.pipelines.get(&self.device, *pipe).map_err(device_error)?;
             pass.set_pipeline(&compiled.pipeline);
             pass.set_bind_group(0, bind_group, &[]);
@@ -369,7 +400,7 @@ impl WgpuBackend {
                     device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(pipe.info().1), layout: &compiled.layout, entries: &entries });
                 dispatches.push((*pipe, bind_group, *grid));
             }
-            Site { uniform, words: plan.words, dispatches, last_batch: u64::MAX, _scratch: scratch }
+            Site { uniform, words: plan.words, dispatches, last_batch: u64::MAX, sorted: None, _scratch: scratch }
         });
         result.map_err(|e| self.err(format!("cannot set up a launch: {e}")))
     }
@@ -480,7 +511,7 @@ impl Backend for WgpuBackend {
             })
         })
         .map_err(|e| self.err(format!("cannot allocate {len} values: {e}")))?;
-        self.buffers.push(GpuBuffer { buffer, len });
+        self.buffers.push(GpuBuffer { buffer, len, written: 0 });
         Counters::add(&self.counters.0.device_objects, 1);
         Ok(BufferId(self.buffers.len() - 1))
     }
@@ -494,6 +525,7 @@ impl Backend for WgpuBackend {
         // queue.write_buffer runs before everything in the next submission, so work recorded
         // so far must go first.
         self.flush()?;
+        self.mark_written(buf);
         self.host.clear();
         self.host.extend(data.iter().map(|&v| v as f32));
         self.queue.write_buffer(&self.buffers[buf.0].buffer, 0, bytemuck::cast_slice(&self.host));
@@ -555,7 +587,9 @@ impl Backend for WgpuBackend {
         for (i, &id) in inputs.iter().enumerate() {
             slots[Binding::X0 as usize - 1 + i] = Some(id);
         }
-        self.record(&plan, slots)
+        self.record(&plan, slots)?;
+        self.mark_written(output);
+        Ok(())
     }
 
     fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {
@@ -574,7 +608,12 @@ impl Backend for WgpuBackend {
             }
         }
         let plan = kernels::plan_update(update).map_err(|m| self.err(m))?;
-        self.record(&plan, update_slots(update, buffers))
+        self.record(&plan, update_slots(update, buffers))?;
+        // Updates write some of their buffers; dating them all is simpler and safe.
+        for &id in buffers {
+            self.mark_written(id);
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), BackendError> {

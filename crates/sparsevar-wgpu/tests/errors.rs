@@ -1,5 +1,6 @@
 //! Error paths on wgpu: the same `BackendError`s as the CPU backend for bad lengths, unknown
-//! buffers, aliasing and arity; NaN where an index is out of range; the no-adapter message.
+//! buffers, aliasing and arity; NaN where an index is out of range; the no-adapter message;
+//! ScatterAdd's cached sort.
 
 #[macro_use]
 mod common;
@@ -71,6 +72,30 @@ fn out_of_range_indices_give_nan_not_garbage() {
     assert!(download(&mut be, loss)[0].is_nan());
 }
 
+/// ScatterAdd keeps its sort while the index buffer is unchanged, and sorts again after any
+/// write to it: from the host, or as a kernel's output.
+fn scatter_sorts_again_only_when_its_indices_change() {
+    let Some(mut be) = wgpu_or_skip("scatter_sorts_again_only_when_its_indices_change") else { return };
+    let counters = be.counters();
+    let k = Kernel::ScatterAdd { groups: 1, table_rows: 3, rows: 4, cols: 2 };
+    let dy = upload(&mut be, &[1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
+    let idx = upload(&mut be, &[2.0, 0.0, 2.0, 1.0]);
+    let out = be.alloc(6).unwrap();
+    let mut scatter = |be: &mut WgpuBackend| {
+        let before = counters.dispatches();
+        be.launch(&k, &[idx, dy], out).unwrap();
+        (counters.dispatches() - before, download(be, out))
+    };
+    assert_eq!(scatter(&mut be), (2, vec![2.0, 20.0, 4.0, 40.0, 4.0, 40.0]), "first launch: sort and sum");
+    assert_eq!(scatter(&mut be), (1, vec![2.0, 20.0, 4.0, 40.0, 4.0, 40.0]), "same indices: the sum alone");
+    be.write(idx, &[1.0, 1.0, 0.0, 2.0]).unwrap();
+    assert_eq!(scatter(&mut be), (2, vec![3.0, 30.0, 3.0, 30.0, 4.0, 40.0]), "indices written by the host");
+    let source = upload(&mut be, &[0.0, 1.0, 2.0, 2.0]);
+    be.launch(&Kernel::Affine { len: 4, scale: 1.0, shift: 0.0 }, &[source], idx).unwrap();
+    assert_eq!(scatter(&mut be), (2, vec![1.0, 10.0, 2.0, 20.0, 7.0, 70.0]), "indices written by a kernel");
+    assert_eq!(scatter(&mut be).0, 1);
+}
+
 fn no_adapter_message_names_the_fix() {
     let msg = WgpuError::NoAdapter.to_string();
     assert!(msg.contains("apt-get install mesa-vulkan-drivers libvulkan1"), "{msg}");
@@ -120,6 +145,7 @@ fn main() -> std::process::ExitCode {
             out_of_range_indices_give_nan_not_garbage,
             adapters_are_listed_and_can_be_chosen,
             a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go,
+            scatter_sorts_again_only_when_its_indices_change,
         ],
         &[],
         tests![no_adapter_message_names_the_fix],

@@ -122,14 +122,18 @@ fn a_step_is_one_submission_and_creates_nothing() {
     t.step().unwrap();
     t.step().unwrap();
     let (subs, objects, sites) = (counters.submissions(), counters.device_objects(), counters.launch_sites());
+    let mut dispatches = Vec::new();
     for _ in 0..5 {
+        let before = counters.dispatches();
         t.step().unwrap();
+        dispatches.push(counters.dispatches() - before);
     }
+    assert!(dispatches.iter().all(|&d| d == dispatches[0]), "dispatches per step {dispatches:?}");
     // Each step's first write submits the previous step: five steps, five submissions.
     assert_eq!(counters.submissions() - subs, 5, "submissions per step");
     assert_eq!(counters.device_objects(), objects, "device objects created after the first steps");
     assert_eq!(counters.launch_sites(), sites);
-    println!("{} launches per step over {sites} launch sites, {objects} device objects", t.step_launches());
+    println!("{} launches and {} dispatches per step over {sites} launch sites, {objects} device objects", t.step_launches(), dispatches[0]);
     assert!(t.step_launches() > 50, "the step really launches its kernels");
 }
 
