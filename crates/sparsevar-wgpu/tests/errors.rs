@@ -81,7 +81,7 @@ fn scatter_sorts_again_only_when_its_indices_change() {
     let dy = upload(&mut be, &[1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
     let idx = upload(&mut be, &[2.0, 0.0, 2.0, 1.0]);
     let out = be.alloc(6).unwrap();
-    let mut scatter = |be: &mut WgpuBackend| {
+    let scatter = |be: &mut WgpuBackend| {
         let before = counters.dispatches();
         be.launch(&k, &[idx, dy], out).unwrap();
         (counters.dispatches() - before, download(be, out))
