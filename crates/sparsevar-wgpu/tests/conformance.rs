@@ -327,6 +327,8 @@ fn ordered_sums_match_cpu_f32_bit_for_bit() {
     for to in [vec![3, 1, 1, 11], vec![1, 7, 5, 1], vec![1, 1, 1, 1], vec![1, 7, 1, 11]] {
         cases.push((Kernel::SumTo { from: vec![3, 7, 5, 11], to }, vec![rng.scaled(3 * 7 * 5 * 11, 100.0)]));
     }
+    // A bias gradient: one reduced axis, a length that is not a multiple of 4.
+    cases.push((Kernel::SumTo { from: vec![129, 64], to: vec![1, 64] }, vec![rng.scaled(129 * 64, 100.0)]));
     for (kern, inputs) in cases {
         let ins: Vec<&[f64]> = inputs.iter().map(|v| &v[..]).collect();
         let want = run(&mut cpu, &kern, &ins);

@@ -107,13 +107,36 @@ fn sum_to(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         rem = q;
     }
     let rank = pu(14u);
-    // Odometer over the reduced axes, last axis fastest.
-    var idx = array<u32, 6>(0u, 0u, 0u, 0u, 0u, 0u);
     var off = base;
     var acc = 0.0;
     let total = pu(27u);
     let inner = pu(14u + rank);
     let inner_stride = pu(20u + rank);
+    if (rank == 1u) {
+        // One reduced axis (bias gradients: [rows, cols] to [cols]): a strided walk, four
+        // loads issued before their adds, which stay in order (the same sum as the odometer).
+        var j = 0u;
+        for (; j + 4u <= total; j += 4u) {
+            let a = x0[off];
+            let b = x0[off + inner_stride];
+            let c = x0[off + 2u * inner_stride];
+            let d = x0[off + 3u * inner_stride];
+            acc += a;
+            acc += b;
+            acc += c;
+            acc += d;
+            off += 4u * inner_stride;
+        }
+        for (; j < total; j++) {
+            acc += x0[off];
+            off += inner_stride;
+        }
+        y[i] = acc;
+        return;
+    }
+    // Odometer over the reduced axes, last axis fastest (the private index array lives in
+    // slow local memory on GPUs, hence the path above).
+    var idx = array<u32, 6>(0u, 0u, 0u, 0u, 0u, 0u);
     for (var j = 0u; j < total; j++) {
         acc += x0[off];
         idx[rank - 1u] += 1u;
