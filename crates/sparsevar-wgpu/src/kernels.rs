@@ -17,6 +17,11 @@ const NAN_WORD: usize = 31;
 const MAX_RANK: usize = 6;
 /// Table rows up to which ScatterAdd sorts in workgroup memory (`SHARED_ROWS` in scatter.wgsl).
 const SCATTER_SHARED_ROWS: usize = 2048;
+/// Outputs × rows up to which ScatterAdd scans instead of sorting: a sort runs one
+/// workgroup per group, so a scatter with few groups (a table attention's scores at R = 1:
+/// 8,224 rows into one 513-row table at T = 256) sorts on one GPU core while the rest idle.
+/// Scanning costs one pass over the group's rows per output, spread over every core.
+const SCATTER_SCAN_WORK: usize = 1 << 26;
 /// Output tile edge of the tiled matmul; smaller products take the per-element kernel.
 const TILE: usize = 64;
 
@@ -152,7 +157,10 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
         }
         K::ScatterAdd { groups, table_rows, rows, cols } => {
             p.set(0, &[*groups, *table_rows, *rows, *cols, out])?;
-            if out > 0 {
+            if out > 0 && out.saturating_mul(*rows) <= SCATTER_SCAN_WORK {
+                // The same sums in the same order as the sorted path (increasing row).
+                p = p.one(Pipe::ScatterScan, out, 256);
+            } else if out > 0 {
                 // Both sorts leave the same row ends, flag and order for scatter_sum; the
                 // shared one needs the table's cursors to fit in workgroup memory.
                 let index = if *table_rows <= SCATTER_SHARED_ROWS {

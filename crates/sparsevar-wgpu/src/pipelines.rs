@@ -87,13 +87,14 @@ pub(crate) enum Pipe {
     ScatterIndex,
     ScatterIndexShared,
     ScatterSum,
+    ScatterScan,
     AccumulateSquares,
     Adam,
     Sgd,
     ScaleToBall,
 }
 
-const PIPES: usize = 26;
+const PIPES: usize = 27;
 
 impl Pipe {
     /// Module, entry point, and the bindings it uses.
@@ -123,6 +124,7 @@ impl Pipe {
             Pipe::ScatterIndex => (M::Scatter, "scatter_index", &[X0, Scratch]),
             Pipe::ScatterIndexShared => (M::Scatter, "scatter_index_shared", &[X0, Scratch]),
             Pipe::ScatterSum => (M::Scatter, "scatter_sum", &[Y, X1, Order]),
+            Pipe::ScatterScan => (M::Scatter, "scatter_scan", &[Y, X0, X1]),
             Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0]),
             Pipe::Adam => (M::Update, "adam", &[Y, X0, X1, S0, S1]),
             Pipe::Sgd => (M::Update, "sgd", &[Y, X0, X1, S0]),

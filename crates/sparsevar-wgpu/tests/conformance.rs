@@ -319,7 +319,9 @@ fn ordered_sums_match_cpu_f32_bit_for_bit() {
     let mut cpu = sparsevar_cpu::CpuBackend::<f32>::new();
     let mut rng = Rng::new(16);
     let mut cases: Vec<(Kernel, Vec<Vec<f64>>)> = Vec::new();
-    for &(groups, table_rows, rows, cols) in &[(3, 13, 200, 65), (700, 5, 65, 4), (2, 2500, 300, 3), (2, 7, 1000, 1)] {
+    // Scanned (outputs × rows up to 2^26), then sorted in workgroup memory and in the scratch.
+    for &(groups, table_rows, rows, cols) in &[(3, 13, 200, 65), (700, 5, 65, 4), (2, 2500, 300, 3), (2, 7, 1000, 1), (2, 600, 30_000, 2), (1, 3000, 12_000, 2)]
+    {
         let idx = rng.indices(groups * rows, table_rows);
         let dy = rng.scaled(groups * rows * cols, 100.0);
         cases.push((Kernel::ScatterAdd { groups, table_rows, rows, cols }, vec![idx, dy]));

@@ -1,6 +1,7 @@
 // ScatterAdd without float atomics: dtable[g, t, :] = sum of dy[g, i, :] over the rows i with
 // idx[g, i] = t, added in increasing i (the CPU order, so the bits agree).
-// Two passes over a launch site's own u32 scratch:
+// Small scatters (outputs x rows up to SCATTER_SCAN_WORK in kernels.rs) take scatter_scan,
+// one pass without scratch; the others two passes over a launch site's own u32 scratch:
 //   scatter_index(_shared): per group, a stable counting sort of the rows by table row;
 //   scatter_sum:            per output element, a gather-style loop over its rows.
 // Words: 0 = groups, 1 = table_rows T, 2 = rows, 3 = cols, 4 = groups T cols.
@@ -154,4 +155,30 @@ fn scatter_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         acc += x1[(g * rows + order[o + p]) * cols + c];
     }
     y[e] = acc;
+}
+
+// Inputs [idx, dy]. Each output scans its group's rows in increasing i and adds those that
+// point at its table row: the sum scatter_sum makes, without the sort. Any index outside
+// 0..T poisons the whole group with NaN, as there.
+@compute @workgroup_size(256)
+fn scatter_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = workgroup_index(wid, nwg) * 256u + lid.x;
+    if (e >= pu(4u)) { return; }
+    let t_rows = pu(1u);
+    let rows = pu(2u);
+    let cols = pu(3u);
+    let r = udiv(e, cols);
+    let c = e - r * cols;
+    let g = udiv(r, t_rows);
+    let t = r - g * t_rows;
+    var acc = 0.0;
+    var bad = false;
+    for (var i = 0u; i < rows; i++) {
+        let k = index_of(x0[g * rows + i], t_rows);
+        bad = bad || k == BAD_INDEX;
+        if (k == t) {
+            acc += x1[(g * rows + i) * cols + c];
+        }
+    }
+    y[e] = select(acc, nan(), bad);
 }
