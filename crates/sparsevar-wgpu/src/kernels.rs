@@ -24,6 +24,11 @@ const SCATTER_SHARED_ROWS: usize = 2048;
 const SCATTER_SCAN_WORK: usize = 1 << 26;
 /// Output tile edge of the tiled matmul; smaller products take the per-element kernel.
 const TILE: usize = 64;
+/// Products with m, n and k all at least this also take the tiled kernel, half its tile
+/// empty at worst: an ensemble's per-member linears (m = the batch, 32) re-read both operands
+/// from memory k times in the per-element kernel (H200, R = 256: [32 × 64] · [64 × 64] per
+/// member at about 0.3 TFLOP/s).
+const MID: usize = 32;
 
 /// One dispatch: a pipeline and its number of workgroups (folded into 2D at encode time).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -94,7 +99,7 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
             p.set(0, &[batch, m, k, n, a_row, a_depth, b_depth, b_col, tm, tn, out])?;
             if out == 0 {
                 p
-            } else if m >= TILE && n >= TILE {
+            } else if (m >= TILE && n >= TILE) || (m >= MID && n >= MID && k >= MID) {
                 p.steps[0] = Some(Step { pipe: Pipe::MatMulTiled, workgroups: (batch * tm * tn) as u64 });
                 p
             } else {

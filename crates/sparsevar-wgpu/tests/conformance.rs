@@ -16,9 +16,10 @@ fn matmul_all_transposes_and_shapes() {
     conform("matmul", F32, |be| {
         let mut rng = Rng::new(1);
         let mut outs: Outputs = Vec::new();
-        // Small (per-element kernel), tiled (64 x 64 tiles with ragged edges), the attention
-        // shape (many 1 x 16 . 16 x 65 products), and an empty depth.
-        for &(batch, m, k, n) in &[(3, 7, 5, 11), (2, 70, 33, 130), (1, 129, 100, 65), (128, 1, 16, 65), (2, 3, 0, 4)] {
+        // Small (per-element kernel), tiled (64 x 64 tiles with ragged edges), tiled with
+        // m, n < 64 (an ensemble's per-member linears), the attention shape (many
+        // 1 x 16 . 16 x 65 products), and an empty depth.
+        for &(batch, m, k, n) in &[(3, 7, 5, 11), (2, 70, 33, 130), (1, 129, 100, 65), (4, 33, 40, 50), (128, 1, 16, 65), (2, 3, 0, 4)] {
             for ta in [false, true] {
                 for tb in [false, true] {
                     let kern = Kernel::MatMul { batch, m, k, n, trans_a: ta, trans_b: tb };
