@@ -265,6 +265,21 @@ fn plan_sum_to(mut p: Plan, from: &[usize], to: &[usize], out: usize) -> Result<
     Ok(p.one(Pipe::SumTo, out, 256))
 }
 
+/// Gradients one AccumulateSquares dispatch sums (x0, x1, x2 in update.wgsl).
+pub(crate) const SQUARES_PER_DISPATCH: usize = 3;
+
+/// AccumulateSquares of up to [`SQUARES_PER_DISPATCH`] gradients of `lens` per group into the
+/// same sums, in order. Empty gradients add nothing and are left out.
+pub(crate) fn plan_squares(groups: usize, lens: &[usize]) -> Result<Plan, String> {
+    let lens: Vec<usize> = lens.iter().copied().filter(|&l| l > 0).collect();
+    assert!(lens.len() <= SQUARES_PER_DISPATCH, "at most {SQUARES_PER_DISPATCH} gradients a dispatch");
+    let mut p = Plan::new();
+    p.set(0, &[groups, lens.len()])?;
+    p.set(2, &lens)?;
+    // One workgroup per group.
+    Ok(p.one(Pipe::AccumulateSquares, if lens.is_empty() { 0 } else { groups }, 1))
+}
+
 /// Row-major strides of `shape`.
 fn row_major(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -317,11 +332,7 @@ pub(crate) fn plan_update(update: &Update) -> Result<Plan, String> {
             p.set(0, &[*len])?;
             p.one(Pipe::Zero, *len, 256)
         }
-        Update::AccumulateSquares { groups, len } => {
-            p.set(0, &[*groups, *len])?;
-            // One workgroup per group; an empty sum adds nothing.
-            p.one(Pipe::AccumulateSquares, if *len == 0 { 0 } else { *groups }, 1)
-        }
+        Update::AccumulateSquares { groups, len } => plan_squares(*groups, &[*len])?,
         Update::ScaleToBall { groups, len, radius } => {
             let n = groups * len;
             p.set(0, &[n, *len])?;

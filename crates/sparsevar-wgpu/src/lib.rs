@@ -16,6 +16,12 @@
 //!   `read` and `sync` submit and wait. A step — write the batch, run forward, backward and
 //!   the optimizer — is one `queue.submit`.
 //!
+//! On a GPU a step of a single model is bound by the number of dispatches (about 5 µs each
+//! on an H200, even empty), so the recorder saves the ones it can without changing a bit:
+//! consecutive AccumulateSquares into the same sums share a dispatch (`HeldSquares`), and a
+//! ScatterAdd whose index buffer has not been written since its last sort skips the sort
+//! (buffers are dated at every write).
+//!
 //! # Determinism
 //!
 //! Every reduction runs inside one invocation in a fixed order (or, for sums of squares, one
@@ -132,6 +138,17 @@ struct Site {
     _scratch: Option<wgpu::Buffer>,
 }
 
+/// AccumulateSquares launches not recorded yet: consecutive ones into the same sums become
+/// one dispatch of up to [`kernels::SQUARES_PER_DISPATCH`] gradients (a clipped optimizer
+/// step sums the squares of every parameter's gradient: 22 launches for paper1l). Every other
+/// call records them first, so the order of work is unchanged.
+struct HeldSquares {
+    groups: usize,
+    norm: BufferId,
+    /// Gradient buffers and their lengths per group.
+    grads: Vec<(BufferId, usize)>,
+}
+
 /// Recorded, unsubmitted work.
 struct Pending {
     /// The open compute pass; detached from the encoder's borrow with `forget_lifetime`,
@@ -151,6 +168,7 @@ pub struct WgpuBackend {
     pipelines: Pipelines,
     sites: HashMap<SiteKey, Site>,
     pending: Option<Pending>,
+    held: Option<HeldSquares>,
     /// Number of submissions so far: a site whose `last_batch` equals it is recorded in the
     /// pending work, so rewriting its uniform must wait for a submission.
     batch: u64,
@@ -209,6 +227,7 @@ impl WgpuBackend {
             pipelines: Pipelines::new(),
             sites: HashMap::new(),
             pending: None,
+            held: None,
             batch: 0,
             clock: 0,
             staging: None,
@@ -265,7 +284,37 @@ impl WgpuBackend {
     /// Submit the work recorded so far without waiting for it (benchmarks time the queueing
     /// apart from the run).
     pub fn submit_recorded(&mut self) -> Result<(), BackendError> {
+        self.record_held()?;
         self.flush()
+    }
+
+    /// Record the held AccumulateSquares launches as one dispatch.
+    fn record_held(&mut self) -> Result<(), BackendError> {
+        let Some(h) = self.held.take() else { return Ok(()) };
+        let lens: Vec<usize> = h.grads.iter().map(|g| g.1).collect();
+        let plan = kernels::plan_squares(h.groups, &lens).map_err(|m| self.err(m))?;
+        let mut slots = [None; SLOTS];
+        slots[Binding::Y as usize - 1] = Some(h.norm);
+        for i in 0..kernels::SQUARES_PER_DISPATCH {
+            // Unused gradient bindings repeat the first (read-only, never read).
+            slots[Binding::X0 as usize - 1 + i] = Some(h.grads.get(i).unwrap_or(&h.grads[0]).0);
+        }
+        self.record(&plan, slots)
+    }
+
+    /// Hold an AccumulateSquares launch (checked by the caller), recording what was held
+    /// before when it cannot join.
+    fn hold_squares(&mut self, groups: usize, len: usize, grad: BufferId, norm: BufferId) -> Result<(), BackendError> {
+        if len == 0 || groups == 0 {
+            return Ok(()); // adds nothing
+        }
+        let joins = matches!(&self.held, Some(h) if h.norm == norm && h.groups == groups && h.grads.len() < kernels::SQUARES_PER_DISPATCH);
+        if !joins {
+            self.record_held()?;
+        }
+        self.held.get_or_insert_with(|| HeldSquares { groups, norm, grads: Vec::new() }).grads.push((grad, len));
+        self.mark_written(norm);
+        Ok(())
     }
 
     /// Submit recorded work, if any.
@@ -453,6 +502,7 @@ fn update_slots(update: &Update, b: &[BufferId]) -> [Option<BufferId>; SLOTS] {
             s[Y] = Some(b[0]);
             s[X0] = Some(b[1]);
         }
+        // Recorded by `record_held`, which binds up to three gradients.
         Update::AccumulateSquares { .. } => {
             s[X0] = Some(b[0]);
             s[Y] = Some(b[1]);
@@ -480,6 +530,7 @@ impl Backend for WgpuBackend {
     }
 
     fn free(&mut self, buf: BufferId) -> Result<(), BackendError> {
+        self.record_held()?;
         self.buffer(buf)?;
         // Recorded work may still bind it: submit that first. Launch sites that bind it go
         // too (their bind groups would keep the memory alive).
@@ -517,6 +568,7 @@ impl Backend for WgpuBackend {
     }
 
     fn write(&mut self, buf: BufferId, data: &[f64]) -> Result<(), BackendError> {
+        self.record_held()?;
         self.check_errors()?;
         self.check(buf, data.len(), "write")?;
         if data.is_empty() {
@@ -533,6 +585,7 @@ impl Backend for WgpuBackend {
     }
 
     fn read(&mut self, buf: BufferId, out: &mut Vec<f64>) -> Result<(), BackendError> {
+        self.record_held()?;
         self.check_errors()?;
         let len = self.buffer(buf)?.len;
         out.clear();
@@ -568,6 +621,7 @@ impl Backend for WgpuBackend {
     }
 
     fn launch(&mut self, kernel: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<(), BackendError> {
+        self.record_held()?;
         self.check_errors()?;
         let name = kernel.name();
         if inputs.len() != kernel.arity() {
@@ -607,6 +661,10 @@ impl Backend for WgpuBackend {
                 return Err(self.err(format!("{name}: buffer {id:?} passed twice")));
             }
         }
+        if let Update::AccumulateSquares { groups, len } = *update {
+            return self.hold_squares(groups, len, buffers[0], buffers[1]);
+        }
+        self.record_held()?;
         let plan = kernels::plan_update(update).map_err(|m| self.err(m))?;
         self.record(&plan, update_slots(update, buffers))?;
         // Updates write some of their buffers; dating them all is simpler and safe.
@@ -617,6 +675,7 @@ impl Backend for WgpuBackend {
     }
 
     fn sync(&mut self) -> Result<(), BackendError> {
+        self.record_held()?;
         self.check_errors()?;
         self.flush()?;
         self.wait()?;

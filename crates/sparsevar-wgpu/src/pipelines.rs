@@ -125,7 +125,7 @@ impl Pipe {
             Pipe::ScatterIndexShared => (M::Scatter, "scatter_index_shared", &[X0, Scratch]),
             Pipe::ScatterSum => (M::Scatter, "scatter_sum", &[Y, X1, Order]),
             Pipe::ScatterScan => (M::Scatter, "scatter_scan", &[Y, X0, X1]),
-            Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0]),
+            Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0, X1, X2]),
             Pipe::Adam => (M::Update, "adam", &[Y, X0, X1, S0, S1]),
             Pipe::Sgd => (M::Update, "sgd", &[Y, X0, X1, S0]),
             Pipe::ScaleToBall => (M::Update, "scale_to_ball", &[Y, X0]),

@@ -1,6 +1,5 @@
 //! Error paths on wgpu: the same `BackendError`s as the CPU backend for bad lengths, unknown
-//! buffers, aliasing and arity; NaN where an index is out of range; the no-adapter message;
-//! ScatterAdd's cached sort.
+//! buffers, aliasing and arity; NaN where an index is out of range; the no-adapter message.
 
 #[macro_use]
 mod common;
@@ -72,49 +71,6 @@ fn out_of_range_indices_give_nan_not_garbage() {
     assert!(download(&mut be, loss)[0].is_nan());
 }
 
-/// ScatterAdd keeps its sort while the index buffer is unchanged, and sorts again after any
-/// write to it: from the host, or as a kernel's output. (A scatter this large sorts; small
-/// ones scan, with one dispatch.)
-fn scatter_sorts_again_only_when_its_indices_change() {
-    let Some(mut be) = wgpu_or_skip("scatter_sorts_again_only_when_its_indices_change") else { return };
-    let counters = be.counters();
-    let (table_rows, rows, cols) = (600, 60_000, 2);
-    let k = Kernel::ScatterAdd { groups: 1, table_rows, rows, cols };
-    let dy_host: Vec<f64> = (0..rows * cols).map(|i| (i % 7) as f64 - 3.0).collect();
-    let indices = |step: usize| -> Vec<f64> { (0..rows).map(|i| ((i * 31 + step * 17) % table_rows) as f64).collect() };
-    let want = |idx: &[f64]| {
-        let mut y = vec![0.0; table_rows * cols];
-        for (i, &t) in idx.iter().enumerate() {
-            for c in 0..cols {
-                y[t as usize * cols + c] += dy_host[i * cols + c];
-            }
-        }
-        y
-    };
-    let dy = upload(&mut be, &dy_host);
-    let idx = upload(&mut be, &indices(0));
-    let out = be.alloc(table_rows * cols).unwrap();
-    let scatter = |be: &mut WgpuBackend| {
-        let before = counters.dispatches();
-        be.launch(&k, &[idx, dy], out).unwrap();
-        (counters.dispatches() - before, download(be, out))
-    };
-    assert_eq!(scatter(&mut be), (2, want(&indices(0))), "first launch: sort and sum");
-    assert_eq!(scatter(&mut be), (1, want(&indices(0))), "same indices: the sum alone");
-    be.write(idx, &indices(1)).unwrap();
-    assert_eq!(scatter(&mut be), (2, want(&indices(1))), "indices written by the host");
-    let source = upload(&mut be, &indices(2));
-    be.launch(&Kernel::Affine { len: rows, scale: 1.0, shift: 0.0 }, &[source], idx).unwrap();
-    assert_eq!(scatter(&mut be), (2, want(&indices(2))), "indices written by a kernel");
-    assert_eq!(scatter(&mut be).0, 1);
-    // A small scatter scans in one dispatch.
-    let small = Kernel::ScatterAdd { groups: 1, table_rows: 3, rows: 4, cols: 1 };
-    let (i, d, y) = (upload(&mut be, &[2.0, 0.0, 2.0, 1.0]), upload(&mut be, &[1.0, 2.0, 3.0, 4.0]), be.alloc(3).unwrap());
-    let before = counters.dispatches();
-    be.launch(&small, &[i, d], y).unwrap();
-    assert_eq!((counters.dispatches() - before, download(&mut be, y)), (1, vec![2.0, 4.0, 4.0]));
-}
-
 fn no_adapter_message_names_the_fix() {
     let msg = WgpuError::NoAdapter.to_string();
     assert!(msg.contains("apt-get install mesa-vulkan-drivers libvulkan1"), "{msg}");
@@ -164,7 +120,6 @@ fn main() -> std::process::ExitCode {
             out_of_range_indices_give_nan_not_garbage,
             adapters_are_listed_and_can_be_chosen,
             a_freed_buffer_fails_its_next_launch_and_its_launch_sites_go,
-            scatter_sorts_again_only_when_its_indices_change,
         ],
         &[],
         tests![no_adapter_message_names_the_fix],

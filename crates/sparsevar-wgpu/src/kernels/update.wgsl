@@ -1,32 +1,54 @@
 // In-place updates. `y` is the buffer written (parameter or accumulator), x0 the gradient,
-// x1 the per-member squared gradient norm (when clipping), s0/s1 optimizer state.
+// x1 the per-member squared gradient norm (when clipping), s0/s1 optimizer state;
+// accumulate_squares reads up to three gradients, x0 to x2.
 
-// acc[g] += sum_i x[g, i]^2. One workgroup per group: invocation l sums i = l, l + 256, ...
-// in order, then a fixed tree combines the 256 partial sums: deterministic.
-// Words: 0 = groups, 1 = len.
+// acc[g] += sum_i x[g, i]^2 for each of k <= 3 gradients x0, x1, x2 in turn (consecutive
+// AccumulateSquares launches into the same sums, recorded as one dispatch). One workgroup per
+// group: for each gradient, invocation l sums i = l, l + 256, ... in order, a fixed tree
+// combines the 256 partial sums, and the total is added to acc: the same additions as k
+// separate launches, so the same bits. Words: 0 = groups, 1 = k, 2..4 = the lens.
 var<workgroup> partial: array<f32, 256>;
+
+fn gradient_at(b: u32, i: u32) -> f32 {
+    switch b {
+        case 0u: { return x0[i]; }
+        case 1u: { return x1[i]; }
+        default: { return x2[i]; }
+    }
+}
 
 @compute @workgroup_size(256)
 fn accumulate_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let g = workgroup_index(wid, nwg);
     if (g >= pu(0u)) { return; }
-    let len = pu(1u);
-    let base = g * len;
-    var sum = 0.0;
-    for (var i = lid.x; i < len; i += 256u) {
-        let v = x0[base + i];
-        sum += v * v;
+    var acc = 0.0;
+    if (lid.x == 0u) {
+        acc = y[g];
     }
-    partial[lid.x] = sum;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid.x < s) {
-            partial[lid.x] += partial[lid.x + s];
+    for (var b = 0u; b < pu(1u); b++) {
+        let len = pu(2u + b);
+        let base = g * len;
+        var sum = 0.0;
+        for (var i = lid.x; i < len; i += 256u) {
+            let v = gradient_at(b, base + i);
+            sum += v * v;
         }
+        partial[lid.x] = sum;
+        workgroupBarrier();
+        for (var s = 128u; s > 0u; s >>= 1u) {
+            if (lid.x < s) {
+                partial[lid.x] += partial[lid.x + s];
+            }
+            workgroupBarrier();
+        }
+        if (lid.x == 0u) {
+            acc += partial[0];
+        }
+        // Everyone has read partial before the next gradient overwrites it.
         workgroupBarrier();
     }
     if (lid.x == 0u) {
-        y[g] += partial[0];
+        y[g] = acc;
     }
 }
 

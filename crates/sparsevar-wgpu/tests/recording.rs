@@ -1,0 +1,99 @@
+//! What the wgpu backend records, beyond what each launch asks: ScatterAdd's sort kept while
+//! its indices stay the same, and consecutive AccumulateSquares merged into one dispatch —
+//! with the numbers unchanged.
+
+#[macro_use]
+mod common;
+
+use common::{Rng, download, upload, wgpu_or_skip};
+use sparsevar_core::backend::{Backend, Kernel, Update};
+use sparsevar_wgpu::WgpuBackend;
+
+/// ScatterAdd keeps its sort while the index buffer is unchanged, and sorts again after any
+/// write to it: from the host, or as a kernel's output. (A scatter this large sorts; small
+/// ones scan, with one dispatch.)
+fn scatter_sorts_again_only_when_its_indices_change() {
+    let Some(mut be) = wgpu_or_skip("scatter_sorts_again_only_when_its_indices_change") else { return };
+    let counters = be.counters();
+    let (table_rows, rows, cols) = (600, 60_000, 2);
+    let k = Kernel::ScatterAdd { groups: 1, table_rows, rows, cols };
+    let dy_host: Vec<f64> = (0..rows * cols).map(|i| (i % 7) as f64 - 3.0).collect();
+    let indices = |step: usize| -> Vec<f64> { (0..rows).map(|i| ((i * 31 + step * 17) % table_rows) as f64).collect() };
+    let want = |idx: &[f64]| {
+        let mut y = vec![0.0; table_rows * cols];
+        for (i, &t) in idx.iter().enumerate() {
+            for c in 0..cols {
+                y[t as usize * cols + c] += dy_host[i * cols + c];
+            }
+        }
+        y
+    };
+    let dy = upload(&mut be, &dy_host);
+    let idx = upload(&mut be, &indices(0));
+    let out = be.alloc(table_rows * cols).unwrap();
+    let scatter = |be: &mut WgpuBackend| {
+        let before = counters.dispatches();
+        be.launch(&k, &[idx, dy], out).unwrap();
+        (counters.dispatches() - before, download(be, out))
+    };
+    assert_eq!(scatter(&mut be), (2, want(&indices(0))), "first launch: sort and sum");
+    assert_eq!(scatter(&mut be), (1, want(&indices(0))), "same indices: the sum alone");
+    be.write(idx, &indices(1)).unwrap();
+    assert_eq!(scatter(&mut be), (2, want(&indices(1))), "indices written by the host");
+    let source = upload(&mut be, &indices(2));
+    be.launch(&Kernel::Affine { len: rows, scale: 1.0, shift: 0.0 }, &[source], idx).unwrap();
+    assert_eq!(scatter(&mut be), (2, want(&indices(2))), "indices written by a kernel");
+    assert_eq!(scatter(&mut be).0, 1);
+    // A small scatter scans in one dispatch.
+    let small = Kernel::ScatterAdd { groups: 1, table_rows: 3, rows: 4, cols: 1 };
+    let (i, d, y) = (upload(&mut be, &[2.0, 0.0, 2.0, 1.0]), upload(&mut be, &[1.0, 2.0, 3.0, 4.0]), be.alloc(3).unwrap());
+    let before = counters.dispatches();
+    be.launch(&small, &[i, d], y).unwrap();
+    assert_eq!((counters.dispatches() - before, download(&mut be, y)), (1, vec![2.0, 4.0, 4.0]));
+}
+
+/// Consecutive AccumulateSquares into the same sums are recorded three gradients a dispatch,
+/// and give the same bits as launches recorded one by one (a read between them records each).
+fn consecutive_squares_share_a_dispatch_and_keep_their_bits() {
+    let Some(mut be) = wgpu_or_skip("consecutive_squares_share_a_dispatch_and_keep_their_bits") else { return };
+    let counters = be.counters();
+    let groups = 3;
+    let lens = [700, 1, 0, 4096, 33, 65, 300];
+    let mut rng = Rng::new(5);
+    let grads: Vec<_> = lens.iter().map(|&len| upload(&mut be, &rng.vec(groups * len))).collect();
+    let accumulate = |be: &mut WgpuBackend, one_by_one: bool| {
+        let norm = upload(be, &[0.5, 0.0, 2.0]);
+        let before = counters.dispatches();
+        for (&g, &len) in grads.iter().zip(&lens) {
+            be.update(&Update::AccumulateSquares { groups, len }, &[g, norm]).unwrap();
+            if one_by_one {
+                download(be, norm);
+            }
+        }
+        let sums = download(be, norm);
+        (counters.dispatches() - before, sums)
+    };
+    let (merged, sums) = accumulate(&mut be, false);
+    let (alone, want) = accumulate(&mut be, true);
+    assert_eq!((merged, alone), (2, 6), "six non-empty gradients: two dispatches merged, six alone");
+    assert_eq!(sums.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    // A launch in between, or another sum, starts a new dispatch; the order of work holds.
+    let norm = upload(&mut be, &[0.0; 3]);
+    let other = upload(&mut be, &[0.0; 3]);
+    let before = counters.dispatches();
+    be.update(&Update::AccumulateSquares { groups, len: lens[0] }, &[grads[0], norm]).unwrap();
+    be.update(&Update::AccumulateSquares { groups, len: lens[0] }, &[grads[0], other]).unwrap();
+    be.launch(&Kernel::Affine { len: 3, scale: 2.0, shift: 0.0 }, &[other], norm).unwrap();
+    be.update(&Update::AccumulateSquares { groups, len: lens[1] }, &[grads[1], norm]).unwrap();
+    let got = download(&mut be, norm);
+    assert_eq!(counters.dispatches() - before, 4);
+    let first = download(&mut be, other);
+    let g1 = download(&mut be, grads[1]);
+    for (g, (&v, &o)) in got.iter().zip(&first).enumerate() {
+        assert_eq!(v as f32, (2.0 * o as f32) + (g1[g] as f32) * (g1[g] as f32), "group {g}");
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    common::harness(tests![scatter_sorts_again_only_when_its_indices_change, consecutive_squares_share_a_dispatch_and_keep_their_bits], &[], &[])
+}
