@@ -148,13 +148,14 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
         K::Softmax { rows, cols } | K::SoftmaxBackward { rows, cols } => {
             let pipe = if matches!(kernel, K::Softmax { .. }) { Pipe::Softmax } else { Pipe::SoftmaxBackward };
             p.set(0, &[*rows, *cols])?;
-            p.one(pipe, if *cols == 0 { 0 } else { *rows }, 64)
+            // One workgroup per row (rows.wgsl).
+            p.one(pipe, if *cols == 0 { 0 } else { *rows }, 1)
         }
         K::LayerNorm { rows, cols, eps } | K::LayerNormBackward { rows, cols, eps } => {
             let pipe = if matches!(kernel, K::LayerNorm { .. }) { Pipe::LayerNorm } else { Pipe::LayerNormBackward };
             p.set(0, &[*rows, *cols])?;
             p.float(2, *eps);
-            p.one(pipe, if *cols == 0 { 0 } else { *rows }, 64)
+            p.one(pipe, if *cols == 0 { 0 } else { *rows }, 1)
         }
         K::Gather { table_rows, rows, cols, .. } => {
             p.set(0, &[out, *table_rows, *rows, *cols])?;

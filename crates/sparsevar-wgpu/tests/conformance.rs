@@ -126,21 +126,35 @@ fn softmax_and_backward() {
         let dy = rng.vec(rows * cols);
         let dx = run(be, &Kernel::SoftmaxBackward { rows, cols }, &[&y, &dy]);
         let one = run(be, &Kernel::Softmax { rows: 3, cols: 1 }, &[&x[..3]]);
-        vec![("y".into(), y), ("dx".into(), dx), ("one_col".into(), one)]
+        let mut outs: Outputs = vec![("y".into(), y), ("dx".into(), dx), ("one_col".into(), one)];
+        // A row per workgroup: rows longer than the 64 invocations sharing one, and more rows
+        // than a grid dimension holds (65,535 workgroups).
+        for (rows, cols) in [(40, 257), (70_000, 3)] {
+            let x = rng.scaled(rows * cols, 5.0);
+            let y = run(be, &Kernel::Softmax { rows, cols }, &[&x]);
+            let dy = rng.vec(rows * cols);
+            outs.push((format!("dx {rows}x{cols}"), run(be, &Kernel::SoftmaxBackward { rows, cols }, &[&y, &dy])));
+            outs.push((format!("y {rows}x{cols}"), y));
+        }
+        outs
     });
 }
 
 fn layer_norm_and_backward() {
     conform("layer_norm", F32, |be| {
         let mut rng = Rng::new(8);
-        let (rows, cols, eps) = (130, 65, 1e-5);
-        // An offset mean, as real activations have.
-        let x: Vec<f64> = rng.vec(rows * cols).iter().map(|v| (2.0 * v + 0.7) as f32 as f64).collect();
-        let dy = rng.vec(rows * cols);
-        vec![
-            ("y".into(), run(be, &Kernel::LayerNorm { rows, cols, eps }, &[&x])),
-            ("dx".into(), run(be, &Kernel::LayerNormBackward { rows, cols, eps }, &[&x, &dy])),
-        ]
+        let mut outs: Outputs = Vec::new();
+        // Rows shorter and longer than the 64 invocations sharing one, and more rows than a
+        // grid dimension holds.
+        for (rows, cols) in [(130, 65), (50, 20), (40, 257), (70_000, 8)] {
+            let eps = 1e-5;
+            // An offset mean, as real activations have.
+            let x: Vec<f64> = rng.vec(rows * cols).iter().map(|v| (2.0 * v + 0.7) as f32 as f64).collect();
+            let dy = rng.vec(rows * cols);
+            outs.push((format!("y {rows}x{cols}"), run(be, &Kernel::LayerNorm { rows, cols, eps }, &[&x])));
+            outs.push((format!("dx {rows}x{cols}"), run(be, &Kernel::LayerNormBackward { rows, cols, eps }, &[&x, &dy])));
+        }
+        outs
     });
 }
 

@@ -1,6 +1,7 @@
 // Row kernels: Softmax, LayerNorm and CrossEntropy, each followed by its backward.
-// One invocation owns one row (one group for CrossEntropy) and runs its reductions
-// left to right, so the result does not depend on how rows are spread over workgroups.
+// Softmax and LayerNorm give a row to a workgroup (below); CrossEntropy's rows are a few
+// classes long, so one invocation owns one row (one group) and runs its reductions left to
+// right. Either way a row's result does not depend on the other rows.
 // Words: 0 = rows, 1 = cols, 2 = eps (LayerNorm); CrossEntropy: see each kernel.
 
 fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
@@ -25,54 +26,112 @@ fn softmax_row(base: u32, cols: u32) {
     }
 }
 
+// Softmax, LayerNorm and their backwards: one workgroup of 64 per row. Invocation l takes
+// columns l, l + 64, ... (neighbours read neighbouring addresses), sums its share in order,
+// and a fixed tree combines the 64 shares: deterministic, and a row's numbers do not depend
+// on the other rows. (With one invocation per row, the 32 lanes of a GPU warp each walked
+// their own row, so every load touched 32 cache lines.)
+var<workgroup> shares: array<f32, 64>;
+
+// The tree over every invocation's share, in a fixed order; all invocations get the total.
+// Called in uniform control flow only.
+fn row_sum(l: u32, v: f32) -> f32 {
+    shares[l] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (l < s) {
+            shares[l] += shares[l + s];
+        }
+        workgroupBarrier();
+    }
+    let total = shares[0];
+    // Everyone has read it before the next call writes.
+    workgroupBarrier();
+    return total;
+}
+
+fn row_max(l: u32, v: f32) -> f32 {
+    shares[l] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (l < s) {
+            shares[l] = max(shares[l], shares[l + s]);
+        }
+        workgroupBarrier();
+    }
+    let m = shares[0];
+    workgroupBarrier();
+    return m;
+}
+
 @compute @workgroup_size(64)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = row_index(wid, nwg, lid);
+    let r = workgroup_index(wid, nwg);
+    // Whole workgroups leave together (uniform control flow for the barriers).
     if (r >= pu(0u)) { return; }
     let cols = pu(1u);
-    softmax_row(r * cols, cols);
+    let base = r * cols;
+    let l = lid.x;
+    var m = x0[base];
+    for (var j = l; j < cols; j += 64u) {
+        m = max(m, x0[base + j]);
+    }
+    m = row_max(l, m);
+    var sum = 0.0;
+    for (var j = l; j < cols; j += 64u) {
+        let e = exp(x0[base + j] - m);
+        y[base + j] = e;
+        sum += e;
+    }
+    let inv = 1.0 / row_sum(l, sum);
+    for (var j = l; j < cols; j += 64u) {
+        y[base + j] *= inv;
+    }
 }
 
 // dx = y (dy - sum_j dy_j y_j). Inputs [y, dy].
 @compute @workgroup_size(64)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = row_index(wid, nwg, lid);
+    let r = workgroup_index(wid, nwg);
     if (r >= pu(0u)) { return; }
     let cols = pu(1u);
     let base = r * cols;
+    let l = lid.x;
     var dot = 0.0;
-    for (var j = 0u; j < cols; j++) {
+    for (var j = l; j < cols; j += 64u) {
         dot += x0[base + j] * x1[base + j];
     }
-    for (var j = 0u; j < cols; j++) {
+    dot = row_sum(l, dot);
+    for (var j = l; j < cols; j += 64u) {
         y[base + j] = x0[base + j] * (x1[base + j] - dot);
     }
 }
 
 // Mean and 1/sqrt(biased variance + eps) of x0's row (two passes, like torch).
-fn moments(base: u32, cols: u32, eps: f32) -> vec2<f32> {
+fn row_moments(l: u32, base: u32, cols: u32, eps: f32) -> vec2<f32> {
     let n = f32(cols);
     var sum = 0.0;
-    for (var j = 0u; j < cols; j++) {
+    for (var j = l; j < cols; j += 64u) {
         sum += x0[base + j];
     }
-    let mean = sum / n;
+    let mean = row_sum(l, sum) / n;
     var sq = 0.0;
-    for (var j = 0u; j < cols; j++) {
+    for (var j = l; j < cols; j += 64u) {
         let d = x0[base + j] - mean;
         sq += d * d;
     }
-    return vec2<f32>(mean, 1.0 / sqrt(sq / n + eps));
+    return vec2<f32>(mean, 1.0 / sqrt(row_sum(l, sq) / n + eps));
 }
 
 @compute @workgroup_size(64)
 fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = row_index(wid, nwg, lid);
+    let r = workgroup_index(wid, nwg);
     if (r >= pu(0u)) { return; }
     let cols = pu(1u);
     let base = r * cols;
-    let mr = moments(base, cols, pf(2u));
-    for (var j = 0u; j < cols; j++) {
+    let l = lid.x;
+    let mr = row_moments(l, base, cols, pf(2u));
+    for (var j = l; j < cols; j += 64u) {
         y[base + j] = (x0[base + j] - mr.x) * mr.y;
     }
 }
@@ -80,22 +139,23 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // Inputs [x, dy]; dx = rstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mean) rstd.
 @compute @workgroup_size(64)
 fn layer_norm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = row_index(wid, nwg, lid);
+    let r = workgroup_index(wid, nwg);
     if (r >= pu(0u)) { return; }
     let cols = pu(1u);
     let base = r * cols;
-    let mr = moments(base, cols, pf(2u));
+    let l = lid.x;
+    let mr = row_moments(l, base, cols, pf(2u));
     let n = f32(cols);
     var sum_g = 0.0;
     var sum_gx = 0.0;
-    for (var j = 0u; j < cols; j++) {
+    for (var j = l; j < cols; j += 64u) {
         let g = x1[base + j];
         sum_g += g;
         sum_gx += g * ((x0[base + j] - mr.x) * mr.y);
     }
-    let mean_g = sum_g / n;
-    let mean_gx = sum_gx / n;
-    for (var j = 0u; j < cols; j++) {
+    let mean_g = row_sum(l, sum_g) / n;
+    let mean_gx = row_sum(l, sum_gx) / n;
+    for (var j = l; j < cols; j += 64u) {
         y[base + j] = mr.y * (x1[base + j] - mean_g - (x0[base + j] - mr.x) * mr.y * mean_gx);
     }
 }
