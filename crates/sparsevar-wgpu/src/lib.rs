@@ -24,10 +24,11 @@
 //!
 //! # Determinism
 //!
-//! Every reduction runs inside one invocation in a fixed order (or, for sums of squares, one
-//! workgroup with a fixed tree), and ScatterAdd sorts each group's rows by table row (a
-//! stable counting sort) and then gathers each output's rows in increasing order instead of
-//! using float atomics. So results repeat bit for bit, and a member of an ensemble gets the
+//! Every reduction runs inside one invocation in a fixed order (or, for the rows of Softmax
+//! and LayerNorm and for sums of squares, in one workgroup with a fixed tree), and ScatterAdd
+//! either scans each group's rows in increasing order for every output (small scatters) or
+//! sorts them by table row (a stable counting sort) and then gathers each output's rows in
+//! increasing order, instead of using float atomics. So results repeat bit for bit, and a member of an ensemble gets the
 //! same numbers as when trained alone (tested). SumTo and ScatterAdd even add in the CPU's
 //! order and agree with CPU f32 to the bit; the rest match it to f32 rounding (other
 //! summation orders, `exp`, fused multiply-adds).
