@@ -188,6 +188,19 @@ pub trait Backend: Send {
         let _ = buf;
         Ok(())
     }
+    /// Time the launches and updates that follow on the device, each counted under `label`
+    /// (until the next call; `None` stops timing), without waiting between them: GPU
+    /// timestamps, for profiles of the steps as they really run. Returns false, doing
+    /// nothing, where the backend cannot (the default); a profile then waits for each launch.
+    fn time_launches_as(&mut self, label: Option<&str>) -> Result<bool, BackendError> {
+        let _ = label;
+        Ok(false)
+    }
+    /// The device time of what was timed since the last call, per label: (label, launches,
+    /// seconds). Waits for the device.
+    fn launch_times(&mut self) -> Result<Vec<(String, u64, f64)>, BackendError> {
+        Ok(Vec::new())
+    }
 }
 
 impl fmt::Debug for dyn Backend {

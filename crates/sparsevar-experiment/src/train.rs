@@ -665,19 +665,33 @@ impl<'b> Trainer<'b> {
     }
 
     /// One step like [`Trainer::step`] with the forward + backward kernels timed one by one
-    /// into `profile` (kernel and shape → calls, seconds).
-    pub fn step_profiled(&mut self, profile: &mut std::collections::BTreeMap<String, (u64, f64)>) -> Result<(), TrainError> {
+    /// into `profile` (kernel and shape → calls, seconds): on the device as the step runs
+    /// where the backend has timestamps ([`Backend::time_launches_as`]), else waiting for
+    /// each launch. Returns whether the times are the device's.
+    pub fn step_profiled(&mut self, profile: &mut std::collections::BTreeMap<String, (u64, f64)>) -> Result<bool, TrainError> {
         self.load_batch()?;
         self.graphs.train_exec.run_profiled(self.backend, profile)?;
+        const OPTIMIZER: &str = "optimizer (all parameters, with the norm projection)";
+        let timed = self.backend.time_launches_as(Some(OPTIMIZER))?;
         let start = std::time::Instant::now();
         self.optimizer.step(self.backend)?;
         self.projector.project(self.backend, &self.params)?;
         self.backend.sync()?;
-        let e = profile.entry("optimizer (all parameters, with the norm projection)".into()).or_insert((0, 0.0));
-        e.0 += 1;
-        e.1 += start.elapsed().as_secs_f64();
+        if timed {
+            self.backend.time_launches_as(None)?;
+            for (label, calls, seconds) in self.backend.launch_times()? {
+                // The optimizer's updates count as one entry, like the wall time below.
+                let e = profile.entry(label.clone()).or_insert((0, 0.0));
+                e.0 += if label == OPTIMIZER { 1 } else { calls };
+                e.1 += seconds;
+            }
+        } else {
+            let e = profile.entry(OPTIMIZER.into()).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += start.elapsed().as_secs_f64();
+        }
         self.step += 1;
-        Ok(())
+        Ok(timed)
     }
 
     /// The last training batch's loss per active member (slot order).

@@ -128,9 +128,11 @@ pub(crate) fn open(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue
     need.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
     need.max_buffer_size = have.max_buffer_size;
     need.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;
+    // Timestamps between dispatches, where the adapter has them, for device-side profiles.
+    let timestamps = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
     let desc = wgpu::DeviceDescriptor {
         label: Some("sparsevar"),
-        required_features: wgpu::Features::empty(),
+        required_features: adapter.features() & timestamps,
         required_limits: need,
         memory_hints: wgpu::MemoryHints::Performance,
         ..Default::default()

@@ -50,6 +50,7 @@ mod device;
 mod headless;
 mod kernels;
 mod pipelines;
+mod timing;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -177,6 +178,8 @@ pub struct WgpuBackend {
     clock: u64,
     staging: Option<wgpu::Buffer>,
     host: Vec<f32>,
+    /// Device-side launch timing (`Backend::time_launches_as`), once asked for.
+    timer: Option<timing::Timer>,
     /// Errors caught by the uncaptured-error handler, returned by the next call.
     errors: Arc<Mutex<Vec<String>>>,
     counters: Counters,
@@ -233,6 +236,7 @@ impl WgpuBackend {
             clock: 0,
             staging: None,
             host: Vec::new(),
+            timer: None,
             errors,
             counters: Counters::default(),
         })
@@ -376,6 +380,9 @@ impl WgpuBackend {
             }
             self.queue.write_buffer(&self.sites[&key].uniform, 0, bytemuck::cast_slice(&plan.words));
         }
+        if self.timer.as_ref().is_some_and(|t| t.full()) {
+            self.read_timestamps()?;
+        }
         let batch = self.batch;
         let pass = {
             let device = &self.device;
@@ -399,11 +406,18 @@ impl WgpuBackend {
             site.sorted = index_written;
         }
         Counters::add(&self.counters.0.dispatches, (site.dispatches.len() - skip) as u64);
+        let timed = self.timer.as_mut().and_then(|t| Some((t.next_pair()?, &t.query_set)));
+        if let Some(((start, _), query_set)) = timed {
+            pass.write_timestamp(query_set, start);
+        }
         for (pipe, bind_group, (x, y)) in &site.dispatches[skip..] {
             let compiled = self.pipelines.get(&self.device, *pipe).map_err(device_error)?;
             pass.set_pipeline(&compiled.pipeline);
             pass.set_bind_group(0, bind_group, &[]);
             pass.dispatch_workgroups(*x, *y, 1);
+        }
+        if let Some(((_, end), query_set)) = timed {
+            pass.write_timestamp(query_set, end);
         }
         Ok(())
     }
@@ -453,6 +467,65 @@ impl WgpuBackend {
             Site { uniform, words: plan.words, dispatches, last_batch: u64::MAX, sorted: None, _scratch: scratch }
         });
         result.map_err(|e| self.err(format!("cannot set up a launch: {e}")))
+    }
+
+    /// Submit the recorded work with `prepare` encoded after it and a copy of `bytes` of
+    /// `source` into the staging buffer, wait, and hand the copied bytes to `take`.
+    fn read_back<T>(
+        &mut self,
+        source: &wgpu::Buffer,
+        bytes: u64,
+        what: &str,
+        prepare: impl FnOnce(&mut wgpu::CommandEncoder),
+        take: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, BackendError> {
+        let staging = self.staging(bytes)?;
+        let mut p = self.pending.take().unwrap_or_else(|| Pending {
+            encoder: self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") }),
+            pass: None,
+        });
+        drop(p.pass.take());
+        prepare(&mut p.encoder);
+        p.encoder.copy_buffer_to_buffer(source, 0, &staging, 0, bytes);
+        self.submit(p)?;
+        let slice = staging.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.err(format!("read-back of {what} failed: {e}"))),
+            Err(_) => return Err(self.err(format!("read-back of {what} did not complete"))),
+        }
+        let value = {
+            let view = slice.get_mapped_range().map_err(|e| self.err(format!("read-back of {what}: {e}")))?;
+            take(&view)
+        };
+        staging.unmap();
+        Ok(value)
+    }
+
+    /// Submit the recorded work, then resolve and read back its launch timestamps into the
+    /// timer's totals.
+    fn read_timestamps(&mut self) -> Result<(), BackendError> {
+        let Some(t) = &self.timer else { return Ok(()) };
+        let queries = 2 * t.pending.len() as u32;
+        if queries == 0 {
+            return Ok(());
+        }
+        let (query_set, resolved) = (t.query_set.clone(), t.resolved.clone());
+        let ticks = self.read_back(
+            &resolved,
+            u64::from(queries) * 8,
+            "launch timestamps",
+            |encoder| encoder.resolve_query_set(&query_set, 0..queries, &resolved, 0),
+            |bytes| bytemuck::cast_slice::<u8, u64>(bytes).to_vec(),
+        )?;
+        let period = f64::from(self.queue.get_timestamp_period());
+        self.timer.as_mut().expect("checked above").add(&ticks, period);
+        self.check_errors()
     }
 
     /// Make sure a staging buffer of at least `bytes` exists.
@@ -593,31 +666,16 @@ impl Backend for WgpuBackend {
         if len == 0 {
             return self.flush();
         }
-        let bytes = (len * 4) as u64;
-        let staging = self.staging(bytes)?;
-        let mut p = self.pending.take().unwrap_or_else(|| Pending {
-            encoder: self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") }),
-            pass: None,
-        });
-        drop(p.pass.take());
-        p.encoder.copy_buffer_to_buffer(&self.buffers[buf.0].buffer, 0, &staging, 0, bytes);
-        self.submit(p)?;
-        let slice = staging.slice(0..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.err(format!("read-back of {buf:?} failed: {e}"))),
-            Err(_) => return Err(self.err(format!("read-back of {buf:?} did not complete"))),
-        }
-        {
-            let view = slice.get_mapped_range().map_err(|e| self.err(format!("read-back of {buf:?}: {e}")))?;
-            out.extend(bytemuck::cast_slice::<u8, f32>(&view).iter().map(|&v| f64::from(v)));
-        }
-        staging.unmap();
+        let source = self.buffers[buf.0].buffer.clone();
+        self.read_back(
+            &source,
+            (len * 4) as u64,
+            &format!("{buf:?}"),
+            |_| {},
+            |bytes| {
+                out.extend(bytemuck::cast_slice::<u8, f32>(bytes).iter().map(|&v| f64::from(v)));
+            },
+        )?;
         self.check_errors()
     }
 
@@ -673,6 +731,33 @@ impl Backend for WgpuBackend {
             self.mark_written(id);
         }
         Ok(())
+    }
+
+    fn time_launches_as(&mut self, label: Option<&str>) -> Result<bool, BackendError> {
+        let needs = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        if !self.device.features().contains(needs) {
+            return Ok(false);
+        }
+        // Held launches were made under the label before.
+        self.record_held()?;
+        let device = &self.device;
+        let timer = match &mut self.timer {
+            Some(t) => t,
+            None => {
+                let t = scoped(device, || timing::Timer::new(device)).map_err(|e| self.err(format!("cannot set up launch timing: {e}")))?;
+                Counters::add(&self.counters.0.device_objects, 2);
+                self.timer.insert(t)
+            }
+        };
+        timer.label = label.map(str::to_string);
+        Ok(true)
+    }
+
+    fn launch_times(&mut self) -> Result<Vec<(String, u64, f64)>, BackendError> {
+        self.record_held()?;
+        self.read_timestamps()?;
+        let totals = self.timer.as_mut().map(|t| std::mem::take(&mut t.totals)).unwrap_or_default();
+        Ok(totals.into_iter().map(|(label, (calls, seconds))| (label, calls, seconds)).collect())
     }
 
     fn sync(&mut self) -> Result<(), BackendError> {

@@ -1,6 +1,6 @@
 //! What the wgpu backend records, beyond what each launch asks: ScatterAdd's sort kept while
-//! its indices stay the same, and consecutive AccumulateSquares merged into one dispatch —
-//! with the numbers unchanged.
+//! its indices stay the same, consecutive AccumulateSquares merged into one dispatch — with
+//! the numbers unchanged — and timestamps around launches for device-side profiles.
 
 #[macro_use]
 mod common;
@@ -94,6 +94,46 @@ fn consecutive_squares_share_a_dispatch_and_keep_their_bits() {
     }
 }
 
+/// Launches count under the label given before them, held squares under the label they were
+/// launched with, nothing after timing stops; more launches than the query set holds are all
+/// counted; and timing changes no result.
+fn launches_are_timed_under_their_labels() {
+    let Some(mut be) = wgpu_or_skip("launches_are_timed_under_their_labels") else { return };
+    let x = upload(&mut be, &[1.0, 2.0, 3.0]);
+    let (y, z, norm) = (be.alloc(3).unwrap(), be.alloc(3).unwrap(), be.alloc(1).unwrap());
+    let twice = Kernel::Affine { len: 3, scale: 2.0, shift: 0.0 };
+    assert!(be.time_launches_as(Some("a")).unwrap(), "lavapipe and GPUs have timestamps");
+    for _ in 0..3 {
+        be.launch(&twice, &[x], y).unwrap();
+    }
+    be.update(&Update::AccumulateSquares { groups: 1, len: 3 }, &[x, norm]).unwrap();
+    be.time_launches_as(Some("b")).unwrap();
+    be.launch(&twice, &[y], z).unwrap();
+    be.time_launches_as(None).unwrap();
+    be.launch(&twice, &[z], y).unwrap();
+    let times = be.launch_times().unwrap();
+    let counts: Vec<(&str, u64)> = times.iter().map(|(l, n, _)| (l.as_str(), *n)).collect();
+    assert_eq!(counts, [("a", 4), ("b", 1)]);
+    assert!(times.iter().all(|t| t.2 >= 0.0 && t.2 < 10.0), "{times:?}");
+    assert_eq!(download(&mut be, y), [8.0, 16.0, 24.0]);
+    assert_eq!(download(&mut be, norm), [14.0]);
+    assert!(be.launch_times().unwrap().is_empty(), "read once");
+    // More launches than the query set holds between two reads.
+    be.time_launches_as(Some("many")).unwrap();
+    for _ in 0..2100 {
+        be.launch(&twice, &[x], y).unwrap();
+    }
+    assert_eq!(be.launch_times().unwrap().iter().map(|t| (t.0.as_str(), t.1)).collect::<Vec<_>>(), [("many", 2100)]);
+}
+
 fn main() -> std::process::ExitCode {
-    common::harness(tests![scatter_sorts_again_only_when_its_indices_change, consecutive_squares_share_a_dispatch_and_keep_their_bits], &[], &[])
+    common::harness(
+        tests![
+            scatter_sorts_again_only_when_its_indices_change,
+            consecutive_squares_share_a_dispatch_and_keep_their_bits,
+            launches_are_timed_under_their_labels,
+        ],
+        &[],
+        &[],
+    )
 }

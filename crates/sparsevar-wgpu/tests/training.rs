@@ -137,6 +137,23 @@ fn a_step_is_one_submission_and_creates_nothing() {
     assert!(t.step_launches() > 50, "the step really launches its kernels");
 }
 
+/// A profiled step on wgpu times every launch on the device: each graph kernel under its
+/// label, the optimizer's updates under one.
+fn a_profiled_step_is_timed_on_the_device() {
+    let Some(mut gpu) = wgpu_or_skip("a_profiled_step_is_timed_on_the_device") else { return };
+    let s = spec(vec![0, 1], TaskSpec::new("sparse_parity", 8, 2), small_transformer());
+    let mut t = Trainer::new(&mut gpu, s, &Registry::builtin()).unwrap();
+    let mut profile = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        assert!(t.step_profiled(&mut profile).unwrap(), "timed on the device");
+    }
+    let optimizer = profile.iter().filter(|(k, _)| k.starts_with("optimizer")).map(|(_, v)| v.0).sum::<u64>();
+    let kernels = profile.iter().filter(|(k, _)| !k.starts_with("optimizer")).map(|(_, v)| v.0).sum::<u64>();
+    assert_eq!((kernels, optimizer), (2 * t.step_launches() as u64, 2));
+    assert!(profile.values().all(|v| v.1 >= 0.0));
+    assert!(t.train_loss().unwrap().iter().all(|l| l.is_finite()));
+}
+
 /// The learning test of the CPU suite, on wgpu: both members learn the (8, 2) parity and
 /// attention concentrates on S.
 fn a_small_parity_is_learned_on_wgpu() {
@@ -166,6 +183,7 @@ fn main() -> std::process::ExitCode {
             five_steps_match_the_cpu,
             members_trained_together_equal_members_trained_alone,
             a_step_is_one_submission_and_creates_nothing,
+            a_profiled_step_is_timed_on_the_device,
             a_small_parity_is_learned_on_wgpu,
         ],
         &[],

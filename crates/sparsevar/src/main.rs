@@ -997,19 +997,27 @@ fn bench_in_pool(
     }
     if profile {
         let mut table = std::collections::BTreeMap::new();
+        let mut on_device = false;
         for _ in 0..steps {
-            trainer.step_profiled(&mut table)?;
+            on_device = trainer.step_profiled(&mut table)?;
         }
         let total: f64 = table.values().map(|v| v.1).sum();
         let mut rows: Vec<_> = table.into_iter().collect();
         rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-        // The profile times each kernel on its own, so it launches the whole ensemble kernel by
-        // kernel; the timed steps above may have run member by member (CPU, >= 2 members per
-        // thread), whose cache reuse the per-kernel times cannot show.
-        eprintln!(
-            "per-step kernel profile over {steps} steps (whole-ensemble launches, synchronised after each, {:.3} ms/step in total; the timed steps above may run member by member and take less):",
-            total * 1e3 / steps as f64
-        );
+        if on_device {
+            eprintln!(
+                "per-step kernel profile over {steps} steps (device time between GPU timestamps around each launch, not synchronised, {:.3} ms/step in total):",
+                total * 1e3 / steps as f64
+            );
+        } else {
+            // The profile times each kernel on its own, so it launches the whole ensemble kernel
+            // by kernel; the timed steps above may have run member by member (CPU, >= 2 members
+            // per thread), whose cache reuse the per-kernel times cannot show.
+            eprintln!(
+                "per-step kernel profile over {steps} steps (whole-ensemble launches, synchronised after each, {:.3} ms/step in total; the timed steps above may run member by member and take less):",
+                total * 1e3 / steps as f64
+            );
+        }
         for (name, (calls, secs)) in rows {
             eprintln!("  {:>8.1} us {:>5.1}%  x{:<3} {name}", secs * 1e6 / steps as f64, 100.0 * secs / total, calls / steps as u64);
         }
