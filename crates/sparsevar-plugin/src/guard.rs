@@ -376,6 +376,12 @@ impl Backend for GuardedBackend {
     fn free(&mut self, buf: BufferId) -> Result<(), BackendError> {
         self.call("free", |b| b.free(buf))
     }
+    fn time_launches_as(&mut self, label: Option<&str>) -> Result<bool, BackendError> {
+        self.call("time_launches_as", |b| b.time_launches_as(label))
+    }
+    fn launch_times(&mut self) -> Result<Vec<(String, u64, f64)>, BackendError> {
+        self.call("launch_times", |b| b.launch_times())
+    }
 }
 
 /// Wrap a plugin's backend factory: panics become errors, backends come back guarded.
