@@ -1,6 +1,8 @@
 //! `sparsevar eval RUN_DIR`: reopen a run's saved members (weights/*.safetensors), print
 //! their accuracy on fresh samples or given inputs, and write the logits, the inputs and
 //! the attention maps of the first inputs into `RUN_DIR/eval/seed-<n>/` (or `--out`).
+//! `sparsevar eval FILE.safetensors` does the same for one weights file (a sweep member's),
+//! taking model, task and seed from its metadata.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -25,26 +27,55 @@ pub struct EvalArgs {
     pub backend: Option<String>,
 }
 
+/// The members a training run's folder holds (all, or `--member`), the run's backend and
+/// threads, and the default output folder (`RUN_DIR/eval`, numbered if taken).
+fn open_run(host: &Host, args: &EvalArgs) -> Result<(Vec<SavedModel>, String, Option<usize>, PathBuf)> {
+    let dir = &args.dir;
+    let config = dir.join("config.yaml");
+    if !config.is_file() {
+        return bad(format!(
+            "{} holds no config.yaml; give the folder `sparsevar train` wrote, or one weights file (a sweep's weights/<model>/….safetensors)",
+            dir.display()
+        ));
+    }
+    let cfg = ExperimentConfig::load(&config, &[], &host.registry)?;
+    let seeds: Vec<u64> = match args.member {
+        Some(s) => vec![s],
+        None => cfg.seeds.clone(),
+    };
+    let models = seeds.iter().map(|&seed| SavedModel::open_run(dir, &cfg.model, &cfg.task, &cfg.seeds, seed, &host.registry)).collect::<Result<Vec<_>, _>>()?;
+    Ok((models, cfg.backend.clone(), cfg.threads, sparsevar_experiment::results::fresh_dir(dir, "eval")))
+}
+
+/// One weights file (a sweep's members live in `weights/<model>/`, without a config of their
+/// own): the model, task (with its T) and seed come from the file's metadata. The default
+/// output folder is `<file name without .safetensors>.eval` beside it.
+fn open_file(host: &Host, args: &EvalArgs) -> Result<(Vec<SavedModel>, String, Option<usize>, PathBuf)> {
+    let path = &args.dir;
+    let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".safetensors")) else {
+        return bad(format!("{} is a file, not a run folder; give a run folder or a weights file (….safetensors)", path.display()));
+    };
+    let (meta, _) = sparsevar_experiment::weights::read(path)?;
+    if let Some(s) = args.member.filter(|&s| s != meta.seed) {
+        return bad(format!("--member {s}: {} holds seed {}", path.display(), meta.seed));
+    }
+    let model = SavedModel::open(path, &meta.model, &meta.task, meta.seed, &host.registry)?;
+    let parent = path.parent().unwrap_or(std::path::Path::new("."));
+    Ok((vec![model], "cpu".into(), None, sparsevar_experiment::results::fresh_dir(parent, &format!("{stem}.eval"))))
+}
+
 /// Fresh samples when neither --inputs nor --samples is given.
 const DEFAULT_SAMPLES: usize = 1024;
 
 pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
     let dir = &args.dir;
-    let config = dir.join("config.yaml");
-    if !config.is_file() {
-        return bad(format!("{} holds no config.yaml; give the folder `sparsevar train` wrote", dir.display()));
-    }
-    let cfg = ExperimentConfig::load(&config, &[], &host.registry)?;
     if args.samples == Some(0) {
         return bad("--samples 0: evaluate on at least 1 sample");
     }
-    let seeds: Vec<u64> = match args.member {
-        Some(s) => vec![s],
-        None => cfg.seeds.clone(),
-    };
-    let backend_name = host.resolve(args.backend.as_deref().unwrap_or(&cfg.backend));
     // Every member is opened (and checked) before anything is computed or written.
-    let models = seeds.iter().map(|&seed| SavedModel::open_run(dir, &cfg.model, &cfg.task, &cfg.seeds, seed, &host.registry)).collect::<Result<Vec<_>, _>>()?;
+    let (models, backend, threads, default_out) = if dir.is_file() { open_file(host, &args)? } else { open_run(host, &args)? };
+    let seeds: Vec<u64> = models.iter().map(|m| m.meta.seed).collect();
+    let backend_name = host.resolve(args.backend.as_deref().unwrap_or(&backend));
     let inputs_text = match &args.inputs {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| BadInput(format!("cannot read --inputs {}: {e}", p.display())))?),
         None => None,
@@ -58,9 +89,11 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
             }
             out.clone()
         }
-        None => sparsevar_experiment::results::fresh_dir(dir, "eval"),
+        None => default_out,
     };
-    in_pool(cfg.threads, |_| {
+    // Model files are named relative to the run folder, or the file's own folder.
+    let base = if dir.is_file() { dir.parent().unwrap_or(dir) } else { dir.as_path() };
+    in_pool(threads, |_| {
         let mut backend = host.backend(&backend_name)?;
         for model in &models {
             let d = model.data();
@@ -102,7 +135,7 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
             std::fs::write(file("logits.csv"), csv).with_context(|| format!("writing {}", file("logits.csv").display()))?;
             let shown = args.attention.min(tokens.len() / d.seq_len);
             let mut figures = 0;
-            if matches!(cfg.model, ModelSpec::Transformer(_)) && shown > 0 {
+            if matches!(model.meta.model, ModelSpec::Transformer(_)) && shown > 0 {
                 let maps: Vec<_> = out.attention.iter().take(shown).collect();
                 let json = serde_json::to_string(&maps).expect("numbers serialise");
                 std::fs::write(file("attention.json"), json).with_context(|| format!("writing {}", file("attention.json").display()))?;
@@ -120,7 +153,7 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
             println!(
                 "seed {seed}: accuracy {accuracy:.4} ({correct}/{}) on {source}; {} (step {}); logits{} in {}",
                 labels.len(),
-                model.path.strip_prefix(dir).unwrap_or(&model.path).display(),
+                model.path.strip_prefix(base).unwrap_or(&model.path).display(),
                 model.meta.step,
                 if figures > 0 { format!(", {shown} attention map(s)") } else { String::new() },
                 folder.display()

@@ -165,11 +165,13 @@ enum Command {
         #[arg(long)]
         max_operations: Option<u64>,
     },
-    /// Reopen the saved members of a training run (RUN_DIR/weights/*.safetensors): print
-    /// their accuracy on fresh samples of the run's task (or on --inputs) and write the
-    /// logits, the inputs and attention maps into RUN_DIR/eval/seed-<n>/.
+    /// Reopen the saved members of a training run (RUN_DIR/weights/*.safetensors), or one
+    /// weights file such as a sweep member's: print their accuracy on fresh samples of the
+    /// task (or on --inputs) and write the logits, the inputs and attention maps into
+    /// RUN_DIR/eval/seed-<n>/ (for a file: <file>.eval/seed-<n>/ beside it).
     Eval {
-        /// A folder written by `sparsevar train`.
+        /// A folder written by `sparsevar train`, or a weights file (e.g. a sweep's
+        /// weights/<model>/T16-m64-seed-3.safetensors).
         dir: PathBuf,
         /// Only the member with this seed (default: every member).
         #[arg(long)]

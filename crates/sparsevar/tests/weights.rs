@@ -289,3 +289,38 @@ sweep: { T: [6], m: [16, 32], seeds: [0, 1] }
     assert_eq!(header["embed.position"]["shape"], serde_json::json!([7, 16]), "T = 6 from the sweep, plus CLS");
     assert_eq!(header["__metadata__"]["seed"], "1");
 }
+
+#[test]
+fn eval_opens_a_sweep_members_weights_file() {
+    let d = ScratchDir::created("weights-eval-sweep");
+    let cfg = "task: { kind: sparse_parity, s: 2 }
+models:
+  small: { kind: transformer, d_model: 16, heads: 2, mlp: 2 }
+train: { batch: 32, max_steps: 1500, eval_every: 50, test_samples: 256, lr: 0.01 }
+sweep: { T: [6], m: [256], seeds: [4], weights: final, baselines: [] }
+";
+    std::fs::write(d.join("s.yaml"), cfg).unwrap();
+    ok(&sparsevar(&["sweep", "s.yaml", "--out", "sw"], &d));
+    let file = "sw/weights/small/T6-m256-seed-4.safetensors";
+    // Model, task (T = 6) and seed come from the file: the reopened member is as accurate on
+    // fresh samples of its task as the sweep measured on its test set.
+    let out = ok(&sparsevar(&["eval", file, "--samples", "500", "--attention", "1"], &d));
+    let line = out.lines().find(|l| l.starts_with("seed 4:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("T6-m256-seed-4.safetensors") && line.contains("T6-m256-seed-4.eval/seed-4"), "{line}");
+    let acc: f64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let e = d.join("sw/weights/small/T6-m256-seed-4.eval/seed-4");
+    assert!(e.join("logits.csv").is_file() && e.join("attention_input0.png").is_file());
+    let runs = std::fs::read_to_string(d.join("sw/runs.csv")).unwrap();
+    let column = |row: &str, name: &str| {
+        let i = runs.lines().next().unwrap().split(',').position(|c| c == name).unwrap_or_else(|| panic!("no {name} in {runs}"));
+        row.split(',').nth(i).unwrap().to_string()
+    };
+    let row = runs.lines().nth(1).unwrap();
+    assert_eq!(column(row, "learned"), "true", "this member learns: {runs}");
+    assert!(acc >= 0.95, "{line}\n{runs}");
+    // Another seed, or a file that is not weights, is refused.
+    let err = refused(&sparsevar(&["eval", file, "--member", "5"], &d));
+    assert!(err.contains("--member 5") && err.contains("seed 4"), "{err}");
+    let err = refused(&sparsevar(&["eval", "s.yaml"], &d));
+    assert!(err.contains("s.yaml") && err.contains(".safetensors"), "{err}");
+}
