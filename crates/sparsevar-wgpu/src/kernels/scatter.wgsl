@@ -127,6 +127,13 @@ fn scatter_index(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
+// Output element e of [groups, T, cols]: (group, table row, column).
+fn output_place(e: u32, t_rows: u32, cols: u32) -> vec3<u32> {
+    let r = udiv(e, cols);
+    let g = udiv(r, t_rows);
+    return vec3<u32>(g, r - g * t_rows, e - r * cols);
+}
+
 // Inputs [idx, dy] (idx was consumed by scatter_index); `order` is the scratch, read-only.
 // An index outside 0..T poisons its group with NaN (an error on the CPU).
 @compute @workgroup_size(256)
@@ -137,10 +144,10 @@ fn scatter_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let t_rows = pu(1u);
     let rows = pu(2u);
     let cols = pu(3u);
-    let r = udiv(e, cols);
-    let c = e - r * cols;
-    let g = udiv(r, t_rows);
-    let t = r - g * t_rows;
+    let gtc = output_place(e, t_rows, cols);
+    let g = gtc.x;
+    let t = gtc.y;
+    let c = gtc.z;
     let h = g * (t_rows + 2u);
     if (order[h + t_rows + 1u] != 0u) {
         y[e] = nan();
@@ -167,10 +174,10 @@ fn scatter_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let t_rows = pu(1u);
     let rows = pu(2u);
     let cols = pu(3u);
-    let r = udiv(e, cols);
-    let c = e - r * cols;
-    let g = udiv(r, t_rows);
-    let t = r - g * t_rows;
+    let gtc = output_place(e, t_rows, cols);
+    let g = gtc.x;
+    let t = gtc.y;
+    let c = gtc.z;
     var acc = 0.0;
     var bad = false;
     for (var i = 0u; i < rows; i++) {
