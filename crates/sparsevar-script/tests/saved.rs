@@ -23,6 +23,8 @@ print(`${w.len()} ${w[0].len()} ${w[0][0].len()}`);
 print(`${w[0][0].reduce(|s, x| s + x, 0.0)}`);
 print(`${given.logits.len()} ${given.inputs[1]} ${m.seed} ${m.step == r.members[0].step} ${m.relevant == r.members[0].S}`);
 print(`${fig.cells.len()}`);
+let file = load_model("tiny/weights/seed-4.safetensors");
+print(`${file.seed} ${file.evaluate(300).logits == e.logits}`);
 "#;
     let run = run_inline(src, common::context(dir.join("x.rhai"), dir.join("out"))).unwrap();
     // The script's prints, without the line `train` says.
@@ -37,6 +39,7 @@ print(`${fig.cells.len()}`);
     assert!((total - 1.0).abs() < 1e-5, "softmax weights sum to 1: {total}");
     assert_eq!(out[4], "2 [1, 0, 1, 0, 1, 0, 1, 0] 4 true true");
     assert_eq!(out[5], "18", "2 heads × 9 positions");
+    assert_eq!(out[6], "4 true", "one weights file, from its own metadata: the same model");
     assert!(dir.join("out/attn.png").is_file());
 }
 
@@ -52,6 +55,7 @@ fn load_model_errors_name_the_problem() {
         ("load_model(r, 1).attention([0, 1])", "2 tokens, the run's task has T = 8"),
         ("load_model(r, 1).evaluate([[0, 1, 2, 0, 0, 0, 0, 0]])", "input 0: `2` is not a token"),
         ("load_model(r, 1).evaluate(0)", "n must be at least 1"),
+        ("load_model(\"tiny/weights/none.safetensors\")", "is not a file"),
     ] {
         let err = run_inline(&format!("{train}{call};"), common::context(dir.join("x.rhai"), dir.join(format!("out-{}", call.len())))).unwrap_err().to_string();
         assert!(err.contains(want) && err.contains("x.rhai:3:"), "{call}: {err}");

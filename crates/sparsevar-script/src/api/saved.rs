@@ -1,5 +1,6 @@
 //! Saved models: `load_model(dir, seed)` reopens a member from its safetensors file
-//! (`experiment::weights`), with `evaluate` (accuracy and logits) and `attention`.
+//! (`experiment::weights`), `load_model(file)` one weights file (a sweep member's), with
+//! `evaluate` (accuracy and logits) and `attention`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +25,16 @@ fn open(st: &State, dir: &Path, seed: i64) -> Result<SavedHandle, String> {
     }
     let cfg = ExperimentConfig::load(&config, &[], &st.ctx.registry).map_err(|e| e.to_string())?;
     let model = SavedModel::open_run(dir, &cfg.model, &cfg.task, &cfg.seeds, seed, &st.ctx.registry).map_err(|e| e.to_string())?;
+    Ok(SavedHandle(Arc::new(model)))
+}
+
+/// Open one weights file: model, task and seed from its metadata.
+fn open_file(st: &State, path: &Path) -> Result<SavedHandle, String> {
+    if !path.is_file() {
+        return Err(format!("{} is not a file; give a weights file (….safetensors), or a run folder and a seed", path.display()));
+    }
+    let (meta, _) = sparsevar_experiment::weights::read(path).map_err(|e| e.to_string())?;
+    let model = SavedModel::open(path, &meta.model, &meta.task, meta.seed, &st.ctx.registry).map_err(|e| e.to_string())?;
     Ok(SavedHandle(Arc::new(model)))
 }
 
@@ -95,6 +106,13 @@ pub(super) fn register(a: &mut Api) {
         "load_model(run: TrainResult, seed: int) -> SavedModel",
         "Reopen member `seed` of a run this script trained.",
         move |ctx: NativeCallContext, r: TrainResult, seed: i64| -> Res<SavedHandle> { open(&st, &r.0.dir, seed).map_err(|e| fail(&ctx, e)) },
+    );
+    let st = a.st.clone();
+    a.func(
+        "load_model",
+        "load_model(file: string) -> SavedModel",
+        "Reopen one weights file (absolute, or relative to the out folder), e.g. a sweep member's `weights/<model>/T<T>-m<m>-seed-<n>.safetensors`: model, task (with its T) and seed come from the file's metadata.",
+        move |ctx: NativeCallContext, file: &str| -> Res<SavedHandle> { open_file(&st, &run_dir(&st, file)).map_err(|e| fail(&ctx, e)) },
     );
     let st = a.st.clone();
     a.func(
