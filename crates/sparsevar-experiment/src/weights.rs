@@ -460,6 +460,28 @@ impl SavedModel {
     /// member `seed`: the file's tensors must be exactly the ones that model has.
     pub fn open(path: &Path, model: &ModelSpec, task: &TaskSpec, seed: u64, registry: &Registry) -> Result<SavedModel, WeightsError> {
         let (meta, tensors) = read(path)?;
+        Self::build(path, meta, &tensors, model, task, seed, registry)
+    }
+
+    /// Open one weights file on its own (a sweep member's, which has no config.yaml beside
+    /// it): model, task (with its T) and seed are the file's metadata.
+    pub fn open_file(path: &Path, registry: &Registry) -> Result<SavedModel, WeightsError> {
+        let (meta, tensors) = read(path)?;
+        let (model, task, seed) = (meta.model.clone(), meta.task.clone(), meta.seed);
+        Self::build(path, meta, &tensors, &model, &task, seed, registry)
+    }
+
+    /// The model `model` for member `seed` of `task`, with the file's tensors, checked
+    /// against the file's metadata.
+    fn build(
+        path: &Path,
+        meta: WeightsMeta,
+        tensors: &BTreeMap<String, Tensor>,
+        model: &ModelSpec,
+        task: &TaskSpec,
+        seed: u64,
+        registry: &Registry,
+    ) -> Result<SavedModel, WeightsError> {
         let setup = |message: String| WeightsError::Setup { path: path.to_path_buf(), message };
         let member_task = registry.task(task, seed).map_err(|e| setup(format!("the run's task for seed {seed}: {e}")))?;
         let data = DataShape { seq_len: member_task.seq_len(), alphabet: member_task.alphabet(), classes: member_task.num_classes() };
@@ -468,7 +490,7 @@ impl SavedModel {
             ModelSpec::Mlp(_) => None,
         };
         let (m, store) = Model::new(model, data, 1, attention).map_err(|source| WeightsError::Model { path: path.to_path_buf(), source })?;
-        let values = from_tensors(&store, &tensors, path)?;
+        let values = from_tensors(&store, tensors, path)?;
         // Same shapes but another config (an attention variant, a norm's epsilon): the file
         // would be evaluated as a model it is not.
         if meta.model != *model || meta.data != data {

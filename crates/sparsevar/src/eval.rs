@@ -27,9 +27,21 @@ pub struct EvalArgs {
     pub backend: Option<String>,
 }
 
-/// The members a training run's folder holds (all, or `--member`), the run's backend and
-/// threads, and the default output folder (`RUN_DIR/eval`, numbered if taken).
-fn open_run(host: &Host, args: &EvalArgs) -> Result<(Vec<SavedModel>, String, Option<usize>, PathBuf)> {
+/// What `eval` evaluates, and how, from a run folder or one weights file.
+struct Opened {
+    models: Vec<SavedModel>,
+    /// The run's backend and threads (a lone file has neither: cpu, all cores).
+    backend: String,
+    threads: Option<usize>,
+    /// Where output goes without --out.
+    default_out: PathBuf,
+    /// The folder the model files are named relative to.
+    base: PathBuf,
+}
+
+/// The members a training run's folder holds (all, or `--member`); output by default in
+/// `RUN_DIR/eval`, numbered if taken.
+fn open_run(host: &Host, args: &EvalArgs) -> Result<Opened> {
     let dir = &args.dir;
     let config = dir.join("config.yaml");
     if !config.is_file() {
@@ -44,24 +56,24 @@ fn open_run(host: &Host, args: &EvalArgs) -> Result<(Vec<SavedModel>, String, Op
         None => cfg.seeds.clone(),
     };
     let models = seeds.iter().map(|&seed| SavedModel::open_run(dir, &cfg.model, &cfg.task, &cfg.seeds, seed, &host.registry)).collect::<Result<Vec<_>, _>>()?;
-    Ok((models, cfg.backend.clone(), cfg.threads, sparsevar_experiment::results::fresh_dir(dir, "eval")))
+    Ok(Opened { models, backend: cfg.backend, threads: cfg.threads, default_out: sparsevar_experiment::results::fresh_dir(dir, "eval"), base: dir.clone() })
 }
 
 /// One weights file (a sweep's members live in `weights/<model>/`, without a config of their
 /// own): the model, task (with its T) and seed come from the file's metadata. The default
 /// output folder is `<file name without .safetensors>.eval` beside it.
-fn open_file(host: &Host, args: &EvalArgs) -> Result<(Vec<SavedModel>, String, Option<usize>, PathBuf)> {
+fn open_file(host: &Host, args: &EvalArgs) -> Result<Opened> {
     let path = &args.dir;
     let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".safetensors")) else {
         return bad(format!("{} is a file, not a run folder; give a run folder or a weights file (….safetensors)", path.display()));
     };
-    let (meta, _) = sparsevar_experiment::weights::read(path)?;
-    if let Some(s) = args.member.filter(|&s| s != meta.seed) {
-        return bad(format!("--member {s}: {} holds seed {}", path.display(), meta.seed));
+    let model = SavedModel::open_file(path, &host.registry)?;
+    if let Some(s) = args.member.filter(|&s| s != model.meta.seed) {
+        return bad(format!("--member {s}: {} holds seed {}", path.display(), model.meta.seed));
     }
-    let model = SavedModel::open(path, &meta.model, &meta.task, meta.seed, &host.registry)?;
-    let parent = path.parent().unwrap_or(std::path::Path::new("."));
-    Ok((vec![model], "cpu".into(), None, sparsevar_experiment::results::fresh_dir(parent, &format!("{stem}.eval"))))
+    let parent = path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let default_out = sparsevar_experiment::results::fresh_dir(&parent, &format!("{stem}.eval"));
+    Ok(Opened { models: vec![model], backend: "cpu".into(), threads: None, default_out, base: parent })
 }
 
 /// Fresh samples when neither --inputs nor --samples is given.
@@ -73,7 +85,7 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
         return bad("--samples 0: evaluate on at least 1 sample");
     }
     // Every member is opened (and checked) before anything is computed or written.
-    let (models, backend, threads, default_out) = if dir.is_file() { open_file(host, &args)? } else { open_run(host, &args)? };
+    let Opened { models, backend, threads, default_out, base } = if dir.is_file() { open_file(host, &args)? } else { open_run(host, &args)? };
     let seeds: Vec<u64> = models.iter().map(|m| m.meta.seed).collect();
     let backend_name = host.resolve(args.backend.as_deref().unwrap_or(&backend));
     let inputs_text = match &args.inputs {
@@ -91,8 +103,6 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
         }
         None => default_out,
     };
-    // Model files are named relative to the run folder, or the file's own folder.
-    let base = if dir.is_file() { dir.parent().unwrap_or(dir) } else { dir.as_path() };
     in_pool(threads, |_| {
         let mut backend = host.backend(&backend_name)?;
         for model in &models {
@@ -153,7 +163,7 @@ pub fn eval(host: &Host, args: EvalArgs) -> Result<()> {
             println!(
                 "seed {seed}: accuracy {accuracy:.4} ({correct}/{}) on {source}; {} (step {}); logits{} in {}",
                 labels.len(),
-                model.path.strip_prefix(base).unwrap_or(&model.path).display(),
+                model.path.strip_prefix(&base).unwrap_or(&model.path).display(),
                 model.meta.step,
                 if figures > 0 { format!(", {shown} attention map(s)") } else { String::new() },
                 folder.display()

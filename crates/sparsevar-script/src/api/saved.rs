@@ -33,8 +33,7 @@ fn open_file(st: &State, path: &Path) -> Result<SavedHandle, String> {
     if !path.is_file() {
         return Err(format!("{} is not a file; give a weights file (….safetensors), or a run folder and a seed", path.display()));
     }
-    let (meta, _) = sparsevar_experiment::weights::read(path).map_err(|e| e.to_string())?;
-    let model = SavedModel::open(path, &meta.model, &meta.task, meta.seed, &st.ctx.registry).map_err(|e| e.to_string())?;
+    let model = SavedModel::open_file(path, &st.ctx.registry).map_err(|e| e.to_string())?;
     Ok(SavedHandle(Arc::new(model)))
 }
 
