@@ -15,13 +15,20 @@ pub(crate) const WORDS: usize = 32;
 const NAN_WORD: usize = 31;
 /// Highest rank Binary accepts (the contract's limit); Permute and SumTo share it.
 const MAX_RANK: usize = 6;
-/// Table rows up to which ScatterAdd sorts in workgroup memory (`SHARED_ROWS` in scatter.wgsl).
+/// Table rows up to which ScatterAdd can sort, in workgroup memory (`SHARED_ROWS` in
+/// scatter.wgsl). Larger tables always scan: a sort in global memory, one invocation per
+/// group, gave wrong sums on lavapipe once its scratch reached 128 KiB.
 const SCATTER_SHARED_ROWS: usize = 2048;
-/// Outputs × rows up to which ScatterAdd scans instead of sorting: a sort runs one
-/// workgroup per group, so a scatter with few groups (a table attention's scores at R = 1:
-/// 8,224 rows into one 513-row table at T = 256) sorts on one GPU core while the rest idle.
-/// Scanning costs one pass over the group's rows per output, spread over every core.
+/// Table rows × rows (over all groups) up to which ScatterAdd scans instead of sorting: a
+/// sort runs one workgroup per group, so a scatter with few groups (a table attention's
+/// scores at R = 1: 8,224 rows into one 513-row table at T = 256) sorts on one GPU core while
+/// the rest idle. Scanning reads a group's indices once per table row, spread over every core.
 const SCATTER_SCAN_WORK: usize = 1 << 26;
+/// Rows per group from which a scan runs a workgroup per table row (scatter_scan_shared,
+/// 64 indices tested at once) rather than an invocation per output walking every row: the
+/// walk took 227 µs for 2,080 rows into [129, 4] on an H200. Shorter groups keep the walk,
+/// which needs 64 times fewer invocations.
+const SCAN_SHARED_ROWS: usize = 128;
 /// Output tile edge of the tiled matmul; smaller products take the per-element kernel.
 const TILE: usize = 64;
 /// Products with m, n and k all at least this also take the tiled kernel, half its tile
@@ -162,23 +169,28 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
             p.one(Pipe::Gather, out, 256)
         }
         K::ScatterAdd { groups, table_rows, rows, cols } => {
-            p.set(0, &[*groups, *table_rows, *rows, *cols, out])?;
-            if out > 0 && out.saturating_mul(*rows) <= SCATTER_SCAN_WORK {
-                // The same sums in the same order as the sorted path (increasing row).
-                p = p.one(Pipe::ScatterScan, out, 256);
-            } else if out > 0 {
-                // Both sorts leave the same row ends, flag and order for scatter_sum; the
-                // shared one needs the table's cursors to fit in workgroup memory.
-                let index = if *table_rows <= SCATTER_SHARED_ROWS {
-                    Step { pipe: Pipe::ScatterIndexShared, workgroups: *groups as u64 }
+            let blocks = cols.div_ceil(64);
+            p.set(0, &[*groups, *table_rows, *rows, *cols, out, blocks])?;
+            let scan_work = groups.saturating_mul(*table_rows).saturating_mul(*rows);
+            // Every path adds the same sums in the same order (increasing row).
+            if out == 0 {
+                p
+            } else if scan_work <= SCATTER_SCAN_WORK || *table_rows > SCATTER_SHARED_ROWS {
+                if *rows >= SCAN_SHARED_ROWS {
+                    p.steps[0] = Some(Step { pipe: Pipe::ScatterScanShared, workgroups: (groups * table_rows * blocks) as u64 });
+                    p
                 } else {
-                    Step { pipe: Pipe::ScatterIndex, workgroups: groups.div_ceil(64) as u64 }
-                };
-                p.steps = [Some(index), Some(Step { pipe: Pipe::ScatterSum, workgroups: out.div_ceil(256) as u64 })];
+                    p.one(Pipe::ScatterScan, out, 256)
+                }
+            } else {
+                p.steps = [
+                    Some(Step { pipe: Pipe::ScatterIndexShared, workgroups: *groups as u64 }),
+                    Some(Step { pipe: Pipe::ScatterSum, workgroups: out.div_ceil(256) as u64 }),
+                ];
                 p.scratch_words = groups * (table_rows + 2) + groups * rows;
                 word(p.scratch_words)?;
+                p
             }
-            p
         }
         K::Permute { shape, perm } => {
             let rank = shape.len();

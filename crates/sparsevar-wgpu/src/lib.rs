@@ -399,7 +399,7 @@ impl WgpuBackend {
         site.words = plan.words;
         site.last_batch = batch;
         let mut skip = 0;
-        if matches!(first.pipe, Pipe::ScatterIndex | Pipe::ScatterIndexShared) {
+        if first.pipe == Pipe::ScatterIndexShared {
             if site.sorted.is_some() && site.sorted == index_written {
                 skip = 1;
             }

@@ -63,6 +63,19 @@ fn out_of_range_indices_give_nan_not_garbage() {
     let v = download(&mut be, out);
     assert!(v[0].is_nan() && v[1].is_nan());
     assert_eq!(&v[2..], &[4.0, 3.0]);
+    // The same in groups long enough to scan a table row per workgroup (128 rows and more):
+    // row 130 of group 0 points past the table; group 1 sums as usual.
+    let rows = 200;
+    let mut idx_host: Vec<f64> = (0..2 * rows).map(|i| (i % 3) as f64).collect();
+    idx_host[130] = 3.0;
+    let idx = upload(&mut be, &idx_host);
+    let dy = upload(&mut be, &vec![1.0; 2 * rows]);
+    let out = be.alloc(6).unwrap();
+    be.launch(&Kernel::ScatterAdd { groups: 2, table_rows: 3, rows, cols: 1 }, &[idx, dy], out).unwrap();
+    let v = download(&mut be, out);
+    assert!(v[..3].iter().all(|x| x.is_nan()), "{v:?}");
+    let counts: Vec<f64> = (0..3).map(|t| (rows..2 * rows).filter(|i| i % 3 == t).count() as f64).collect();
+    assert_eq!(&v[3..], &counts[..]);
     // CrossEntropy: a label outside the classes.
     let logits = upload(&mut be, &[0.0, 1.0, 0.5, 0.5]);
     let labels = upload(&mut be, &[1.0, 2.0]);

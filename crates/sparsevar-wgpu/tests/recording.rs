@@ -15,7 +15,7 @@ use sparsevar_wgpu::WgpuBackend;
 fn scatter_sorts_again_only_when_its_indices_change() {
     let Some(mut be) = wgpu_or_skip("scatter_sorts_again_only_when_its_indices_change") else { return };
     let counters = be.counters();
-    let (table_rows, rows, cols) = (600, 60_000, 2);
+    let (table_rows, rows, cols) = (1200, 60_000, 2);
     let k = Kernel::ScatterAdd { groups: 1, table_rows, rows, cols };
     let dy_host: Vec<f64> = (0..rows * cols).map(|i| (i % 7) as f64 - 3.0).collect();
     let indices = |step: usize| -> Vec<f64> { (0..rows).map(|i| ((i * 31 + step * 17) % table_rows) as f64).collect() };

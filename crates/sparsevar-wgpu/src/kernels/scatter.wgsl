@@ -1,9 +1,11 @@
 // ScatterAdd without float atomics: dtable[g, t, :] = sum of dy[g, i, :] over the rows i with
 // idx[g, i] = t, added in increasing i (the CPU order, so the bits agree).
-// Small scatters (outputs x rows up to SCATTER_SCAN_WORK in kernels.rs) take scatter_scan,
-// one pass without scratch; the others two passes over a launch site's own u32 scratch:
-//   scatter_index(_shared): per group, a stable counting sort of the rows by table row;
-//   scatter_sum:            per output element, a gather-style loop over its rows.
+// Small scatters (table rows x rows up to SCATTER_SCAN_WORK in kernels.rs) and tables too
+// large to sort in workgroup memory scan in one pass without scratch: scatter_scan_shared for
+// long groups, scatter_scan for short ones. The others take two passes over a launch site's
+// own u32 scratch:
+//   scatter_index_shared: per group, a stable counting sort of the rows by table row;
+//   scatter_sum:          per output element, a gather-style loop over its rows.
 // Words: 0 = groups, 1 = table_rows T, 2 = rows, 3 = cols, 4 = groups T cols.
 // Scratch: per group g, T + 2 words at g (T + 2) (row ends, then a bad-index flag), and the
 // sorted rows at groups (T + 2) + g rows.
@@ -91,42 +93,6 @@ fn scatter_index_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     }
 }
 
-// More table rows than fit in workgroup memory: one invocation per group, serially, in the
-// scratch itself.
-@compute @workgroup_size(64)
-fn scatter_index(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = workgroup_index(wid, nwg) * 64u + lid.x;
-    let groups = pu(0u);
-    if (g >= groups) { return; }
-    let t_rows = pu(1u);
-    let rows = pu(2u);
-    let h = g * (t_rows + 2u);
-    let o = groups * (t_rows + 2u) + g * rows;
-    for (var t = 0u; t < t_rows + 2u; t++) {
-        scratch[h + t] = 0u;
-    }
-    // Counts land one slot up, so the prefix sum leaves each row's start at its own slot.
-    for (var i = 0u; i < rows; i++) {
-        let t = index_of(x0[g * rows + i], t_rows);
-        if (t == BAD_INDEX) {
-            scratch[h + t_rows + 1u] = 1u;
-        } else {
-            scratch[h + t + 1u] += 1u;
-        }
-    }
-    for (var t = 0u; t < t_rows; t++) {
-        scratch[h + t + 1u] += scratch[h + t];
-    }
-    // Place rows in increasing i; each slot ends as its row's end (= the next row's start).
-    for (var i = 0u; i < rows; i++) {
-        let t = index_of(x0[g * rows + i], t_rows);
-        if (t != BAD_INDEX) {
-            scratch[o + scratch[h + t]] = i;
-            scratch[h + t] += 1u;
-        }
-    }
-}
-
 // Output element e of [groups, T, cols]: (group, table row, column).
 fn output_place(e: u32, t_rows: u32, cols: u32) -> vec3<u32> {
     let r = udiv(e, cols);
@@ -134,7 +100,7 @@ fn output_place(e: u32, t_rows: u32, cols: u32) -> vec3<u32> {
     return vec3<u32>(g, r - g * t_rows, e - r * cols);
 }
 
-// Inputs [idx, dy] (idx was consumed by scatter_index); `order` is the scratch, read-only.
+// Inputs [idx, dy] (idx was consumed by scatter_index_shared); `order` is the scratch, read-only.
 // An index outside 0..T poisons its group with NaN (an error on the CPU).
 @compute @workgroup_size(256)
 fn scatter_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -188,4 +154,64 @@ fn scatter_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     y[e] = select(acc, nan(), bad);
+}
+
+// Inputs [idx, dy]. One workgroup per table row of a group and block of 64 columns: the 64
+// invocations test 64 rows' indices at a time, mark the hits in a 64-bit mask, and each
+// column's invocation adds the hit rows in increasing i. The sums of scatter_scan, but each
+// index is read once per table row instead of once per output element, and the serial walk
+// visits the hits only (a group of 2,080 rows into 129 table rows has about 16 per row).
+// Words as above, and 5 = column blocks.
+var<workgroup> hits: array<atomic<u32>, 2>;
+
+@compute @workgroup_size(64)
+fn scatter_scan_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let w = workgroup_index(wid, nwg);
+    let t_rows = pu(1u);
+    let rows = pu(2u);
+    let cols = pu(3u);
+    let blocks = pu(5u);
+    let r = udiv(w, blocks);
+    // Whole workgroups past the end leave together (uniform control flow for the barriers).
+    if (r >= pu(0u) * t_rows) { return; }
+    let g = udiv(r, t_rows);
+    let t = r - g * t_rows;
+    let l = lid.x;
+    let c = (w - r * blocks) * 64u + l;
+    if (l == 0u) {
+        atomicStore(&bad, 0u);
+    }
+    var acc = 0.0;
+    for (var c0 = 0u; c0 < rows; c0 += 64u) {
+        if (l < 2u) {
+            atomicStore(&hits[l], 0u);
+        }
+        workgroupBarrier();
+        let i = c0 + l;
+        if (i < rows) {
+            let k = index_of(x0[g * rows + i], t_rows);
+            if (k == BAD_INDEX) {
+                atomicStore(&bad, 1u);
+            } else if (k == t) {
+                atomicOr(&hits[l >> 5u], 1u << (l & 31u));
+            }
+        }
+        workgroupBarrier();
+        if (c < cols) {
+            for (var h = 0u; h < 2u; h++) {
+                var bits = atomicLoad(&hits[h]);
+                while (bits != 0u) {
+                    let j = c0 + h * 32u + countTrailingZeros(bits);
+                    bits &= bits - 1u;
+                    acc += x1[(g * rows + j) * cols + c];
+                }
+            }
+        }
+        // Everyone has read the mask before the next chunk clears it.
+        workgroupBarrier();
+    }
+    workgroupBarrier();
+    if (c < cols) {
+        y[r * cols + c] = select(acc, nan(), atomicLoad(&bad) != 0u);
+    }
 }
