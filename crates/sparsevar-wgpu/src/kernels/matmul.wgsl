@@ -33,6 +33,39 @@ fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     y[e] = acc;
 }
 
+// Which (depth, row-or-column) a staging invocation's element e of a slice is: neighbouring
+// invocations walk the operand's contiguous axis, so they read neighbouring addresses.
+fn place(e: u32, depth_fast: bool) -> vec2<u32> {
+    if (depth_fast) {
+        return vec2<u32>(e % DEPTH, e / DEPTH);
+    }
+    return vec2<u32>(e / TILE, e % TILE);
+}
+
+// Where element e of a slice sits in tile_a / tile_b: [DEPTH][TILE].
+fn slot(e: u32, depth_fast: bool) -> u32 {
+    let p = place(e, depth_fast);
+    return p.x * TILE + p.y;
+}
+
+// Element e of op(a)'s slice from depth k0, zero past the edges.
+fn load_a(e: u32, k0: u32, row0: u32, ga: u32, m: u32, k: u32, a_row: u32, a_depth: u32, fast: bool) -> f32 {
+    let p = place(e, fast);
+    if (row0 + p.y < m && k0 + p.x < k) {
+        return x0[ga + (row0 + p.y) * a_row + (k0 + p.x) * a_depth];
+    }
+    return 0.0;
+}
+
+// Element e of op(b)'s slice from depth k0, zero past the edges.
+fn load_b(e: u32, k0: u32, col0: u32, gb: u32, n: u32, k: u32, b_depth: u32, b_col: u32, fast: bool) -> f32 {
+    let p = place(e, fast);
+    if (col0 + p.y < n && k0 + p.x < k) {
+        return x1[gb + (k0 + p.x) * b_depth + (col0 + p.y) * b_col];
+    }
+    return 0.0;
+}
+
 // 64 x 64 output tile per workgroup of 16 x 16 invocations, each owning a 4 x 4 block;
 // depth slices of 16 staged in workgroup memory (zero-padded past the edges).
 const TILE: u32 = 64u;
@@ -60,41 +93,38 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let ga = g * m * k;
     let gb = g * k * n;
     let tid = lid.y * 16u + lid.x;
-    // Which of the two layouts is contiguous decides how threads walk a slice, so that
-    // neighbouring threads read neighbouring addresses.
     let a_depth_fast = a_depth == 1u;
     let b_depth_fast = b_depth == 1u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+    // Each invocation stages 4 values of each operand per slice. The next slice's values are
+    // loaded into registers while the current one is multiplied, so the loads' latency hides
+    // behind the arithmetic instead of adding to every slice (a single 32 x 64 tile over
+    // k = 256 is 16 slices in a row).
+    var va: array<f32, 4>;
+    var vb: array<f32, 4>;
+    for (var l = 0u; l < 4u; l++) {
+        let e = tid + l * 256u;
+        va[l] = load_a(e, 0u, row0, ga, m, k, a_row, a_depth, a_depth_fast);
+        vb[l] = load_b(e, 0u, col0, gb, n, k, b_depth, b_col, b_depth_fast);
+    }
     for (var k0 = 0u; k0 < k; k0 += DEPTH) {
         for (var l = 0u; l < 4u; l++) {
             let e = tid + l * 256u;
-            var i = e % TILE;
-            var kk = e / TILE;
-            if (a_depth_fast) {
-                i = e / DEPTH;
-                kk = e % DEPTH;
-            }
-            var va = 0.0;
-            if (row0 + i < m && k0 + kk < k) {
-                va = x0[ga + (row0 + i) * a_row + (k0 + kk) * a_depth];
-            }
-            tile_a[kk * TILE + i] = va;
-            var j = e % TILE;
-            var kb = e / TILE;
-            if (b_depth_fast) {
-                j = e / DEPTH;
-                kb = e % DEPTH;
-            }
-            var vb = 0.0;
-            if (col0 + j < n && k0 + kb < k) {
-                vb = x1[gb + (k0 + kb) * b_depth + (col0 + j) * b_col];
-            }
-            tile_b[kb * TILE + j] = vb;
+            tile_a[slot(e, a_depth_fast)] = va[l];
+            tile_b[slot(e, b_depth_fast)] = vb[l];
         }
         workgroupBarrier();
+        let k1 = k0 + DEPTH;
+        if (k1 < k) {
+            for (var l = 0u; l < 4u; l++) {
+                let e = tid + l * 256u;
+                va[l] = load_a(e, k1, row0, ga, m, k, a_row, a_depth, a_depth_fast);
+                vb[l] = load_b(e, k1, col0, gb, n, k, b_depth, b_col, b_depth_fast);
+            }
+        }
         for (var kk = 0u; kk < DEPTH; kk++) {
             let ai = kk * TILE + lid.y * 4u;
             let bj = kk * TILE + lid.x * 4u;
