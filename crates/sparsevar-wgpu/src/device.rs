@@ -111,6 +111,9 @@ pub(crate) fn best(adapters: &[wgpu::Adapter]) -> Option<usize> {
     adapters.iter().enumerate().min_by_key(|(_, a)| preference(a.get_info().device_type)).map(|(i, _)| i)
 }
 
+/// Storage buffers of `adam_many` (update.wgsl).
+pub(crate) const ADAM_MANY_STORAGE_BUFFERS: u32 = 13;
+
 /// Open a device with the limits our kernels need, raised to the adapter's buffer sizes and
 /// dispatch size so large ensembles fit.
 pub(crate) fn open(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue), WgpuError> {
@@ -119,12 +122,15 @@ pub(crate) fn open(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue
     let fail = |message: String| WgpuError::Device { name: info.name.clone(), backend: info.backend.to_string(), message };
     let mut need = wgpu::Limits::downlevel_defaults();
     // 256-invocation workgroups (16 x 16 for the tiled matmul), 9 KiB of workgroup memory,
-    // five storage buffers (Adam: parameter, gradient, norm, m, v).
+    // five storage buffers (Adam: parameter, gradient, norm, m, v) at least.
     need.max_compute_invocations_per_workgroup = 256;
     need.max_compute_workgroup_size_x = 256;
     need.max_compute_workgroup_size_y = 16;
     need.max_compute_workgroup_storage_size = 16384;
-    need.max_storage_buffers_per_shader_stage = 5;
+    // Merged Adam dispatches bind three parameters' four buffers and the norm, where the
+    // adapter allows (every desktop GPU and lavapipe do).
+    need.max_storage_buffers_per_shader_stage =
+        if have.max_storage_buffers_per_shader_stage >= ADAM_MANY_STORAGE_BUFFERS { ADAM_MANY_STORAGE_BUFFERS } else { 5 };
     need.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
     need.max_buffer_size = have.max_buffer_size;
     need.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;

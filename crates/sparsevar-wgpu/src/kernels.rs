@@ -293,6 +293,27 @@ pub(crate) fn plan_squares(groups: usize, lens: &[usize]) -> Result<Plan, String
     Ok(p.one(Pipe::AccumulateSquares, if lens.is_empty() { 0 } else { groups }, 1))
 }
 
+/// Parameters one merged Adam dispatch updates (adam_many in update.wgsl), where the device
+/// has the storage bindings for it.
+pub(crate) const ADAM_PER_DISPATCH: usize = 3;
+
+/// Adam over `first` and then `more` parameters of the same settings (members × elements per
+/// member each, laid end to end), one dispatch. The words of the first's own plan, plus the
+/// others' sizes.
+pub(crate) fn plan_adam_many(first: &Update, more: &[(usize, usize)]) -> Result<Plan, String> {
+    assert!(matches!(first, Update::Adam { .. }) && !more.is_empty() && more.len() < ADAM_PER_DISPATCH);
+    let mut p = plan_update(first)?;
+    p.set(13, &[1 + more.len()])?;
+    let mut total = p.words[0] as usize;
+    for (b, &(groups, len)) in more.iter().enumerate() {
+        p.set(14 + 2 * b, &[groups * len, len])?;
+        total += groups * len;
+    }
+    word(total)?;
+    p.steps = [None, None];
+    Ok(p.one(Pipe::AdamMany, total, 256))
+}
+
 /// Row-major strides of `shape`.
 fn row_major(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];

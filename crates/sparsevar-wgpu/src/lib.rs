@@ -151,6 +151,24 @@ struct HeldSquares {
     grads: Vec<(BufferId, usize)>,
 }
 
+/// Adam updates not recorded yet: consecutive ones with the same settings and norm buffer
+/// become one dispatch of up to [`kernels::ADAM_PER_DISPATCH`] parameters (paper1l's step
+/// has 22), where the device has the storage bindings for it.
+struct HeldAdam {
+    /// The first update; the others differ from it in their sizes only.
+    first: Update,
+    norm: Option<BufferId>,
+    /// Members, elements per member, and [parameter, gradient, m, v] of each parameter.
+    params: Vec<(usize, usize, [BufferId; 4])>,
+}
+
+/// Updates held back to share a dispatch with the ones after them. Every other call records
+/// them first, so the order of work is unchanged.
+enum Held {
+    Squares(HeldSquares),
+    Adam(HeldAdam),
+}
+
 /// Recorded, unsubmitted work.
 struct Pending {
     /// The open compute pass; detached from the encoder's borrow with `forget_lifetime`,
@@ -170,7 +188,10 @@ pub struct WgpuBackend {
     pipelines: Pipelines,
     sites: HashMap<SiteKey, Site>,
     pending: Option<Pending>,
-    held: Option<HeldSquares>,
+    held: Option<Held>,
+    /// Parameters a merged Adam dispatch may take: 1 where the device has too few storage
+    /// bindings for `adam_many`.
+    adam_per_dispatch: usize,
     /// Number of submissions so far: a site whose `last_batch` equals it is recorded in the
     /// pending work, so rewriting its uniform must wait for a submission.
     batch: u64,
@@ -222,6 +243,7 @@ impl WgpuBackend {
             lost.lock().unwrap_or_else(|p| p.into_inner()).push(format!("device lost ({reason:?}): {message}"));
         });
         let limits = device.limits();
+        let adam_per_dispatch = if limits.max_storage_buffers_per_shader_stage >= device::ADAM_MANY_STORAGE_BUFFERS { kernels::ADAM_PER_DISPATCH } else { 1 };
         Ok(WgpuBackend {
             device,
             queue,
@@ -232,6 +254,7 @@ impl WgpuBackend {
             sites: HashMap::new(),
             pending: None,
             held: None,
+            adam_per_dispatch,
             batch: 0,
             clock: 0,
             staging: None,
@@ -293,18 +316,42 @@ impl WgpuBackend {
         self.flush()
     }
 
-    /// Record the held AccumulateSquares launches as one dispatch.
+    /// Record the held launches as one dispatch.
     fn record_held(&mut self) -> Result<(), BackendError> {
-        let Some(h) = self.held.take() else { return Ok(()) };
-        let lens: Vec<usize> = h.grads.iter().map(|g| g.1).collect();
-        let plan = kernels::plan_squares(h.groups, &lens).map_err(|m| self.err(m))?;
-        let mut slots = [None; SLOTS];
-        slots[Binding::Y as usize - 1] = Some(h.norm);
-        for i in 0..kernels::SQUARES_PER_DISPATCH {
-            // Unused gradient bindings repeat the first (read-only, never read).
-            slots[Binding::X0 as usize - 1 + i] = Some(h.grads.get(i).unwrap_or(&h.grads[0]).0);
+        match self.held.take() {
+            None => Ok(()),
+            Some(Held::Squares(h)) => {
+                let lens: Vec<usize> = h.grads.iter().map(|g| g.1).collect();
+                let plan = kernels::plan_squares(h.groups, &lens).map_err(|m| self.err(m))?;
+                let mut slots = [None; SLOTS];
+                slots[Binding::Y as usize - 1] = Some(h.norm);
+                for i in 0..kernels::SQUARES_PER_DISPATCH {
+                    // Unused gradient bindings repeat the first (read-only, never read).
+                    slots[Binding::X0 as usize - 1 + i] = Some(h.grads.get(i).unwrap_or(&h.grads[0]).0);
+                }
+                self.record(&plan, slots)
+            }
+            Some(Held::Adam(h)) => {
+                let first = h.params[0].2;
+                let mut buffers = first.to_vec();
+                buffers.extend(h.norm);
+                let mut slots = update_slots(&h.first, &buffers);
+                let more: Vec<(usize, usize)> = h.params[1..].iter().map(|p| (p.0, p.1)).collect();
+                let plan = if more.is_empty() { kernels::plan_update(&h.first) } else { kernels::plan_adam_many(&h.first, &more) };
+                let plan = plan.map_err(|m| self.err(m))?;
+                if !more.is_empty() {
+                    let p1 = Binding::P1.slot().expect("a buffer slot");
+                    for b in 1..kernels::ADAM_PER_DISPATCH {
+                        // A missing third repeats the second: bound, never touched.
+                        let bufs = h.params.get(b).unwrap_or(&h.params[h.params.len() - 1]).2;
+                        for (j, id) in bufs.into_iter().enumerate() {
+                            slots[p1 + 4 * (b - 1) + j] = Some(id);
+                        }
+                    }
+                }
+                self.record(&plan, slots)
+            }
         }
-        self.record(&plan, slots)
     }
 
     /// Hold an AccumulateSquares launch (checked by the caller), recording what was held
@@ -313,12 +360,43 @@ impl WgpuBackend {
         if len == 0 || groups == 0 {
             return Ok(()); // adds nothing
         }
-        let joins = matches!(&self.held, Some(h) if h.norm == norm && h.groups == groups && h.grads.len() < kernels::SQUARES_PER_DISPATCH);
+        let joins = matches!(&self.held, Some(Held::Squares(h)) if h.norm == norm && h.groups == groups && h.grads.len() < kernels::SQUARES_PER_DISPATCH);
         if !joins {
             self.record_held()?;
+            self.held = Some(Held::Squares(HeldSquares { groups, norm, grads: Vec::new() }));
         }
-        self.held.get_or_insert_with(|| HeldSquares { groups, norm, grads: Vec::new() }).grads.push((grad, len));
+        if let Some(Held::Squares(h)) = &mut self.held {
+            h.grads.push((grad, len));
+        }
         self.mark_written(norm);
+        Ok(())
+    }
+
+    /// Hold an Adam update (checked by the caller; buffers [param, grad, m, v] and maybe the
+    /// norm), recording what was held before when it cannot join: other settings, another
+    /// norm, a full dispatch, or a buffer it shares with a held parameter.
+    fn hold_adam(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {
+        let Update::Adam { groups, len, .. } = *update else { unreachable!("called for Adam") };
+        if len == 0 || groups == 0 {
+            return Ok(()); // changes nothing
+        }
+        let own = [buffers[0], buffers[1], buffers[2], buffers[3]];
+        let norm = buffers.get(4).copied();
+        let joins = matches!(&self.held, Some(Held::Adam(h))
+            if h.norm == norm
+                && h.params.len() < self.adam_per_dispatch
+                && same_settings(&h.first, update)
+                && !h.params.iter().any(|p| p.2.iter().any(|b| own.contains(b))));
+        if !joins {
+            self.record_held()?;
+            self.held = Some(Held::Adam(HeldAdam { first: update.clone(), norm, params: Vec::new() }));
+        }
+        if let Some(Held::Adam(h)) = &mut self.held {
+            h.params.push((groups, len, own));
+        }
+        for &id in buffers {
+            self.mark_written(id);
+        }
         Ok(())
     }
 
@@ -557,6 +635,15 @@ impl WgpuBackend {
     }
 }
 
+/// Two Adam updates that differ at most in their sizes (one dispatch can run both).
+fn same_settings(a: &Update, b: &Update) -> bool {
+    let settings = |u: &Update| match *u {
+        Update::Adam { lr, beta1, beta2, eps, weight_decay, bias1, bias2, clip, .. } => Some((lr, beta1, beta2, eps, weight_decay, bias1, bias2, clip)),
+        _ => None,
+    };
+    settings(a).is_some() && settings(a) == settings(b)
+}
+
 fn device_error(message: String) -> BackendError {
     BackendError::Device { backend: NAME.to_string(), message }
 }
@@ -722,6 +809,9 @@ impl Backend for WgpuBackend {
         }
         if let Update::AccumulateSquares { groups, len } = *update {
             return self.hold_squares(groups, len, buffers[0], buffers[1]);
+        }
+        if matches!(update, Update::Adam { .. }) && self.adam_per_dispatch > 1 {
+            return self.hold_adam(update, buffers);
         }
         self.record_held()?;
         let plan = kernels::plan_update(update).map_err(|m| self.err(m))?;

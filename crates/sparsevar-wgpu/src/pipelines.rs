@@ -45,22 +45,34 @@ pub(crate) enum Binding {
     Scratch = 7,
     /// The same scratch, read.
     Order = 8,
+    /// The second and third parameter of a merged Adam dispatch: parameter, gradient, m, v.
+    P1 = 9,
+    G1 = 10,
+    M1 = 11,
+    V1 = 12,
+    P2 = 13,
+    G2 = 14,
+    M2 = 15,
+    V2 = 16,
 }
 
 impl Binding {
     fn read_only(self) -> bool {
-        matches!(self, Binding::X0 | Binding::X1 | Binding::X2 | Binding::Order)
+        matches!(self, Binding::X0 | Binding::X1 | Binding::X2 | Binding::Order | Binding::G1 | Binding::G2)
     }
 
     /// Index into a launch's buffer slots (`None` for the site's own scratch).
     pub(crate) fn slot(self) -> Option<usize> {
-        let n = self as usize - 1;
-        (n < SLOTS).then_some(n)
+        match self as usize {
+            n @ 1..=6 => Some(n - 1),
+            7 | 8 => None,
+            n => Some(n - 3),
+        }
     }
 }
 
-/// Buffer slots a launch fills: Y, X0, X1, X2, S0, S1.
-pub(crate) const SLOTS: usize = 6;
+/// Buffer slots a launch fills: Y, X0, X1, X2, S0, S1, then P1 to V2.
+pub(crate) const SLOTS: usize = 14;
 
 /// One compute entry point.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -90,11 +102,12 @@ pub(crate) enum Pipe {
     ScatterScanShared,
     AccumulateSquares,
     Adam,
+    AdamMany,
     Sgd,
     ScaleToBall,
 }
 
-const PIPES: usize = 27;
+const PIPES: usize = 28;
 
 impl Pipe {
     /// Module, entry point, and the bindings it uses.
@@ -127,6 +140,7 @@ impl Pipe {
             Pipe::ScatterScanShared => (M::Scatter, "scatter_scan_shared", &[Y, X0, X1]),
             Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0, X1, X2]),
             Pipe::Adam => (M::Update, "adam", &[Y, X0, X1, S0, S1]),
+            Pipe::AdamMany => (M::Update, "adam_many", &[Y, X0, X1, S0, S1, P1, G1, M1, V1, P2, G2, M2, V2]),
             Pipe::Sgd => (M::Update, "sgd", &[Y, X0, X1, S0]),
             Pipe::ScaleToBall => (M::Update, "scale_to_ball", &[Y, X0]),
         }

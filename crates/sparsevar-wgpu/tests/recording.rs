@@ -1,6 +1,6 @@
 //! What the wgpu backend records, beyond what each launch asks: ScatterAdd's sort kept while
-//! its indices stay the same, consecutive AccumulateSquares merged into one dispatch — with
-//! the numbers unchanged — and timestamps around launches for device-side profiles.
+//! its indices stay the same, consecutive AccumulateSquares and Adam updates merged into one
+//! dispatch — with the numbers unchanged — and timestamps around launches for device-side profiles.
 
 #[macro_use]
 mod common;
@@ -94,6 +94,66 @@ fn consecutive_squares_share_a_dispatch_and_keep_their_bits() {
     }
 }
 
+/// Consecutive Adam updates with the same settings run as one dispatch of up to three
+/// parameters, with the bits they get one by one (with and without a clip norm); other
+/// settings, a shared buffer or a launch in between start a new dispatch.
+fn consecutive_adam_updates_share_a_dispatch_and_keep_their_bits() {
+    let Some(mut be) = wgpu_or_skip("consecutive_adam_updates_share_a_dispatch_and_keep_their_bits") else { return };
+    let counters = be.counters();
+    let groups = 2;
+    let lens = [300, 1, 0, 4096, 65, 7, 129];
+    let adam_lr = |len: usize, clip: Option<f64>, lr: f64| Update::Adam {
+        groups,
+        len,
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        bias1: 0.19,
+        bias2: 0.002,
+        clip,
+    };
+    let adam = |len: usize, clip: Option<f64>| adam_lr(len, clip, 0.01);
+    let mut rng = Rng::new(9);
+    let start: Vec<[Vec<f64>; 4]> = lens
+        .iter()
+        .map(|&len| std::array::from_fn(|b| if b == 3 { rng.vec(groups * len).iter().map(|v| v * v).collect() } else { rng.vec(groups * len) }))
+        .collect();
+    let run = |be: &mut WgpuBackend, clip: Option<f64>, one_by_one: bool| {
+        let bufs: Vec<Vec<_>> = start.iter().map(|s| s.iter().map(|v| upload(be, v)).collect()).collect();
+        let norm = upload(be, &[4.0, 0.25]);
+        let before = counters.dispatches();
+        for (b, &len) in bufs.iter().zip(&lens) {
+            let mut buffers = b.clone();
+            buffers.extend(clip.map(|_| norm));
+            be.update(&adam(len, clip), &buffers).unwrap();
+            if one_by_one {
+                download(be, b[0]);
+            }
+        }
+        let bits: Vec<Vec<u64>> = bufs.iter().flat_map(|b| [b[0], b[2], b[3]]).map(|id| download(be, id).iter().map(|v| v.to_bits()).collect()).collect();
+        (counters.dispatches() - before, bits)
+    };
+    for clip in [None, Some(0.5)] {
+        let (merged, got) = run(&mut be, clip, false);
+        let (alone, want) = run(&mut be, clip, true);
+        assert_eq!((merged, alone), (2, 6), "six non-empty parameters: two dispatches merged, six alone");
+        assert!(got == want, "merged Adam changed a parameter or its moments (clip {clip:?})");
+    }
+    // Other settings, a parameter updated twice, or a launch in between: a new dispatch each.
+    let p: Vec<_> = (0..4).map(|_| upload(&mut be, &[0.5; 2])).collect();
+    let q = be.alloc(2).unwrap();
+    let before = counters.dispatches();
+    be.update(&adam(1, None), &p).unwrap();
+    be.update(&adam_lr(1, None, 0.02), &p).unwrap();
+    be.update(&adam_lr(1, None, 0.02), &p).unwrap();
+    be.launch(&Kernel::Affine { len: 2, scale: 1.0, shift: 0.0 }, &[p[1]], q).unwrap();
+    be.update(&adam(1, None), &p).unwrap();
+    download(&mut be, p[0]);
+    assert_eq!(counters.dispatches() - before, 5, "four Adam dispatches and the launch");
+}
+
 /// Launches count under the label given before them, held squares under the label they were
 /// launched with, nothing after timing stops; more launches than the query set holds are all
 /// counted; and timing changes no result.
@@ -131,6 +191,7 @@ fn main() -> std::process::ExitCode {
         tests![
             scatter_sorts_again_only_when_its_indices_change,
             consecutive_squares_share_a_dispatch_and_keep_their_bits,
+            consecutive_adam_updates_share_a_dispatch_and_keep_their_bits,
             launches_are_timed_under_their_labels,
         ],
         &[],

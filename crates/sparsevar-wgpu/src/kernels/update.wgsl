@@ -74,18 +74,62 @@ fn clip_scale(on: u32, clip: f32, g: u32) -> f32 {
 // AdamW: g' = scale g; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2;
 // p -= lr (m / bias1 / (sqrt(v / bias2) + eps) + wd p).
 // Words: 0 = n, 1 = len, 2 = lr, 3 = b1, 4 = 1 - b1, 5 = b2, 6 = 1 - b2, 7 = eps, 8 = wd,
-// 9 = bias1, 10 = bias2, 11 = clip on, 12 = clip. s0 = m, s1 = v.
+// 9 = bias1, 10 = bias2, 11 = clip on, 12 = clip; adam_many also 13 = parameters k (2 or 3),
+// 14/15 = n, len of the second, 16/17 of the third. s0 = m, s1 = v.
+// Returns (p, m, v) after the step; both entry points call it, so a parameter gets the same
+// bits whether its update was merged or not.
+fn adam_step(p: f32, g_raw: f32, m0: f32, v0: f32, group: u32) -> vec3<f32> {
+    let g = g_raw * clip_scale(pu(11u), pf(12u), group);
+    let m = pf(3u) * m0 + pf(4u) * g;
+    let v = pf(5u) * v0 + pf(6u) * g * g;
+    return vec3<f32>(p - pf(2u) * (m / pf(9u) / (sqrt(v / pf(10u)) + pf(7u)) + pf(8u) * p), m, v);
+}
+
 @compute @workgroup_size(256)
 fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = workgroup_index(wid, nwg) * 256u + lid.x;
     if (i >= pu(0u)) { return; }
-    let g = x0[i] * clip_scale(pu(11u), pf(12u), udiv(i, pu(1u)));
-    let m = pf(3u) * s0[i] + pf(4u) * g;
-    let v = pf(5u) * s1[i] + pf(6u) * g * g;
-    s0[i] = m;
-    s1[i] = v;
-    let p = y[i];
-    y[i] = p - pf(2u) * (m / pf(9u) / (sqrt(v / pf(10u)) + pf(7u)) + pf(8u) * p);
+    let r = adam_step(y[i], x0[i], s0[i], s1[i], udiv(i, pu(1u)));
+    y[i] = r.x;
+    s0[i] = r.y;
+    s1[i] = r.z;
+}
+
+@group(0) @binding(9) var<storage, read_write> p1: array<f32>;
+@group(0) @binding(10) var<storage, read> g1: array<f32>;
+@group(0) @binding(11) var<storage, read_write> m1: array<f32>;
+@group(0) @binding(12) var<storage, read_write> v1: array<f32>;
+@group(0) @binding(13) var<storage, read_write> p2: array<f32>;
+@group(0) @binding(14) var<storage, read> g2: array<f32>;
+@group(0) @binding(15) var<storage, read_write> m2: array<f32>;
+@group(0) @binding(16) var<storage, read_write> v2: array<f32>;
+
+// Consecutive Adam updates with the same settings and norm, as one dispatch over the
+// parameters' elements laid end to end (the first in y, x0, s0, s1; then p1.., p2..). With
+// two, the third's bindings repeat the second's and are never touched.
+@compute @workgroup_size(256)
+fn adam_many(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = workgroup_index(wid, nwg) * 256u + lid.x;
+    let n0 = pu(0u);
+    let n1 = pu(14u);
+    if (i < n0) {
+        let r = adam_step(y[i], x0[i], s0[i], s1[i], udiv(i, pu(1u)));
+        y[i] = r.x;
+        s0[i] = r.y;
+        s1[i] = r.z;
+    } else if (i < n0 + n1) {
+        let j = i - n0;
+        let r = adam_step(p1[j], g1[j], m1[j], v1[j], udiv(j, pu(15u)));
+        p1[j] = r.x;
+        m1[j] = r.y;
+        v1[j] = r.z;
+    } else if (pu(13u) > 2u && i < n0 + n1 + pu(16u)) {
+        let j = i - n0 - n1;
+        let r = adam_step(p2[j], g2[j], m2[j], v2[j], udiv(j, pu(17u)));
+        p2[j] = r.x;
+        m2[j] = r.y;
+        v2[j] = r.z;
+    }
 }
 
 // SGD with momentum (PyTorch convention): g' = scale g + wd p; vel = momentum vel + g';
