@@ -25,7 +25,7 @@ const SCATTER_SHARED_ROWS: usize = 2048;
 /// the rest idle. Scanning reads a group's indices once per table row, spread over every core.
 const SCATTER_SCAN_WORK: usize = 1 << 26;
 /// Rows per group from which a scan runs a workgroup per table row (scatter_scan_shared,
-/// 64 indices tested at once) rather than an invocation per output walking every row: the
+/// 256 indices tested at once) rather than an invocation per output walking every row: the
 /// walk took 227 µs for 2,080 rows into [129, 4] on an H200. Shorter groups keep the walk,
 /// which needs 64 times fewer invocations.
 const SCAN_SHARED_ROWS: usize = 128;
@@ -169,7 +169,7 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
             p.one(Pipe::Gather, out, 256)
         }
         K::ScatterAdd { groups, table_rows, rows, cols } => {
-            let blocks = cols.div_ceil(64);
+            let blocks = cols.div_ceil(256);
             p.set(0, &[*groups, *table_rows, *rows, *cols, out, blocks])?;
             let scan_work = groups.saturating_mul(*table_rows).saturating_mul(*rows);
             // Every path adds the same sums in the same order (increasing row).

@@ -20,9 +20,11 @@ use sparsevar_core::task::TaskSpec;
 use sparsevar_cpu::CpuBackend;
 use sparsevar_experiment::config::TrainConfig;
 use sparsevar_experiment::train::{RunSpec, Trainer};
+use sparsevar_wgpu::Counters;
 
-/// Seconds per training step (after warm-up), and launches per step.
-fn time_steps(be: &mut dyn Backend, runs: usize, steps: usize) -> (f64, usize) {
+/// Seconds per training step (after warm-up), and launches per step; with `counters` (a
+/// wgpu backend's counter), also its dispatches and submissions per step.
+fn time_steps(be: &mut dyn Backend, runs: usize, steps: usize, counters: Option<&Counters>) -> (f64, usize) {
     let spec = RunSpec {
         task: TaskSpec::new("sparse_parity", 64, 3),
         model: ModelSpec::Transformer(TransformerConfig::default()),
@@ -38,12 +40,18 @@ fn time_steps(be: &mut dyn Backend, runs: usize, steps: usize) -> (f64, usize) {
         t.step().unwrap();
     }
     t.train_loss().unwrap();
+    let counted = counters.map(|c| (c.dispatches(), c.submissions()));
     let start = Instant::now();
     for _ in 0..steps {
         t.step().unwrap();
     }
     let loss = t.train_loss().unwrap();
     let secs = start.elapsed().as_secs_f64() / steps as f64;
+    if let (Some(c), Some((d, s))) = (counters, counted) {
+        // The loss read submits the last step's work.
+        let per = |n: u64| n as f64 / steps as f64;
+        println!("  {:.1} dispatches and {:.2} submissions per step", per(c.dispatches() - d), per(c.submissions() - s));
+    }
     assert!(loss.iter().all(|l| l.is_finite()));
     if std::env::var("SPARSEVAR_BENCH_PROFILE").is_ok() {
         // Each launch synchronised: device time plus one submit-and-wait per launch.
@@ -67,14 +75,15 @@ fn paper1l_training_step_throughput() {
     let steps: usize = std::env::var("SPARSEVAR_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     println!("adapter: {}", gpu.adapter());
     for runs in [1, 32] {
-        let (secs, launches) = time_steps(&mut gpu, runs, steps);
+        let counters = gpu.counters();
+        let (secs, launches) = time_steps(&mut gpu, runs, steps, Some(&counters));
         println!(
             "paper1l T=64 B=32 R={runs} on wgpu ({}): {:.1} ms/step, {:.1} model-steps/s ({launches} launches/step, {steps} steps)",
             gpu.adapter().name,
             secs * 1e3,
             runs as f64 / secs
         );
-        let (secs, _) = time_steps(&mut CpuBackend::<f32>::new(), runs, steps);
+        let (secs, _) = time_steps(&mut CpuBackend::<f32>::new(), runs, steps, None);
         println!("paper1l T=64 B=32 R={runs} on cpu f32: {:.1} ms/step, {:.1} model-steps/s", secs * 1e3, runs as f64 / secs);
     }
 }

@@ -156,15 +156,15 @@ fn scatter_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     y[e] = select(acc, nan(), bad);
 }
 
-// Inputs [idx, dy]. One workgroup per table row of a group and block of 64 columns: the 64
-// invocations test 64 rows' indices at a time, mark the hits in a 64-bit mask, and each
+// Inputs [idx, dy]. One workgroup per table row of a group and block of 256 columns: the
+// 256 invocations test 256 rows' indices at a time, mark the hits in a 256-bit mask, and each
 // column's invocation adds the hit rows in increasing i. The sums of scatter_scan, but each
 // index is read once per table row instead of once per output element, and the serial walk
 // visits the hits only (a group of 2,080 rows into 129 table rows has about 16 per row).
 // Words as above, and 5 = column blocks.
-var<workgroup> hits: array<atomic<u32>, 2>;
+var<workgroup> hits: array<atomic<u32>, 8>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn scatter_scan_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let w = workgroup_index(wid, nwg);
     let t_rows = pu(1u);
@@ -177,13 +177,13 @@ fn scatter_scan_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     let g = udiv(r, t_rows);
     let t = r - g * t_rows;
     let l = lid.x;
-    let c = (w - r * blocks) * 64u + l;
+    let c = (w - r * blocks) * 256u + l;
     if (l == 0u) {
         atomicStore(&bad, 0u);
     }
     var acc = 0.0;
-    for (var c0 = 0u; c0 < rows; c0 += 64u) {
-        if (l < 2u) {
+    for (var c0 = 0u; c0 < rows; c0 += 256u) {
+        if (l < 8u) {
             atomicStore(&hits[l], 0u);
         }
         workgroupBarrier();
@@ -198,7 +198,7 @@ fn scatter_scan_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         }
         workgroupBarrier();
         if (c < cols) {
-            for (var h = 0u; h < 2u; h++) {
+            for (var h = 0u; h < 8u; h++) {
                 var bits = atomicLoad(&hits[h]);
                 while (bits != 0u) {
                     let j = c0 + h * 32u + countTrailingZeros(bits);
