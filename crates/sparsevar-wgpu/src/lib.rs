@@ -18,20 +18,20 @@
 //!
 //! On a GPU a step of a single model is bound by the number of dispatches (about 5 µs each
 //! on an H200, even empty), so the recorder saves the ones it can without changing a bit:
-//! consecutive AccumulateSquares into the same sums share a dispatch (`HeldSquares`), and a
-//! ScatterAdd whose index buffer has not been written since its last sort skips the sort
-//! (buffers are dated at every write).
+//! consecutive AccumulateSquares into the same sums, and consecutive Adam updates with the
+//! same settings, share a dispatch (`Held`), and a ScatterAdd whose index buffer has not been
+//! written since its last sort skips the sort (buffers are dated at every write).
 //!
 //! # Determinism
 //!
 //! Every reduction runs inside one invocation in a fixed order (or, for the rows of Softmax
 //! and LayerNorm and for sums of squares, in one workgroup with a fixed tree), and ScatterAdd
-//! either scans each group's rows in increasing order for every output (small scatters) or
-//! sorts them by table row (a stable counting sort) and then gathers each output's rows in
-//! increasing order, instead of using float atomics. So results repeat bit for bit, and a member of an ensemble gets the
-//! same numbers as when trained alone (tested). SumTo and ScatterAdd even add in the CPU's
-//! order and agree with CPU f32 to the bit; the rest match it to f32 rounding (other
-//! summation orders, `exp`, fused multiply-adds).
+//! either scans each group's rows in increasing order for every output (small scatters and
+//! large tables) or sorts them by table row (a stable counting sort) and then gathers each
+//! output's rows in increasing order, instead of using float atomics. So results repeat bit
+//! for bit, and a member of an ensemble gets the same numbers as when trained alone (tested).
+//! SumTo and ScatterAdd even add in the CPU's order and agree with CPU f32 to the bit; the
+//! rest match it to f32 rounding (other summation orders, `exp`, fused multiply-adds).
 //!
 //! Workgroup counts beyond the adapter's per-dimension limit fold into a 2D grid, and
 //! integer division in index arithmetic goes through an exact f32-based `udiv` (CPU drivers
