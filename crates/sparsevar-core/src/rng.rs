@@ -123,18 +123,26 @@ impl Pcg32 {
     /// `k` distinct elements of `0..n`, chosen uniformly among all such sets and returned in
     /// increasing order (a partial Fisher–Yates shuffle of `0..n`, then a sort).
     ///
+    /// The shuffled array is kept sparse: only the positions a swap moved are stored, so a
+    /// subset costs O(k) time and memory whatever n is (s of T positions, T as large as a
+    /// task allows), with the same draws and result as shuffling all of `0..n`.
+    ///
     /// # Panics
     /// If `k > n`.
     pub fn subset(&mut self, n: usize, k: usize) -> Vec<usize> {
         assert!(k <= n, "Pcg32::subset: cannot choose {k} distinct elements of 0..{n}");
-        let mut pool: Vec<usize> = (0..n).collect();
+        // moved[p] = the value now at position p, where a swap changed it.
+        let mut moved: std::collections::HashMap<usize, usize> = std::collections::HashMap::with_capacity(2 * k);
+        let mut out = Vec::with_capacity(k);
         for i in 0..k {
             let j = i + self.below((n - i) as u64) as usize;
-            pool.swap(i, j);
+            let at_j = moved.get(&j).copied().unwrap_or(j);
+            let at_i = moved.get(&i).copied().unwrap_or(i);
+            moved.insert(j, at_i);
+            out.push(at_j);
         }
-        pool.truncate(k);
-        pool.sort_unstable();
-        pool
+        out.sort_unstable();
+        out
     }
 }
 
@@ -295,5 +303,30 @@ mod tests {
         assert!(seen.iter().all(|&c| (450..750).contains(&c)), "{seen:?}");
         assert_eq!(rng.subset(5, 5), vec![0, 1, 2, 3, 4]);
         assert!(rng.subset(5, 0).is_empty());
+    }
+
+    #[test]
+    fn a_subset_is_that_of_shuffling_the_whole_range_and_needs_no_memory_for_it() {
+        // The dense partial shuffle the sparse one replaces: every seed's S must stay the same.
+        let dense = |rng: &mut Pcg32, n: usize, k: usize| {
+            let mut pool: Vec<usize> = (0..n).collect();
+            for i in 0..k {
+                let j = i + rng.below((n - i) as u64) as usize;
+                pool.swap(i, j);
+            }
+            pool.truncate(k);
+            pool.sort_unstable();
+            pool
+        };
+        for seed in 0..200 {
+            for &(n, k) in &[(8, 2), (16, 3), (64, 2), (256, 3), (50, 50), (7, 0), (1000, 17)] {
+                let (mut a, mut b) = (Pcg32::new(seed, streams::SUBSET), Pcg32::new(seed, streams::SUBSET));
+                assert_eq!(a.subset(n, k), dense(&mut b, n, k), "seed {seed}, {k} of {n}");
+                assert_eq!(a.next_u32(), b.next_u32(), "the same draws");
+            }
+        }
+        // Three of 2^60 positions: a dense pool would need 2^63 bytes.
+        let s = Pcg32::new(1, streams::SUBSET).subset(1 << 60, 3);
+        assert!(s.len() == 3 && s.windows(2).all(|w| w[0] < w[1]) && s[2] < 1 << 60);
     }
 }
