@@ -278,19 +278,23 @@ fn plan_sum_to(mut p: Plan, from: &[usize], to: &[usize], out: usize) -> Result<
     Ok(p.one(Pipe::SumTo, out, 256))
 }
 
-/// Gradients one AccumulateSquares dispatch sums (x0, x1, x2 in update.wgsl).
+/// Gradients one AccumulateSquares dispatch sums (x0, x1, x2 in update.wgsl)...
 pub(crate) const SQUARES_PER_DISPATCH: usize = 3;
+/// ... and where the device has the storage bindings of a merged Adam (13), also in p1 to v2.
+pub(crate) const SQUARES_MANY_PER_DISPATCH: usize = 11;
 
-/// AccumulateSquares of up to [`SQUARES_PER_DISPATCH`] gradients of `lens` per group into the
-/// same sums, in order. Empty gradients add nothing and are left out.
+/// AccumulateSquares of up to [`SQUARES_MANY_PER_DISPATCH`] gradients of `lens` per group
+/// into the same sums, in order (more than [`SQUARES_PER_DISPATCH`]: the many-bindings
+/// entry point). Empty gradients add nothing and are left out.
 pub(crate) fn plan_squares(groups: usize, lens: &[usize]) -> Result<Plan, String> {
     let lens: Vec<usize> = lens.iter().copied().filter(|&l| l > 0).collect();
-    assert!(lens.len() <= SQUARES_PER_DISPATCH, "at most {SQUARES_PER_DISPATCH} gradients a dispatch");
+    assert!(lens.len() <= SQUARES_MANY_PER_DISPATCH, "at most {SQUARES_MANY_PER_DISPATCH} gradients a dispatch");
     let mut p = Plan::new();
     p.set(0, &[groups, lens.len()])?;
     p.set(2, &lens)?;
+    let pipe = if lens.len() > SQUARES_PER_DISPATCH { Pipe::AccumulateSquaresMany } else { Pipe::AccumulateSquares };
     // One workgroup per group.
-    Ok(p.one(Pipe::AccumulateSquares, if lens.is_empty() { 0 } else { groups }, 1))
+    Ok(p.one(pipe, if lens.is_empty() { 0 } else { groups }, 1))
 }
 
 /// Parameters one merged Adam dispatch updates (adam_many in update.wgsl), where the device

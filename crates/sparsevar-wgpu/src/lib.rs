@@ -141,8 +141,9 @@ struct Site {
 }
 
 /// AccumulateSquares launches not recorded yet: consecutive ones into the same sums become
-/// one dispatch of up to [`kernels::SQUARES_PER_DISPATCH`] gradients (a clipped optimizer
-/// step sums the squares of every parameter's gradient: 22 launches for paper1l). Every other
+/// one dispatch of up to [`kernels::SQUARES_MANY_PER_DISPATCH`] gradients where the device
+/// has the storage bindings, else [`kernels::SQUARES_PER_DISPATCH`] (a clipped optimizer step
+/// sums the squares of every parameter's gradient: 22 launches, 2 dispatches, for paper1l). Every other
 /// call records them first, so the order of work is unchanged.
 struct HeldSquares {
     groups: usize,
@@ -192,6 +193,8 @@ pub struct WgpuBackend {
     /// Parameters a merged Adam dispatch may take: 1 where the device has too few storage
     /// bindings for `adam_many`.
     adam_per_dispatch: usize,
+    /// Most AccumulateSquares recorded as one dispatch (11 with a merged Adam's bindings, else 3).
+    squares_per_dispatch: usize,
     /// Number of submissions so far: a site whose `last_batch` equals it is recorded in the
     /// pending work, so rewriting its uniform must wait for a submission.
     batch: u64,
@@ -243,7 +246,9 @@ impl WgpuBackend {
             lost.lock().unwrap_or_else(|p| p.into_inner()).push(format!("device lost ({reason:?}): {message}"));
         });
         let limits = device.limits();
-        let adam_per_dispatch = if limits.max_storage_buffers_per_shader_stage >= device::ADAM_MANY_STORAGE_BUFFERS { kernels::ADAM_PER_DISPATCH } else { 1 };
+        let many = limits.max_storage_buffers_per_shader_stage >= device::ADAM_MANY_STORAGE_BUFFERS;
+        let adam_per_dispatch = if many { kernels::ADAM_PER_DISPATCH } else { 1 };
+        let squares_per_dispatch = if many { kernels::SQUARES_MANY_PER_DISPATCH } else { kernels::SQUARES_PER_DISPATCH };
         Ok(WgpuBackend {
             device,
             queue,
@@ -255,6 +260,7 @@ impl WgpuBackend {
             pending: None,
             held: None,
             adam_per_dispatch,
+            squares_per_dispatch,
             batch: 0,
             clock: 0,
             staging: None,
@@ -325,9 +331,27 @@ impl WgpuBackend {
                 let plan = kernels::plan_squares(h.groups, &lens).map_err(|m| self.err(m))?;
                 let mut slots = [None; SLOTS];
                 slots[Binding::Y as usize - 1] = Some(h.norm);
-                for i in 0..kernels::SQUARES_PER_DISPATCH {
-                    // Unused gradient bindings repeat the first (read-only, never read).
-                    slots[Binding::X0 as usize - 1 + i] = Some(h.grads.get(i).unwrap_or(&h.grads[0]).0);
+                // Gradients in x0, x1, x2, then (many) p1 to v2. An unused binding repeats the
+                // first gradient where it is read-only, the written sums where it is
+                // read_write (a buffer may not be bound both ways in one dispatch); the
+                // shader never reads either.
+                let many = [
+                    Binding::X0,
+                    Binding::X1,
+                    Binding::X2,
+                    Binding::P1,
+                    Binding::G1,
+                    Binding::M1,
+                    Binding::V1,
+                    Binding::P2,
+                    Binding::G2,
+                    Binding::M2,
+                    Binding::V2,
+                ];
+                let used = if h.grads.len() > kernels::SQUARES_PER_DISPATCH { &many[..] } else { &many[..kernels::SQUARES_PER_DISPATCH] };
+                for (i, &b) in used.iter().enumerate() {
+                    let filler = if b.read_only() { h.grads[0].0 } else { h.norm };
+                    slots[b.slot().expect("a buffer slot")] = Some(h.grads.get(i).map_or(filler, |g| g.0));
                 }
                 self.record(&plan, slots)
             }
@@ -360,7 +384,7 @@ impl WgpuBackend {
         if len == 0 || groups == 0 {
             return Ok(()); // adds nothing
         }
-        let joins = matches!(&self.held, Some(Held::Squares(h)) if h.norm == norm && h.groups == groups && h.grads.len() < kernels::SQUARES_PER_DISPATCH);
+        let joins = matches!(&self.held, Some(Held::Squares(h)) if h.norm == norm && h.groups == groups && h.grads.len() < self.squares_per_dispatch);
         if !joins {
             self.record_held()?;
             self.held = Some(Held::Squares(HeldSquares { groups, norm, grads: Vec::new() }));

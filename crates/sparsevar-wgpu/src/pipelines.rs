@@ -57,7 +57,7 @@ pub(crate) enum Binding {
 }
 
 impl Binding {
-    fn read_only(self) -> bool {
+    pub(crate) fn read_only(self) -> bool {
         matches!(self, Binding::X0 | Binding::X1 | Binding::X2 | Binding::Order | Binding::G1 | Binding::G2)
     }
 
@@ -101,13 +101,14 @@ pub(crate) enum Pipe {
     ScatterScan,
     ScatterScanShared,
     AccumulateSquares,
+    AccumulateSquaresMany,
     Adam,
     AdamMany,
     Sgd,
     ScaleToBall,
 }
 
-const PIPES: usize = 28;
+const PIPES: usize = 29;
 
 impl Pipe {
     /// Module, entry point, and the bindings it uses.
@@ -139,6 +140,7 @@ impl Pipe {
             Pipe::ScatterScan => (M::Scatter, "scatter_scan", &[Y, X0, X1]),
             Pipe::ScatterScanShared => (M::Scatter, "scatter_scan_shared", &[Y, X0, X1]),
             Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0, X1, X2]),
+            Pipe::AccumulateSquaresMany => (M::Update, "accumulate_squares_many", &[Y, X0, X1, X2, P1, G1, M1, V1, P2, G2, M2, V2]),
             Pipe::Adam => (M::Update, "adam", &[Y, X0, X1, S0, S1]),
             Pipe::AdamMany => (M::Update, "adam_many", &[Y, X0, X1, S0, S1, P1, G1, M1, V1, P2, G2, M2, V2]),
             Pipe::Sgd => (M::Update, "sgd", &[Y, X0, X1, S0]),

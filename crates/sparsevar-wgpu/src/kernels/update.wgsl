@@ -1,12 +1,14 @@
 // In-place updates. `y` is the buffer written (parameter or accumulator), x0 the gradient,
 // x1 the per-member squared gradient norm (when clipping), s0/s1 optimizer state;
-// accumulate_squares reads up to three gradients, x0 to x2.
+// accumulate_squares reads up to three gradients, x0 to x2; accumulate_squares_many up to 11.
 
-// acc[g] += sum_i x[g, i]^2 for each of k <= 3 gradients x0, x1, x2 in turn (consecutive
-// AccumulateSquares launches into the same sums, recorded as one dispatch). One workgroup per
-// group: for each gradient, invocation l sums i = l, l + 256, ... in order, a fixed tree
-// combines the 256 partial sums, and the total is added to acc: the same additions as k
-// separate launches, so the same bits. Words: 0 = groups, 1 = k, 2..4 = the lens.
+// acc[g] += sum_i x[g, i]^2 for each of k gradients in turn (consecutive AccumulateSquares
+// launches into the same sums, recorded as one dispatch): up to 3 (x0 to x2) in
+// accumulate_squares, up to 11 in accumulate_squares_many (then also p1 to v2, bound read
+// only in spirit: nothing writes them). One workgroup per group: for each gradient,
+// invocation l sums i = l, l + 256, ... in order, a fixed tree combines the 256 partial sums,
+// and the total is added to acc: the same additions as k separate launches, so the same
+// bits. Words: 0 = groups, 1 = k, 2.. = the lens.
 var<workgroup> partial: array<f32, 256>;
 
 fn gradient_at(b: u32, i: u32) -> f32 {
@@ -15,6 +17,39 @@ fn gradient_at(b: u32, i: u32) -> f32 {
         case 1u: { return x1[i]; }
         default: { return x2[i]; }
     }
+}
+
+fn gradient_at_many(b: u32, i: u32) -> f32 {
+    switch b {
+        case 0u: { return x0[i]; }
+        case 1u: { return x1[i]; }
+        case 2u: { return x2[i]; }
+        case 3u: { return p1[i]; }
+        case 4u: { return g1[i]; }
+        case 5u: { return m1[i]; }
+        case 6u: { return v1[i]; }
+        case 7u: { return p2[i]; }
+        case 8u: { return g2[i]; }
+        case 9u: { return m2[i]; }
+        default: { return v2[i]; }
+    }
+}
+
+// The fixed tree over the 256 partial sums; every invocation calls it (barriers), lid 0 gets
+// the total. Leaves `partial` free for the next gradient.
+fn tree_total(sum: f32, l: u32) -> f32 {
+    partial[l] = sum;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (l < s) {
+            partial[l] += partial[l + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    // Everyone has read partial before the next gradient overwrites it.
+    workgroupBarrier();
+    return total;
 }
 
 @compute @workgroup_size(256)
@@ -33,19 +68,36 @@ fn accumulate_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             let v = gradient_at(b, base + i);
             sum += v * v;
         }
-        partial[lid.x] = sum;
-        workgroupBarrier();
-        for (var s = 128u; s > 0u; s >>= 1u) {
-            if (lid.x < s) {
-                partial[lid.x] += partial[lid.x + s];
-            }
-            workgroupBarrier();
-        }
+        let total = tree_total(sum, lid.x);
         if (lid.x == 0u) {
-            acc += partial[0];
+            acc += total;
         }
-        // Everyone has read partial before the next gradient overwrites it.
-        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        y[g] = acc;
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate_squares_many(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = workgroup_index(wid, nwg);
+    if (g >= pu(0u)) { return; }
+    var acc = 0.0;
+    if (lid.x == 0u) {
+        acc = y[g];
+    }
+    for (var b = 0u; b < pu(1u); b++) {
+        let len = pu(2u + b);
+        let base = g * len;
+        var sum = 0.0;
+        for (var i = lid.x; i < len; i += 256u) {
+            let v = gradient_at_many(b, base + i);
+            sum += v * v;
+        }
+        let total = tree_total(sum, lid.x);
+        if (lid.x == 0u) {
+            acc += total;
+        }
     }
     if (lid.x == 0u) {
         y[g] = acc;
