@@ -82,7 +82,7 @@ pub(crate) fn wants_egl_manifest(m: &dyn Machine) -> bool {
 }
 
 /// The environment to set, before any Vulkan instance exists, so that the loader also reads a
-/// manifest naming NVIDIA's EGL library — empty where [`wants_egl_manifest`] says this machine
+/// manifest naming NVIDIA's EGL library — empty where `wants_egl_manifest` says this machine
 /// does not need one. The manifest is written once per user into the temporary folder. The
 /// loader ignores `VK_ADD_DRIVER_FILES` when the user lists drivers (`VK_DRIVER_FILES`, or its
 /// old name `VK_ICD_FILENAMES`), so then the manifest is appended to that list instead.
