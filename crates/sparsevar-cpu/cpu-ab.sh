@@ -10,7 +10,8 @@
 # more from one minute to the next, so two medians taken minutes apart say little; the ratio
 # of two runs seconds apart is steadier. Prints, per configuration, each build's median and
 # range of model-steps/s and the median and range of the per-round ratio head / base, with a
-# verdict: faster or slower when every round agrees, within noise otherwise. Raw JSON lines go
+# verdict: faster or slower where a sign test over the rounds says p < 0.05 (6 rounds, all
+# on one side, at the least), within noise otherwise. Raw JSON lines go
 # to target/cpu-ab/log.txt. About 3 minutes at 6 rounds on 2 cores, builds aside.
 # AB_THREADS (2) and AB_STEPS (100) set bench's --threads and --steps.
 set -euo pipefail
@@ -48,7 +49,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 python3 - "$LOG" <<'P'
-import json, statistics, sys
+import json, math, statistics, sys
 lines = [l.rstrip("\n").split("|", 3) for l in open(sys.argv[1]) if not l.startswith("#")]
 print(open(sys.argv[1]).readline().strip("# \n"))
 runs = {}
@@ -61,6 +62,10 @@ for cfg, rounds in runs.items():
     ratio = [r["head"]["model_steps_per_s"] / r["base"]["model_steps_per_s"] for r in both]
     gf = statistics.median(r["head"]["gflops_per_s"] for r in both)
     cell = lambda xs: f"{statistics.median(xs):,.0f} [{min(xs):,.0f}–{max(xs):,.0f}]"
-    verdict = "faster" if min(ratio) > 1 else "slower" if max(ratio) < 1 else "within noise"
+    # Two-sided sign test over the rounds: with 4 rounds even 4 of 4 on one side is p = 0.125.
+    n, up = len(ratio), sum(r > 1 for r in ratio)
+    k = max(up, n - up)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
+    verdict = ("faster" if up > n - up else "slower") + f" (sign test p = {p:.3f})" if p < 0.05 else f"within noise (p = {p:.2f})"
     print(f"{cfg:24} {cell(rate['base']):26} {cell(rate['head']):26} {statistics.median(ratio):.3f} [{min(ratio):.3f}–{max(ratio):.3f}]{'':6} {verdict} (head {gf:.0f} GFLOP/s)")
 P
