@@ -329,30 +329,19 @@ impl WgpuBackend {
             Some(Held::Squares(h)) => {
                 let lens: Vec<usize> = h.grads.iter().map(|g| g.1).collect();
                 let plan = kernels::plan_squares(h.groups, &lens).map_err(|m| self.err(m))?;
+                let Some(step) = plan.steps[0] else { return Ok(()) };
                 let mut slots = [None; SLOTS];
-                slots[Binding::Y as usize - 1] = Some(h.norm);
-                // Gradients in x0, x1, x2, then (many) p1 to v2. An unused binding repeats the
-                // first gradient where it is read-only, the written sums where it is
-                // read_write (a buffer may not be bound both ways in one dispatch); the
+                // The entry point's bindings after y take the gradients in the order its
+                // shader reads them (x0, x1, x2, and in the many one p1 to v2). An unused one
+                // repeats the first gradient where it is read-only, the written sums where it
+                // is read_write (a buffer may not be bound both ways in one dispatch); the
                 // shader never reads either.
-                let many = [
-                    Binding::X0,
-                    Binding::X1,
-                    Binding::X2,
-                    Binding::P1,
-                    Binding::G1,
-                    Binding::M1,
-                    Binding::V1,
-                    Binding::P2,
-                    Binding::G2,
-                    Binding::M2,
-                    Binding::V2,
-                ];
-                let used = if h.grads.len() > kernels::SQUARES_PER_DISPATCH { &many[..] } else { &many[..kernels::SQUARES_PER_DISPATCH] };
-                for (i, &b) in used.iter().enumerate() {
+                let (_, _, bindings) = step.pipe.info();
+                for (i, &b) in bindings.iter().filter(|&&b| b != Binding::Y).enumerate() {
                     let filler = if b.read_only() { h.grads[0].0 } else { h.norm };
                     slots[b.slot().expect("a buffer slot")] = Some(h.grads.get(i).map_or(filler, |g| g.0));
                 }
+                slots[Binding::Y.slot().expect("a buffer slot")] = Some(h.norm);
                 self.record(&plan, slots)
             }
             Some(Held::Adam(h)) => {
