@@ -96,6 +96,9 @@ pub(crate) enum Pipe {
     CrossEntropyBackward,
     MatMulSmall,
     MatMulTiled,
+    /// A MatMul and the bias Add after it, fused by the backend.
+    MatMulSmallBias,
+    MatMulTiledBias,
     ScatterIndexShared,
     ScatterSum,
     ScatterScan,
@@ -108,7 +111,7 @@ pub(crate) enum Pipe {
     ScaleToBall,
 }
 
-const PIPES: usize = 29;
+const PIPES: usize = 31;
 
 impl Pipe {
     /// Module, entry point, and the bindings it uses.
@@ -135,6 +138,8 @@ impl Pipe {
             Pipe::CrossEntropyBackward => (M::Rows, "cross_entropy_backward", &[Y, X0, X1, X2]),
             Pipe::MatMulSmall => (M::MatMul, "matmul_small", &[Y, X0, X1]),
             Pipe::MatMulTiled => (M::MatMul, "matmul_tiled", &[Y, X0, X1]),
+            Pipe::MatMulSmallBias => (M::MatMul, "matmul_small_bias", &[Y, X0, X1, X2, S0]),
+            Pipe::MatMulTiledBias => (M::MatMul, "matmul_tiled_bias", &[Y, X0, X1, X2, S0]),
             Pipe::ScatterIndexShared => (M::Scatter, "scatter_index_shared", &[X0, Scratch]),
             Pipe::ScatterSum => (M::Scatter, "scatter_sum", &[Y, X1, Order]),
             Pipe::ScatterScan => (M::Scatter, "scatter_scan", &[Y, X0, X1]),

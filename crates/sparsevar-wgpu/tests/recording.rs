@@ -1,12 +1,13 @@
 //! What the wgpu backend records, beyond what each launch asks: ScatterAdd's sort kept while
 //! its indices stay the same, consecutive AccumulateSquares and Adam updates merged into one
-//! dispatch — with the numbers unchanged — and timestamps around launches for device-side profiles.
+//! dispatch, a MatMul and its bias Add fused — with the numbers unchanged — and timestamps
+//! around launches for device-side profiles.
 
 #[macro_use]
 mod common;
 
 use common::{Rng, download, upload, wgpu_or_skip};
-use sparsevar_core::backend::{Backend, Kernel, Update};
+use sparsevar_core::backend::{Backend, BinaryOp, Kernel, Update};
 use sparsevar_wgpu::WgpuBackend;
 
 /// ScatterAdd keeps its sort while the index buffer is unchanged, and sorts again after any
@@ -187,6 +188,74 @@ fn launches_are_timed_under_their_labels() {
     assert_eq!(be.launch_times().unwrap().iter().map(|t| (t.0.as_str(), t.1)).collect::<Vec<_>>(), [("many", 2100)]);
 }
 
+/// A MatMul and the Add of a bias to its product run as one dispatch that writes both the
+/// product and the sum, with the bits of the two launches recorded one by one (a read between
+/// them records the first). Other Adds after a MatMul (not a bias, the operands the other way
+/// round, a sum written over the product's operand) stay two dispatches and right.
+fn a_matmul_and_its_bias_add_share_a_dispatch_and_keep_their_bits() {
+    let Some(mut be) = wgpu_or_skip("a_matmul_and_its_bias_add_share_a_dispatch_and_keep_their_bits") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(11);
+    // (batch, m, k, n, transposes, Add's shape, a's strides, b's strides, bias length, fused)
+    type Case = (usize, usize, usize, usize, (bool, bool), Vec<usize>, Vec<usize>, Vec<usize>, usize, bool);
+    let cases: Vec<Case> = vec![
+        // paper1l's: a table's rows (tiled), the CLS row (per element), the MLP.
+        (1, 129, 64, 64, (false, false), vec![1, 129, 64], vec![8256, 64, 1], vec![64, 0, 1], 64, true),
+        (1, 1, 64, 64, (false, false), vec![1, 1, 64], vec![64, 64, 1], vec![64, 64, 1], 64, true),
+        (1, 32, 64, 256, (false, false), vec![1, 32, 256], vec![8192, 256, 1], vec![256, 0, 1], 256, true),
+        (1, 32, 64, 2, (false, false), vec![1, 32, 2], vec![64, 2, 1], vec![2, 0, 1], 2, true),
+        // An ensemble: a bias per member, and one bias shared by all; transposed operands.
+        (3, 32, 64, 64, (false, true), vec![3, 32, 64], vec![2048, 64, 1], vec![64, 0, 1], 3 * 64, true),
+        (3, 5, 7, 9, (true, false), vec![3, 5, 9], vec![45, 9, 1], vec![0, 0, 1], 9, true),
+        (4, 1, 16, 20, (false, false), vec![4, 1, 20], vec![20, 20, 1], vec![20, 20, 1], 80, true),
+        // Not a bias: one value per row, or a whole second matrix per group shape.
+        (1, 32, 64, 64, (false, false), vec![1, 32, 64], vec![2048, 64, 1], vec![32, 1, 0], 32, false),
+        (2, 8, 4, 8, (false, false), vec![2, 8, 8], vec![64, 8, 1], vec![64, 8, 1], 128, false),
+    ];
+    for (case, (batch, m, k, n, (ta, tb), shape, a_strides, b_strides, bias_len, fused)) in cases.into_iter().enumerate() {
+        let matmul = Kernel::MatMul { batch, m, k, n, trans_a: ta, trans_b: tb };
+        let add = Kernel::Binary { op: BinaryOp::Add, shape, a_strides, b_strides };
+        let a = upload(&mut be, &rng.vec(batch * m * k));
+        let b = upload(&mut be, &rng.vec(batch * k * n));
+        let bias = upload(&mut be, &rng.vec(bias_len));
+        let (product, sum) = (be.alloc(batch * m * n).unwrap(), be.alloc(batch * m * n).unwrap());
+        let run = |be: &mut WgpuBackend, one_by_one: bool| {
+            let before = counters.dispatches();
+            be.launch(&matmul, &[a, b], product).unwrap();
+            if one_by_one {
+                download(be, product);
+            }
+            be.launch(&add, &[product, bias], sum).unwrap();
+            let out = (download(be, product), download(be, sum));
+            (counters.dispatches() - before, out)
+        };
+        let (together, (p1, s1)) = run(&mut be, false);
+        let (alone, (p2, s2)) = run(&mut be, true);
+        assert_eq!((together, alone), (if fused { 1 } else { 2 }, 2), "case {case}: dispatches");
+        // The first element whose bits differ, if any.
+        let differ =
+            |x: &[f64], y: &[f64]| (x.len() != y.len()).then_some(usize::MAX).or_else(|| x.iter().zip(y).position(|(u, v)| u.to_bits() != v.to_bits()));
+        assert_eq!(differ(&p1, &p2), None, "case {case}: product");
+        assert_eq!(differ(&s1, &s2), None, "case {case}: sum");
+    }
+    // The bias first, or the sum written over the product's first operand: two dispatches,
+    // and the same sums (an f32 add commutes); the product still reads the operand before
+    // the sum overwrites it.
+    let matmul = Kernel::MatMul { batch: 1, m: 4, k: 2, n: 2, trans_a: false, trans_b: false };
+    let (a, b, bias) = (upload(&mut be, &rng.vec(8)), upload(&mut be, &rng.vec(4)), upload(&mut be, &rng.vec(2)));
+    let (product, sum) = (be.alloc(8).unwrap(), be.alloc(8).unwrap());
+    let before = counters.dispatches();
+    be.launch(&matmul, &[a, b], product).unwrap();
+    let swapped = Kernel::Binary { op: BinaryOp::Add, shape: vec![4, 2], a_strides: vec![0, 1], b_strides: vec![2, 1] };
+    be.launch(&swapped, &[bias, product], sum).unwrap();
+    let (first_product, first_sum) = (download(&mut be, product), download(&mut be, sum));
+    be.launch(&matmul, &[a, b], product).unwrap();
+    let bias_add = Kernel::Binary { op: BinaryOp::Add, shape: vec![4, 2], a_strides: vec![2, 1], b_strides: vec![0, 1] };
+    be.launch(&bias_add, &[product, bias], a).unwrap();
+    assert_eq!((download(&mut be, product), download(&mut be, a)), (first_product, first_sum));
+    assert_eq!(counters.dispatches() - before, 4, "nothing fused");
+}
+
 fn main() -> std::process::ExitCode {
     common::harness(
         tests![
@@ -194,6 +263,7 @@ fn main() -> std::process::ExitCode {
             consecutive_squares_share_a_dispatch_and_keep_their_bits,
             consecutive_adam_updates_share_a_dispatch_and_keep_their_bits,
             launches_are_timed_under_their_labels,
+            a_matmul_and_its_bias_add_share_a_dispatch_and_keep_their_bits,
         ],
         &[],
         &[],

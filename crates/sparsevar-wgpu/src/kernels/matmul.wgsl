@@ -5,13 +5,18 @@
 //
 // Both kernels sum each output over kk = 0, 1, ..., k-1 from zero, and which kernel runs
 // depends on (m, k, n) only, so a member's numbers never depend on the batch it shares.
+//
+// The `_bias` entry points are a MatMul and the bias Add after it in one dispatch (the
+// backend fuses the pair when it sees it): y gets the product as before, and s0 = y + bias
+// with bias = x2[group * word 11 + column] (word 11: n for a bias per group, 0 for one
+// shared bias). The sum is the Binary kernel's single f32 add: same bits as the pair.
 
 // One invocation per output element: for the tiny per-group products of attention
 // (1 x 16 . 16 x 65) where a tile would be mostly empty.
-@compute @workgroup_size(64)
-fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = workgroup_index(wid, nwg) * 64u + lid.x;
-    if (e >= pu(10u)) { return; }
+// Output element e of the product, with its group and column.
+struct Element { value: f32, g: u32, j: u32 }
+
+fn small_product(e: u32) -> Element {
     let m = pu(1u);
     let k = pu(2u);
     let n = pu(3u);
@@ -30,7 +35,23 @@ fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         ia += sa;
         ib += sb;
     }
-    y[e] = acc;
+    return Element(acc, g, j);
+}
+
+@compute @workgroup_size(64)
+fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = workgroup_index(wid, nwg) * 64u + lid.x;
+    if (e >= pu(10u)) { return; }
+    y[e] = small_product(e).value;
+}
+
+@compute @workgroup_size(64)
+fn matmul_small_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = workgroup_index(wid, nwg) * 64u + lid.x;
+    if (e >= pu(10u)) { return; }
+    let p = small_product(e);
+    y[e] = p.value;
+    s0[e] = p.value + x2[p.g * pu(11u) + p.j];
 }
 
 // Which (depth, row-or-column) a staging invocation's element e of a slice is: neighbouring
@@ -73,8 +94,20 @@ const DEPTH: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [DEPTH][TILE]: tile_a[kk * TILE + i]
 var<workgroup> tile_b: array<f32, 1024>; // [DEPTH][TILE]: tile_b[kk * TILE + j]
 
-@compute @workgroup_size(16, 16)
-fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// One invocation's 4 x 4 block of the product: rows r.., columns c.. of group g (`live`
+// false for the workgroups past the last group).
+struct Block { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, g: u32, r: u32, c: u32, live: bool }
+
+// Row q of a block.
+fn block_row(b: Block, q: u32) -> vec4<f32> {
+    var v = b.a0;
+    if (q == 1u) { v = b.a1; }
+    if (q == 2u) { v = b.a2; }
+    if (q == 3u) { v = b.a3; }
+    return v;
+}
+
+fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Block {
     let m = pu(1u);
     let k = pu(2u);
     let n = pu(3u);
@@ -87,7 +120,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let w = workgroup_index(wid, nwg);
     let g = w / per_group;
     // Whole workgroups past the end leave together (uniform control flow for the barriers).
-    if (g >= pu(0u)) { return; }
+    if (g >= pu(0u)) { return Block(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0u, 0u, 0u, false); }
     let row0 = ((w % per_group) / tiles_n) * TILE;
     let col0 = (w % tiles_n) * TILE;
     let ga = g * m * k;
@@ -136,18 +169,44 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
         workgroupBarrier();
     }
-    let gy = g * m * n;
-    let c = col0 + lid.x * 4u;
-    let r = row0 + lid.y * 4u;
+    return Block(acc0, acc1, acc2, acc3, g, row0 + lid.y * 4u, col0 + lid.x * 4u, true);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = tiled_product(wid, nwg, lid);
+    if (!b.live) { return; }
+    let m = pu(1u);
+    let n = pu(3u);
+    let gy = b.g * m * n;
     for (var q = 0u; q < 4u; q++) {
-        var v = acc0;
-        if (q == 1u) { v = acc1; }
-        if (q == 2u) { v = acc2; }
-        if (q == 3u) { v = acc3; }
-        if (r + q < m) {
+        let v = block_row(b, q);
+        if (b.r + q < m) {
             for (var t = 0u; t < 4u; t++) {
-                if (c + t < n) {
-                    y[gy + (r + q) * n + c + t] = v[t];
+                if (b.c + t < n) {
+                    y[gy + (b.r + q) * n + b.c + t] = v[t];
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = tiled_product(wid, nwg, lid);
+    if (!b.live) { return; }
+    let m = pu(1u);
+    let n = pu(3u);
+    let gy = b.g * m * n;
+    let bias = b.g * pu(11u);
+    for (var q = 0u; q < 4u; q++) {
+        let v = block_row(b, q);
+        if (b.r + q < m) {
+            for (var t = 0u; t < 4u; t++) {
+                if (b.c + t < n) {
+                    let e = gy + (b.r + q) * n + b.c + t;
+                    y[e] = v[t];
+                    s0[e] = v[t] + x2[bias + b.c + t];
                 }
             }
         }
