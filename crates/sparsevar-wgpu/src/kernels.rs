@@ -9,6 +9,8 @@ use sparsevar_core::backend::{BinaryOp, Kernel, UnaryOp, Update};
 
 use crate::pipelines::Pipe;
 
+pub(crate) mod fusion;
+
 /// Words in a launch's uniform buffer (`array<vec4<u32>, 8>` in WGSL).
 pub(crate) const WORDS: usize = 32;
 /// Word 31 always holds a quiet NaN (WGSL has no NaN literal).
@@ -359,57 +361,6 @@ fn merge<const N: usize>(shape: &[usize], strides: [&[usize]; N]) -> (Vec<usize>
     (dims, out)
 }
 
-/// The plan of a MatMul and a Binary Add after it, in one dispatch, where the Add's first
-/// operand is the product (contiguous) and its second a bias read at `g·stride + j` for
-/// product group g and column j: stride n (a bias per group: an ensemble's members) or 0
-/// (one bias for every group). `None` for any other pair. The fused kernel writes the
-/// product too, so later launches that read it see it as before.
-pub(crate) fn plan_matmul_bias(matmul: &Kernel, add: &Kernel) -> Option<Plan> {
-    let Kernel::MatMul { batch, m, n, .. } = *matmul else { return None };
-    let Kernel::Binary { op: BinaryOp::Add, shape, a_strides, b_strides } = add else { return None };
-    let total = batch * m * n;
-    if total == 0 || shape.iter().product::<usize>() != total || a_strides.len() != shape.len() || b_strides.len() != shape.len() {
-        return None;
-    }
-    // Each side's offset of element e is a sum over the digits of e in a mixed radix (the
-    // shape's for the Add's strides; columns, rows, groups for the fused kernel's) times a
-    // coefficient. Two such sums agree for every e when they agree at each digit's unit in a
-    // radix that refines both, so checking the offsets at those units suffices.
-    let mut units: Vec<usize> = vec![1, n, m * n, total];
-    let mut suffix = 1;
-    for &size in shape.iter().rev() {
-        suffix *= size;
-        units.push(suffix);
-    }
-    units.sort_unstable();
-    units.dedup();
-    if units.windows(2).any(|w| w[1] % w[0] != 0) {
-        return None;
-    }
-    let offset = |strides: &[usize], mut e: usize| -> usize {
-        let mut at = 0;
-        for (&size, &stride) in shape.iter().zip(strides).rev() {
-            at += (e % size) * stride;
-            e /= size;
-        }
-        at
-    };
-    let units = &units[..units.len() - 1];
-    if units.iter().any(|&u| offset(a_strides, u) != u) {
-        return None;
-    }
-    let stride = [n, 0].into_iter().find(|&gs| units.iter().all(|&u| offset(b_strides, u) == u / (m * n) * gs + u % n))?;
-    let mut plan = plan_kernel(matmul).ok()?;
-    let step = plan.steps[0].as_mut()?;
-    step.pipe = match step.pipe {
-        Pipe::MatMulSmall => Pipe::MatMulSmallBias,
-        Pipe::MatMulTiled => Pipe::MatMulTiledBias,
-        _ => return None,
-    };
-    plan.set(11, &[stride]).ok()?;
-    Some(plan)
-}
-
 /// Plan one in-place update.
 pub(crate) fn plan_update(update: &Update) -> Result<Plan, String> {
     let mut p = Plan::new();
@@ -530,32 +481,6 @@ mod tests {
         assert_eq!(&p.words[14..16], &[1, 35]);
         assert_eq!(p.words[21], 11);
         assert_eq!(p.words[27], 35);
-    }
-
-    #[test]
-    fn a_bias_add_fuses_with_the_product_before_it() {
-        let mm = |batch, m, n| Kernel::MatMul { batch, m, k: 64, n, trans_a: false, trans_b: true };
-        let add = |shape: &[usize], a: &[usize], b: &[usize]| Kernel::Binary {
-            op: BinaryOp::Add,
-            shape: shape.to_vec(),
-            a_strides: a.to_vec(),
-            b_strides: b.to_vec(),
-        };
-        let stride = |matmul: Kernel, add: Kernel| plan_matmul_bias(&matmul, &add).map(|p| (p.steps[0].unwrap().pipe, p.words[11]));
-        // A bias per member of an ensemble, shared by all, with size-1 axes anywhere.
-        assert_eq!(stride(mm(3, 32, 64), add(&[3, 32, 64], &[2048, 64, 1], &[64, 0, 1])), Some((Pipe::MatMulTiledBias, 64)));
-        assert_eq!(stride(mm(3, 5, 9), add(&[3, 1, 5, 9], &[45, 45, 9, 1], &[0, 7, 0, 1])), Some((Pipe::MatMulSmallBias, 0)));
-        // The groups' rows and columns as one flat axis: m = 1, a bias per group.
-        assert_eq!(stride(mm(4, 1, 20), add(&[80], &[1], &[1])), Some((Pipe::MatMulSmallBias, 20)));
-        // Not a bias: per row, a full matrix, a transposed product, Sub, another length.
-        assert_eq!(stride(mm(1, 32, 64), add(&[32, 64], &[64, 1], &[1, 0])), None);
-        assert_eq!(stride(mm(2, 8, 8), add(&[2, 8, 8], &[64, 8, 1], &[64, 8, 1])), None);
-        assert_eq!(stride(mm(1, 4, 6), add(&[6, 4], &[1, 6], &[0, 1])), None);
-        let sub = Kernel::Binary { op: BinaryOp::Sub, shape: vec![4, 6], a_strides: vec![6, 1], b_strides: vec![0, 1] };
-        assert_eq!(stride(mm(1, 4, 6), sub), None);
-        assert_eq!(stride(mm(1, 4, 6), add(&[4, 5], &[5, 1], &[0, 1])), None);
-        // Axes that cut across a group's rows: no common radix.
-        assert_eq!(stride(mm(2, 3, 4), add(&[4, 6], &[6, 1], &[0, 1])), None);
     }
 
     #[test]

@@ -19,8 +19,9 @@
 //! On a GPU a step of a single model is bound by the number of dispatches (about 5 µs each
 //! on an H200, even empty), so the recorder saves the ones it can without changing a bit:
 //! consecutive AccumulateSquares into the same sums, and consecutive Adam updates with the
-//! same settings, share a dispatch (`Held`), as do a MatMul and the bias Add right after it
-//! (the fused kernel writes the product as well, since later launches may read it), and a
+//! same settings, share a dispatch (`Held`), as do short chains of launches (a MatMul and its
+//! bias, a LayerNorm and its scale and shift, and their backward: `kernels::fusion`; the
+//! fused kernels write every output of the chain, since later launches may read any), and a
 //! ScatterAdd whose index buffer has not been written since its last sort skips the sort
 //! (buffers are dated at every write).
 //!
@@ -62,6 +63,7 @@ use sparsevar_core::backend::{Backend, BackendError, BufferId, Kernel, Update};
 
 pub use device::{AdapterSummary, WgpuError, adapters};
 pub use headless::nvidia_egl_driver_env;
+use kernels::fusion::{self, Fit, Launch};
 use kernels::{Plan, WORDS};
 use pipelines::{Binding, Pipe, Pipelines, SLOTS, scoped};
 
@@ -165,21 +167,14 @@ struct HeldAdam {
     params: Vec<(usize, usize, [BufferId; 4])>,
 }
 
-/// A MatMul not recorded yet: if the next launch adds a bias to its product, both become one
-/// dispatch ([`kernels::plan_matmul_bias`]; paper1l's step has seven such pairs).
-struct HeldMatMul {
-    plan: Plan,
-    slots: [Option<BufferId>; SLOTS],
-    kernel: Kernel,
-}
-
 /// Work held back to share a dispatch with the launches after it. Every other call records
 /// it first, so the order of work is unchanged.
 enum Held {
     Squares(HeldSquares),
     Adam(HeldAdam),
-    /// Boxed: a plan and its slots are several times the other variants' size.
-    MatMul(Box<HeldMatMul>),
+    /// Launches that start a chain the backend fuses into one dispatch
+    /// ([`kernels::fusion`]: a product and its bias, a LayerNorm and its affine part).
+    Chain(Vec<Launch>),
 }
 
 /// Recorded, unsubmitted work.
@@ -356,7 +351,12 @@ impl WgpuBackend {
                 slots[Binding::Y.slot().expect("a buffer slot")] = Some(h.norm);
                 self.record(&plan, slots)
             }
-            Some(Held::MatMul(h)) => self.record(&h.plan, h.slots),
+            Some(Held::Chain(chain)) => {
+                for l in chain {
+                    self.record_launch(&l.kernel, &l.inputs, l.output)?;
+                }
+                Ok(())
+            }
             Some(Held::Adam(h)) => {
                 let first = h.params[0].2;
                 let mut buffers = first.to_vec();
@@ -426,24 +426,15 @@ impl WgpuBackend {
         Ok(())
     }
 
-    /// Record a held MatMul and this launch as one dispatch where this launch adds a bias to
-    /// the held product (checked launch arguments); false, with nothing done, otherwise.
-    fn fuse_bias(&mut self, kernel: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<bool, BackendError> {
-        let Some(Held::MatMul(h)) = &self.held else { return Ok(false) };
-        let slot = |b: Binding| b.slot().expect("a buffer slot");
-        let (product, a, b) = (h.slots[slot(Binding::Y)], h.slots[slot(Binding::X0)], h.slots[slot(Binding::X1)]);
-        // The sum is written in the same dispatch as the product's operands are read.
-        if inputs.len() != 2 || Some(inputs[0]) != product || Some(inputs[1]) == product || Some(output) == a || Some(output) == b {
-            return Ok(false);
+    /// Record one launch as it is (checked by the caller).
+    fn record_launch(&mut self, kernel: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<(), BackendError> {
+        let plan = kernels::plan_kernel(kernel).map_err(|m| self.err(m))?;
+        let mut slots = [None; SLOTS];
+        slots[Binding::Y as usize - 1] = Some(output);
+        for (i, &id) in inputs.iter().enumerate() {
+            slots[Binding::X0 as usize - 1 + i] = Some(id);
         }
-        let Some(plan) = kernels::plan_matmul_bias(&h.kernel, kernel) else { return Ok(false) };
-        let mut slots = h.slots;
-        slots[slot(Binding::X2)] = Some(inputs[1]);
-        slots[slot(Binding::S0)] = Some(output);
-        self.held = None;
-        self.record(&plan, slots)?;
-        self.mark_written(output);
-        Ok(true)
+        self.record(&plan, slots)
     }
 
     /// Submit recorded work, if any.
@@ -826,22 +817,29 @@ impl Backend for WgpuBackend {
         if inputs.contains(&output) {
             return Err(self.err(format!("{name}: output {output:?} aliases an input")));
         }
-        if self.fuse_bias(kernel, inputs, output)? {
-            return Ok(());
+        let mut launch = Launch { kernel: kernel.clone(), inputs: inputs.to_vec(), output };
+        if let Some(Held::Chain(chain)) = &mut self.held {
+            chain.push(launch);
+            match fusion::fit(chain) {
+                Fit::Whole(plan, slots) => {
+                    self.held = None;
+                    self.mark_written(output);
+                    return self.record(&plan, slots);
+                }
+                Fit::Start => {
+                    self.mark_written(output);
+                    return Ok(());
+                }
+                Fit::No => launch = chain.pop().expect("pushed above"),
+            }
         }
         self.record_held()?;
-        let plan = kernels::plan_kernel(kernel).map_err(|m| self.err(m))?;
-        let mut slots = [None; SLOTS];
-        slots[Binding::Y as usize - 1] = Some(output);
-        for (i, &id) in inputs.iter().enumerate() {
-            slots[Binding::X0 as usize - 1 + i] = Some(id);
-        }
         self.mark_written(output);
-        if matches!(kernel, Kernel::MatMul { .. }) {
-            self.held = Some(Held::MatMul(Box::new(HeldMatMul { plan, slots, kernel: kernel.clone() })));
+        if matches!(fusion::fit(std::slice::from_ref(&launch)), Fit::Start) {
+            self.held = Some(Held::Chain(vec![launch]));
             return Ok(());
         }
-        self.record(&plan, slots)
+        self.record_launch(kernel, inputs, output)
     }
 
     fn update(&mut self, update: &Update, buffers: &[BufferId]) -> Result<(), BackendError> {

@@ -92,6 +92,10 @@ pub(crate) enum Pipe {
     SoftmaxBackward,
     LayerNorm,
     LayerNormBackward,
+    /// A LayerNorm, its scale and its shift, fused by the backend.
+    LayerNormAffine,
+    /// Their backward (but for the scale's gradient), fused likewise.
+    NormAffineBackward,
     CrossEntropy,
     CrossEntropyBackward,
     MatMulSmall,
@@ -111,7 +115,7 @@ pub(crate) enum Pipe {
     ScaleToBall,
 }
 
-const PIPES: usize = 31;
+const PIPES: usize = 33;
 
 impl Pipe {
     /// Module, entry point, and the bindings it uses.
@@ -134,6 +138,8 @@ impl Pipe {
             Pipe::SoftmaxBackward => (M::Rows, "softmax_backward", &[Y, X0, X1]),
             Pipe::LayerNorm => (M::Rows, "layer_norm", &[Y, X0]),
             Pipe::LayerNormBackward => (M::Rows, "layer_norm_backward", &[Y, X0, X1]),
+            Pipe::LayerNormAffine => (M::Rows, "layer_norm_affine", &[Y, X0, X1, X2, S0, S1]),
+            Pipe::NormAffineBackward => (M::Elementwise, "norm_affine_backward", &[Y, X0, X1, X2, S0, S1]),
             Pipe::CrossEntropy => (M::Rows, "cross_entropy", &[Y, X0, X1]),
             Pipe::CrossEntropyBackward => (M::Rows, "cross_entropy_backward", &[Y, X0, X1, X2]),
             Pipe::MatMulSmall => (M::MatMul, "matmul_small", &[Y, X0, X1]),
@@ -168,7 +174,7 @@ pub(crate) struct Pipelines {
 
 impl Pipelines {
     pub(crate) fn new() -> Self {
-        Pipelines { modules: Default::default(), pipes: Default::default() }
+        Pipelines { modules: Default::default(), pipes: std::array::from_fn(|_| None) }
     }
 
     /// The pipeline for `pipe`, compiled on first use. Errors are messages for

@@ -1,6 +1,7 @@
 //! What the wgpu backend records, beyond what each launch asks: ScatterAdd's sort kept while
 //! its indices stay the same, consecutive AccumulateSquares and Adam updates merged into one
-//! dispatch, a MatMul and its bias Add fused — with the numbers unchanged — and timestamps
+//! dispatch, a MatMul and its bias Add fused, a LayerNorm's affine part fused with it, and
+//! in backward with the shift's gradient — with the numbers unchanged — and timestamps
 //! around launches for device-side profiles.
 
 #[macro_use]
@@ -256,6 +257,101 @@ fn a_matmul_and_its_bias_add_share_a_dispatch_and_keep_their_bits() {
     assert_eq!(counters.dispatches() - before, 4, "nothing fused");
 }
 
+/// A LayerNorm, the product of its output with a scale and the sum with a shift run as one
+/// dispatch writing all three outputs, with the bits of the three launches one by one (on
+/// lavapipe; a driver that contracts the multiply-add into an FMA may round the last sum
+/// once instead of twice). A chain broken after its second launch records both as they are.
+fn a_layer_norm_and_its_scale_and_shift_share_a_dispatch() {
+    let Some(mut be) = wgpu_or_skip("a_layer_norm_and_its_scale_and_shift_share_a_dispatch") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(12);
+    // (members, rows per member, cols, a scale per member, a shift per member)
+    for (case, (members, rows, cols, own_scale, own_shift)) in
+        [(1, 129, 64, true, true), (3, 32, 64, true, true), (2, 5, 100, false, true), (4, 3, 7, true, false)].into_iter().enumerate()
+    {
+        let total = members * rows * cols;
+        let per = |own: bool| if own { (members * cols, vec![cols, 0, 1]) } else { (cols, vec![0, 0, 1]) };
+        let ((scale_len, scale_strides), (shift_len, shift_strides)) = (per(own_scale), per(own_shift));
+        let shape = vec![members, rows, cols];
+        let dense = vec![rows * cols, cols, 1];
+        let norm = Kernel::LayerNorm { rows: members * rows, cols, eps: 1e-5 };
+        let mul = Kernel::Binary { op: BinaryOp::Mul, shape: shape.clone(), a_strides: dense.clone(), b_strides: scale_strides };
+        let add = Kernel::Binary { op: BinaryOp::Add, shape, a_strides: dense, b_strides: shift_strides };
+        let x = upload(&mut be, &rng.vec(total));
+        let (scale, shift) = (upload(&mut be, &rng.vec(scale_len)), upload(&mut be, &rng.vec(shift_len)));
+        let (h, t, o) = (be.alloc(total).unwrap(), be.alloc(total).unwrap(), be.alloc(total).unwrap());
+        let run = |be: &mut WgpuBackend, one_by_one: bool| {
+            let before = counters.dispatches();
+            be.launch(&norm, &[x], h).unwrap();
+            if one_by_one {
+                download(be, h);
+            }
+            be.launch(&mul, &[h, scale], t).unwrap();
+            if one_by_one {
+                download(be, t);
+            }
+            be.launch(&add, &[t, shift], o).unwrap();
+            let out = [download(be, h), download(be, t), download(be, o)];
+            (counters.dispatches() - before, out)
+        };
+        let (together, fused) = run(&mut be, false);
+        let (alone, want) = run(&mut be, true);
+        assert_eq!((together, alone), (1, 3), "case {case}: dispatches");
+        for (what, (got, want)) in ["norm", "scaled", "shifted"].iter().zip(fused.iter().zip(&want)) {
+            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
+            assert_eq!(differ, None, "case {case}: {what}");
+        }
+        // The norm and its scale, then another launch: two dispatches for the pair, one more.
+        let before = counters.dispatches();
+        be.launch(&norm, &[x], h).unwrap();
+        be.launch(&mul, &[h, scale], t).unwrap();
+        be.launch(&Kernel::Affine { len: total, scale: 2.0, shift: 0.0 }, &[t], o).unwrap();
+        let twice = download(&mut be, o);
+        assert_eq!(counters.dispatches() - before, 3, "case {case}: a broken chain");
+        assert!(twice.iter().zip(&want[1]).all(|(u, v)| *u == 2.0 * v), "case {case}: a broken chain's numbers");
+    }
+}
+
+/// In backward, the shift's gradient (dy summed over rows), dy times the scale and dy times
+/// the normalised input run as one dispatch, with the bits of the three launches one by one;
+/// the SumTo of the last product (the scale's gradient) stays a launch of its own.
+fn a_shift_gradient_and_the_products_of_dy_share_a_dispatch() {
+    let Some(mut be) = wgpu_or_skip("a_shift_gradient_and_the_products_of_dy_share_a_dispatch") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(13);
+    for (case, (members, rows, cols, own_scale)) in [(1, 129, 64, true), (3, 32, 64, true), (2, 37, 5, false)].into_iter().enumerate() {
+        let total = members * rows * cols;
+        let dense = vec![rows * cols, cols, 1];
+        let shape = vec![members, rows, cols];
+        let (scale_len, scale_strides) = if own_scale { (members * cols, vec![cols, 0, 1]) } else { (cols, vec![0, 0, 1]) };
+        let sum = Kernel::SumTo { from: shape.clone(), to: vec![members, 1, cols] };
+        let times_scale = Kernel::Binary { op: BinaryOp::Mul, shape: shape.clone(), a_strides: dense.clone(), b_strides: scale_strides };
+        let times_h = Kernel::Binary { op: BinaryOp::Mul, shape, a_strides: dense.clone(), b_strides: dense };
+        let (dy, scale, h) = (upload(&mut be, &rng.vec(total)), upload(&mut be, &rng.vec(scale_len)), upload(&mut be, &rng.vec(total)));
+        let (dshift, dh, p, dscale) =
+            (be.alloc(members * cols).unwrap(), be.alloc(total).unwrap(), be.alloc(total).unwrap(), be.alloc(members * cols).unwrap());
+        let run = |be: &mut WgpuBackend, one_by_one: bool| {
+            let before = counters.dispatches();
+            for (kernel, inputs, output) in [(&sum, vec![dy], dshift), (&times_scale, vec![dy, scale], dh), (&times_h, vec![dy, h], p), (&sum, vec![p], dscale)]
+            {
+                be.launch(kernel, &inputs, output).unwrap();
+                if one_by_one {
+                    download(be, output);
+                }
+            }
+            let out = [download(be, dshift), download(be, dh), download(be, p), download(be, dscale)];
+            (counters.dispatches() - before, out)
+        };
+        let (together, fused) = run(&mut be, false);
+        let (alone, want) = run(&mut be, true);
+        assert_eq!((together, alone), (2, 4), "case {case}: dispatches");
+        for (what, (got, want)) in ["shift gradient", "dy times scale", "dy times h", "scale gradient"].iter().zip(fused.iter().zip(&want)) {
+            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
+            assert_eq!(differ, None, "case {case}: {what}");
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     common::harness(
         tests![
@@ -264,6 +360,8 @@ fn main() -> std::process::ExitCode {
             consecutive_adam_updates_share_a_dispatch_and_keep_their_bits,
             launches_are_timed_under_their_labels,
             a_matmul_and_its_bias_add_share_a_dispatch_and_keep_their_bits,
+            a_layer_norm_and_its_scale_and_shift_share_a_dispatch,
+            a_shift_gradient_and_the_products_of_dy_share_a_dispatch,
         ],
         &[],
         &[],

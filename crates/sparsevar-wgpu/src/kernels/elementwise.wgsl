@@ -91,6 +91,32 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+// The backward of a LayerNorm's scale and shift, fused by the backend from [SumTo dy, Mul
+// dy * scale, Mul dy * h]: y[g, j] = the sum over rows i of dy[g, i, j] (in increasing order
+// from zero, as sum_to adds), s0 = dy * scale[g * word 3 + j] (word 3: cols for a scale per
+// group, 0 for one shared), s1 = dy * h. Inputs [dy, scale, h]. Words: 0 = groups * cols,
+// 1 = rows per group, 2 = cols. An invocation per column walks down its rows.
+@compute @workgroup_size(256)
+fn norm_affine_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = element(wid, nwg, lid);
+    if (o >= pu(0u)) { return; }
+    let rows = pu(1u);
+    let cols = pu(2u);
+    let g = udiv(o, cols);
+    let j = o - g * cols;
+    let scale = x1[g * pu(3u) + j];
+    var at = g * rows * cols + j;
+    var acc = 0.0;
+    for (var i = 0u; i < rows; i++) {
+        let v = x0[at];
+        acc += v;
+        s0[at] = v * scale;
+        s1[at] = v * x2[at];
+        at += cols;
+    }
+    y[o] = acc;
+}
+
 // Each output sums its inputs in lexicographic order of the reduced axes (the CPU order).
 // 1: kept rank, 2..7: kept dims, 8..13: their x strides, 14: reduced rank,
 // 15..20: reduced dims, 21..26: their x strides, 27: number of reduced elements.

@@ -136,6 +136,29 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
+// layer_norm and the two Binary launches after it, fused by the backend: y = xhat as above,
+// s0 = y * scale, s1 = s0 + shift. Inputs [x, scale, shift]; the scale of row r and column j
+// is x1[(r / word 3) * word 4 + j] (rows per scale, stride between scales: one per member,
+// or word 4 = 0 for one shared), the shift likewise with words 5 and 6.
+@compute @workgroup_size(64)
+fn layer_norm_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = workgroup_index(wid, nwg);
+    if (r >= pu(0u)) { return; }
+    let cols = pu(1u);
+    let base = r * cols;
+    let l = lid.x;
+    let mr = row_moments(l, base, cols, pf(2u));
+    let scale = udiv(r, pu(3u)) * pu(4u);
+    let shift = udiv(r, pu(5u)) * pu(6u);
+    for (var j = l; j < cols; j += 64u) {
+        let h = (x0[base + j] - mr.x) * mr.y;
+        y[base + j] = h;
+        let t = h * x1[scale + j];
+        s0[base + j] = t;
+        s1[base + j] = t + x2[shift + j];
+    }
+}
+
 // Inputs [x, dy]; dx = rstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mean) rstd.
 @compute @workgroup_size(64)
 fn layer_norm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
