@@ -110,8 +110,10 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
                 p
             } else if (m >= TILE && n >= TILE) || (m >= MID && n >= MID && k >= MID) {
                 p.steps[0] = Some(Step { pipe: Pipe::MatMulTiled, workgroups: (batch * tm * tn) as u64 });
+                p.set(12, &[batch * tm * tn])?;
                 p
             } else {
+                p.set(12, &[out.div_ceil(64)])?;
                 p.one(Pipe::MatMulSmall, out, 64)
             }
         }

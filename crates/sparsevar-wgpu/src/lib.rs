@@ -20,7 +20,8 @@
 //! on an H200, even empty), so the recorder saves the ones it can without changing a bit:
 //! consecutive AccumulateSquares into the same sums, and consecutive Adam updates with the
 //! same settings, share a dispatch (`Held`), as do short chains of launches (a MatMul and its
-//! bias, a LayerNorm and its scale and shift, and their backward: `kernels::fusion`; the
+//! bias, a LayerNorm and its scale and shift, their backward, a linear layer's two backward
+//! products: `kernels::fusion`; the
 //! fused kernels write every output of the chain, since later launches may read any), and a
 //! ScatterAdd whose index buffer has not been written since its last sort skips the sort
 //! (buffers are dated at every write).
@@ -202,6 +203,9 @@ pub struct WgpuBackend {
     adam_per_dispatch: usize,
     /// Most AccumulateSquares recorded as one dispatch (11 with a merged Adam's bindings, else 3).
     squares_per_dispatch: usize,
+    /// Bound where an entry point writes a binding that a launch leaves empty (a single
+    /// product in the two-product matmul kernels); never read.
+    spare: wgpu::Buffer,
     /// Number of submissions so far: a site whose `last_batch` equals it is recorded in the
     /// pending work, so rewriting its uniform must wait for a submission.
     batch: u64,
@@ -256,6 +260,10 @@ impl WgpuBackend {
         let many = limits.max_storage_buffers_per_shader_stage >= device::ADAM_MANY_STORAGE_BUFFERS;
         let adam_per_dispatch = if many { kernels::ADAM_PER_DISPATCH } else { 1 };
         let squares_per_dispatch = if many { kernels::SQUARES_MANY_PER_DISPATCH } else { kernels::SQUARES_PER_DISPATCH };
+        let spare =
+            device.create_buffer(&wgpu::BufferDescriptor { label: Some("spare"), size: 4, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+        let counters = Counters::default();
+        Counters::add(&counters.0.device_objects, 1);
         Ok(WgpuBackend {
             device,
             queue,
@@ -274,7 +282,8 @@ impl WgpuBackend {
             host: Vec::new(),
             timer: None,
             errors,
-            counters: Counters::default(),
+            counters,
+            spare,
         })
     }
 
@@ -547,6 +556,7 @@ impl WgpuBackend {
         }
         let device = &self.device;
         let buffers = &self.buffers;
+        let spare = &self.spare;
         let pipelines = &mut self.pipelines;
         let result = scoped(device, || {
             use wgpu::util::DeviceExt;
@@ -569,9 +579,14 @@ impl WgpuBackend {
                 let compiled = pipelines.get(device, *pipe).expect("compiled above");
                 let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
                 for &b in bindings {
-                    let buffer = match b.slot() {
-                        Some(s) => &buffers[slots[s].expect("plan binds only filled slots").0].buffer,
-                        None => scratch.as_ref().expect("scatter plans have scratch"),
+                    let buffer = match (b.slot(), b.read_only()) {
+                        (Some(s), _) if slots[s].is_some() => &buffers[slots[s].expect("checked").0].buffer,
+                        // A binding the launch leaves empty (a single product's second operand
+                        // and output): never touched, but bound. Read-only, the first input
+                        // again; written, a spare buffer bound nowhere else.
+                        (Some(_), true) => &buffers[slots[Binding::X0.slot().expect("a buffer slot")].expect("launches bind x0").0].buffer,
+                        (Some(_), false) => spare,
+                        (None, _) => scratch.as_ref().expect("scatter plans have scratch"),
                     };
                     entries.push(wgpu::BindGroupEntry { binding: b as u32, resource: buffer.as_entire_binding() });
                 }

@@ -142,8 +142,9 @@ impl Pipe {
             Pipe::NormAffineBackward => (M::Elementwise, "norm_affine_backward", &[Y, X0, X1, X2, S0, S1]),
             Pipe::CrossEntropy => (M::Rows, "cross_entropy", &[Y, X0, X1]),
             Pipe::CrossEntropyBackward => (M::Rows, "cross_entropy_backward", &[Y, X0, X1, X2]),
-            Pipe::MatMulSmall => (M::MatMul, "matmul_small", &[Y, X0, X1]),
-            Pipe::MatMulTiled => (M::MatMul, "matmul_tiled", &[Y, X0, X1]),
+            // x2 and s0: a second product's operand and output (unused by a single one).
+            Pipe::MatMulSmall => (M::MatMul, "matmul_small", &[Y, X0, X1, X2, S0]),
+            Pipe::MatMulTiled => (M::MatMul, "matmul_tiled", &[Y, X0, X1, X2, S0]),
             Pipe::MatMulSmallBias => (M::MatMul, "matmul_small_bias", &[Y, X0, X1, X2, S0]),
             Pipe::MatMulTiledBias => (M::MatMul, "matmul_tiled_bias", &[Y, X0, X1, X2, S0]),
             Pipe::ScatterIndexShared => (M::Scatter, "scatter_index_shared", &[X0, Scratch]),

@@ -1,7 +1,8 @@
 //! What the wgpu backend records, beyond what each launch asks: ScatterAdd's sort kept while
 //! its indices stay the same, consecutive AccumulateSquares and Adam updates merged into one
 //! dispatch, a MatMul and its bias Add fused, a LayerNorm's affine part fused with it, and
-//! in backward with the shift's gradient — with the numbers unchanged — and timestamps
+//! in backward with the shift's gradient, a linear layer's two backward products paired —
+//! with the numbers unchanged — and timestamps
 //! around launches for device-side profiles.
 
 #[macro_use]
@@ -352,6 +353,68 @@ fn a_shift_gradient_and_the_products_of_dy_share_a_dispatch() {
     }
 }
 
+/// Two independent MatMuls of the same kernel over at most three operands (a linear layer's
+/// backward: dx = dy·Wᵀ, dW = xᵀ·dy) run as one dispatch with the bits of each alone; a
+/// second product that reads the first's output, four operands, or two different kernels
+/// stay two dispatches.
+fn a_linear_layers_two_backward_products_share_a_dispatch() {
+    let Some(mut be) = wgpu_or_skip("a_linear_layers_two_backward_products_share_a_dispatch") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(14);
+    let mm = |batch, m, k, n, trans_a, trans_b| Kernel::MatMul { batch, m, k, n, trans_a, trans_b };
+    // (batch, rows, in, out): dy [rows, out], W [out, in] (y = x Wᵀ), x [rows, in].
+    for (case, (batch, rows, d_in, d_out)) in [(1, 32, 64, 256), (1, 129, 64, 64), (4, 32, 16, 129), (1, 32, 64, 2), (3, 5, 7, 9)].into_iter().enumerate() {
+        let dy = upload(&mut be, &rng.vec(batch * rows * d_out));
+        let w = upload(&mut be, &rng.vec(batch * d_out * d_in));
+        let x = upload(&mut be, &rng.vec(batch * rows * d_in));
+        let (dx, dw) = (be.alloc(batch * rows * d_in).unwrap(), be.alloc(batch * d_out * d_in).unwrap());
+        let dx_k = mm(batch, rows, d_out, d_in, false, false);
+        let dw_k = mm(batch, d_out, rows, d_in, true, false);
+        // Either order: dx first (dy is the first product's a), or dW first.
+        for (order, launches) in [[(&dx_k, [dy, w], dx), (&dw_k, [dy, x], dw)], [(&dw_k, [dy, x], dw), (&dx_k, [dy, w], dx)]].into_iter().enumerate() {
+            let run = |be: &mut WgpuBackend, one_by_one: bool| {
+                let before = counters.dispatches();
+                for (kernel, inputs, output) in &launches {
+                    be.launch(kernel, inputs, *output).unwrap();
+                    if one_by_one {
+                        download(be, *output);
+                    }
+                }
+                (counters.dispatches() - before, [download(be, dx), download(be, dw)])
+            };
+            let (together, fused) = run(&mut be, false);
+            let (alone, want) = run(&mut be, true);
+            assert_eq!((together, alone), (1, 2), "case {case} order {order}: dispatches");
+            for (what, (got, want)) in ["dx", "dW"].iter().zip(fused.iter().zip(&want)) {
+                let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
+                assert_eq!(differ, None, "case {case} order {order}: {what}");
+            }
+        }
+    }
+    // Not paired: the second reads the first's output; four operands; a tiled and a small kernel.
+    let (a, b, c, d) =
+        (upload(&mut be, &rng.vec(64 * 64)), upload(&mut be, &rng.vec(64 * 64)), upload(&mut be, &rng.vec(64 * 64)), upload(&mut be, &rng.vec(64 * 64)));
+    let (y, z) = (be.alloc(64 * 64).unwrap(), be.alloc(64 * 64).unwrap());
+    let square = mm(1, 64, 64, 64, false, false);
+    let before = counters.dispatches();
+    be.launch(&square, &[a, b], y).unwrap();
+    be.launch(&square, &[y, c], z).unwrap();
+    let chained = download(&mut be, z);
+    be.launch(&square, &[a, b], y).unwrap();
+    be.launch(&square, &[c, d], z).unwrap();
+    download(&mut be, z);
+    let (row, out_row) = (upload(&mut be, &rng.vec(64)), be.alloc(64).unwrap());
+    be.launch(&square, &[a, b], y).unwrap();
+    be.launch(&mm(1, 1, 64, 64, false, false), &[row, b], out_row).unwrap();
+    download(&mut be, out_row);
+    assert_eq!(counters.dispatches() - before, 6, "nothing paired");
+    let (y_host, c_host) = (download(&mut be, y), download(&mut be, c));
+    let want: Vec<f64> =
+        (0..64 * 64).map(|e| (0..64).fold(0.0f32, |acc, p| acc + y_host[e / 64 * 64 + p] as f32 * c_host[p * 64 + e % 64] as f32) as f64).collect();
+    let worst = chained.iter().zip(&want).map(|(u, v)| (u - v).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-3, "the chained product read the first one's output: off by {worst}");
+}
+
 fn main() -> std::process::ExitCode {
     common::harness(
         tests![
@@ -362,6 +425,7 @@ fn main() -> std::process::ExitCode {
             a_matmul_and_its_bias_add_share_a_dispatch_and_keep_their_bits,
             a_layer_norm_and_its_scale_and_shift_share_a_dispatch,
             a_shift_gradient_and_the_products_of_dy_share_a_dispatch,
+            a_linear_layers_two_backward_products_share_a_dispatch,
         ],
         &[],
         &[],

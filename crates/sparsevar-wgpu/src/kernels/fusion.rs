@@ -3,6 +3,8 @@
 //! launches the same chains every step.
 //!
 //! * a MatMul and the Add of a bias to its product (`matmul_*_bias`);
+//! * two independent MatMuls of the same kernel, among at most three operands (a linear
+//!   layer's backward: dx = dy·Wᵀ and dW = xᵀ·dy share dy), as one two-product dispatch;
 //! * a LayerNorm, its product with a scale and the sum with a shift (`layer_norm_affine`);
 //! * in backward, the shift's gradient (a SumTo of dy over rows), dy times the scale and dy
 //!   times the normalised input (`norm_affine_backward`; the scale's gradient, the SumTo of
@@ -16,7 +18,7 @@
 
 use sparsevar_core::backend::{BinaryOp, BufferId, Kernel};
 
-use super::{Plan, plan_kernel};
+use super::{Plan, Step, plan_kernel};
 use crate::pipelines::{Binding, Pipe, SLOTS};
 
 /// One launch as the backend received it (checked).
@@ -43,7 +45,7 @@ pub(crate) fn fit(chain: &[Launch]) -> Fit {
     let start = |ok: bool| if ok { Fit::Start } else { Fit::No };
     match chain {
         [mm] if matches!(mm.kernel, Kernel::MatMul { .. }) => start(matches!(pipe(mm), Some(Pipe::MatMulSmall | Pipe::MatMulTiled))),
-        [mm, add] if matches!(mm.kernel, Kernel::MatMul { .. }) => biased_product(mm, add).unwrap_or(Fit::No),
+        [mm, next] if matches!(mm.kernel, Kernel::MatMul { .. }) => biased_product(mm, next).or_else(|| paired_products(mm, next)).unwrap_or(Fit::No),
         [ln] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => start(pipe(ln) == Some(Pipe::LayerNorm)),
         [ln, mul] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => start(scale(ln, mul).is_some()),
         [ln, mul, add] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => normalized_affine(ln, mul, add).unwrap_or(Fit::No),
@@ -84,6 +86,50 @@ fn biased_product(mm: &Launch, add: &Launch) -> Option<Fit> {
     let mut slots = [None; SLOTS];
     for (b, id) in [(Binding::Y, p), (Binding::X0, mm.inputs[0]), (Binding::X1, mm.inputs[1]), (Binding::X2, bias), (Binding::S0, s)] {
         slots[slot(b)] = Some(id);
+    }
+    Some(Fit::Whole(plan, slots))
+}
+
+/// [MatMul a·b = y, MatMul c·d = z], z not depending on y, as one two-product dispatch of
+/// their common kernel: a and b in x0 and x1, and whichever of c and d is neither in x2.
+fn paired_products(first: &Launch, second: &Launch) -> Option<Fit> {
+    if !matches!(second.kernel, Kernel::MatMul { .. }) {
+        return None;
+    }
+    let (one, two) = (plan_kernel(&first.kernel).ok()?, plan_kernel(&second.kernel).ok()?);
+    let (s1, s2) = (one.steps[0]?, two.steps[0]?);
+    if s1.pipe != s2.pipe || !matches!(s1.pipe, Pipe::MatMulSmall | Pipe::MatMulTiled) {
+        return None;
+    }
+    let mut reads = vec![first.inputs[0], first.inputs[1]];
+    let mut roles = [0; 2];
+    for (role, &id) in roles.iter_mut().zip(&second.inputs) {
+        *role = match reads.iter().position(|&r| r == id) {
+            Some(at) => at,
+            None if reads.len() < 3 => {
+                reads.push(id);
+                2
+            }
+            None => return None,
+        };
+    }
+    if !separate(&[first.output, second.output], &reads) {
+        return None;
+    }
+    let mut plan = one;
+    plan.words[13] = roles[0] as u32;
+    plan.words[14] = roles[1] as u32;
+    plan.words[16..27].copy_from_slice(&two.words[0..11]);
+    plan.steps[0] = Some(Step { pipe: s1.pipe, workgroups: s1.workgroups + s2.workgroups });
+    let mut slots = [None; SLOTS];
+    for (b, id) in [
+        (Binding::Y, Some(first.output)),
+        (Binding::X0, Some(reads[0])),
+        (Binding::X1, Some(reads[1])),
+        (Binding::X2, reads.get(2).copied()),
+        (Binding::S0, Some(second.output)),
+    ] {
+        slots[slot(b)] = id;
     }
     Some(Fit::Whole(plan, slots))
 }
@@ -311,6 +357,26 @@ mod tests {
         assert!(chain(sum(&[3, 32, 64], &[3, 1, 64]), per_member.clone(), dense3(Mul), 0).is_some());
         assert!(matches!(fit(&[sum(&[3, 32, 64], &[3, 1, 64]), launch(per_member, &[0, 2], 3), launch(dense3(Mul), &[0, 1], 5)]), Fit::No));
         assert!(matches!(fit(&[sum(&[3, 32, 64], &[3, 1, 64]), launch(dense3(Mul), &[0, 2], 3)]), Fit::No));
+    }
+
+    #[test]
+    fn two_products_pair_when_independent_over_three_operands() {
+        let mm = |m, k, n, ta| Kernel::MatMul { batch: 1, m, k, n, trans_a: ta, trans_b: false };
+        let pair = |second: Launch| match fit(&[launch(mm(32, 64, 64, false), &[0, 1], 2), second]) {
+            Fit::Whole(plan, slots) => {
+                Some((plan.words[12..15].to_vec(), plan.words[16..27] == plan_kernel(&mm(64, 32, 64, true)).unwrap().words[0..11], slots[slot(Binding::X2)]))
+            }
+            _ => None,
+        };
+        // dW = xᵀ·dy after dx = dy·W: dy (x0) is the second product's b, x goes to x2.
+        assert_eq!(pair(launch(mm(64, 32, 64, true), &[3, 0], 4)), Some((vec![1, 2, 0], true, Some(BufferId(3)))));
+        // Both operands already bound: nothing in x2.
+        assert_eq!(pair(launch(mm(64, 32, 64, true), &[1, 0], 4)).map(|p| (p.0, p.2)), Some((vec![1, 1, 0], None)));
+        // Reading the first's output, four operands, writing an operand, another kernel: no.
+        assert_eq!(pair(launch(mm(64, 32, 64, true), &[2, 0], 4)), None);
+        assert_eq!(pair(launch(mm(64, 32, 64, true), &[3, 5], 4)), None);
+        assert_eq!(pair(launch(mm(64, 32, 64, true), &[3, 0], 1)), None);
+        assert_eq!(pair(launch(mm(1, 32, 64, true), &[3, 0], 4)), None);
     }
 
     #[test]

@@ -6,50 +6,105 @@
 // Both kernels sum each output over kk = 0, 1, ..., k-1 from zero, and which kernel runs
 // depends on (m, k, n) only, so a member's numbers never depend on the batch it shares.
 //
+// Two products in one dispatch (the backend pairs a linear layer's two backward products,
+// which share their gradient operand): word 12 = the workgroups of the first product; the
+// rest compute the second, whose words are 16 to 26 (laid out as 0 to 10), which reads its
+// a and b from the bindings named by words 13 and 14 (0 = x0, 1 = x1, 2 = x2) and writes s0.
+// A single product sets word 12 to all its workgroups and never touches x2 or s0.
+//
 // The `_bias` entry points are a MatMul and the bias Add after it in one dispatch (the
 // backend fuses the pair when it sees it): y gets the product as before, and s0 = y + bias
 // with bias = x2[group * word 11 + column] (word 11: n for a bias per group, 0 for one
 // shared bias). The sum is the Binary kernel's single f32 add: same bits as the pair.
 
+// Word i of product p (0: the first, 1: the second).
+fn pw(p: u32, i: u32) -> u32 {
+    return pu(p * 16u + i);
+}
+
+// Which product workgroup w computes, and its index among that product's workgroups.
+fn product_of(w: u32) -> vec2<u32> {
+    let first = pu(12u);
+    if (w < first) {
+        return vec2<u32>(0u, w);
+    }
+    return vec2<u32>(1u, w - first);
+}
+
+// Element i of binding x0, x1 or x2.
+fn operand(which: u32, i: u32) -> f32 {
+    if (which == 0u) {
+        return x0[i];
+    }
+    if (which == 1u) {
+        return x1[i];
+    }
+    return x2[i];
+}
+
+// The bindings product p reads a and b from.
+fn roles(p: u32) -> vec2<u32> {
+    if (p == 0u) {
+        return vec2<u32>(0u, 1u);
+    }
+    return vec2<u32>(pu(13u), pu(14u));
+}
+
 // One invocation per output element: for the tiny per-group products of attention
 // (1 x 16 . 16 x 65) where a tile would be mostly empty.
-// Output element e of the product, with its group and column.
+// Output element e of product p, with its group and column.
 struct Element { value: f32, g: u32, j: u32 }
 
-fn small_product(e: u32) -> Element {
-    let m = pu(1u);
-    let k = pu(2u);
-    let n = pu(3u);
+fn small_product(p: u32, e: u32) -> Element {
+    let m = pw(p, 1u);
+    let k = pw(p, 2u);
+    let n = pw(p, 3u);
     let mn = m * n;
     let g = udiv(e, mn);
     let row = udiv(e, n);
     let i = row - g * m;
     let j = e - row * n;
-    var ia = g * m * k + i * pu(4u);
-    var ib = g * k * n + j * pu(7u);
-    let sa = pu(5u);
-    let sb = pu(6u);
+    var ia = g * m * k + i * pw(p, 4u);
+    var ib = g * k * n + j * pw(p, 7u);
+    let sa = pw(p, 5u);
+    let sb = pw(p, 6u);
     var acc = 0.0;
-    for (var kk = 0u; kk < k; kk++) {
-        acc += x0[ia] * x1[ib];
-        ia += sa;
-        ib += sb;
+    if (p == 0u) {
+        for (var kk = 0u; kk < k; kk++) {
+            acc += x0[ia] * x1[ib];
+            ia += sa;
+            ib += sb;
+        }
+    } else {
+        // The same sum over the second product's bindings.
+        let r = roles(p);
+        for (var kk = 0u; kk < k; kk++) {
+            acc += operand(r.x, ia) * operand(r.y, ib);
+            ia += sa;
+            ib += sb;
+        }
     }
     return Element(acc, g, j);
 }
 
 @compute @workgroup_size(64)
 fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = workgroup_index(wid, nwg) * 64u + lid.x;
-    if (e >= pu(10u)) { return; }
-    y[e] = small_product(e).value;
+    let pr = product_of(workgroup_index(wid, nwg));
+    let e = pr.y * 64u + lid.x;
+    if (e >= pw(pr.x, 10u)) { return; }
+    let v = small_product(pr.x, e).value;
+    if (pr.x == 0u) {
+        y[e] = v;
+    } else {
+        s0[e] = v;
+    }
 }
 
 @compute @workgroup_size(64)
 fn matmul_small_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let e = workgroup_index(wid, nwg) * 64u + lid.x;
     if (e >= pu(10u)) { return; }
-    let p = small_product(e);
+    let p = small_product(0u, e);
     y[e] = p.value;
     s0[e] = p.value + x2[p.g * pu(11u) + p.j];
 }
@@ -69,20 +124,20 @@ fn slot(e: u32, depth_fast: bool) -> u32 {
     return p.x * TILE + p.y;
 }
 
-// Element e of op(a)'s slice from depth k0, zero past the edges.
-fn load_a(e: u32, k0: u32, row0: u32, ga: u32, m: u32, k: u32, a_row: u32, a_depth: u32, fast: bool) -> f32 {
+// Element e of op(a)'s slice from depth k0, zero past the edges; a in binding `which`.
+fn load_a(which: u32, e: u32, k0: u32, row0: u32, ga: u32, m: u32, k: u32, a_row: u32, a_depth: u32, fast: bool) -> f32 {
     let p = place(e, fast);
     if (row0 + p.y < m && k0 + p.x < k) {
-        return x0[ga + (row0 + p.y) * a_row + (k0 + p.x) * a_depth];
+        return operand(which, ga + (row0 + p.y) * a_row + (k0 + p.x) * a_depth);
     }
     return 0.0;
 }
 
-// Element e of op(b)'s slice from depth k0, zero past the edges.
-fn load_b(e: u32, k0: u32, col0: u32, gb: u32, n: u32, k: u32, b_depth: u32, b_col: u32, fast: bool) -> f32 {
+// Element e of op(b)'s slice from depth k0, zero past the edges; b in binding `which`.
+fn load_b(which: u32, e: u32, k0: u32, col0: u32, gb: u32, n: u32, k: u32, b_depth: u32, b_col: u32, fast: bool) -> f32 {
     let p = place(e, fast);
     if (col0 + p.y < n && k0 + p.x < k) {
-        return x1[gb + (k0 + p.x) * b_depth + (col0 + p.y) * b_col];
+        return operand(which, gb + (k0 + p.x) * b_depth + (col0 + p.y) * b_col);
     }
     return 0.0;
 }
@@ -94,9 +149,9 @@ const DEPTH: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [DEPTH][TILE]: tile_a[kk * TILE + i]
 var<workgroup> tile_b: array<f32, 1024>; // [DEPTH][TILE]: tile_b[kk * TILE + j]
 
-// One invocation's 4 x 4 block of the product: rows r.., columns c.. of group g (`live`
+// One invocation's 4 x 4 block of product p: rows r.., columns c.. of group g (`live`
 // false for the workgroups past the last group).
-struct Block { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, g: u32, r: u32, c: u32, live: bool }
+struct Block { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, p: u32, g: u32, r: u32, c: u32, live: bool }
 
 // Row q of a block.
 fn block_row(b: Block, q: u32) -> vec4<f32> {
@@ -108,21 +163,24 @@ fn block_row(b: Block, q: u32) -> vec4<f32> {
 }
 
 fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Block {
-    let m = pu(1u);
-    let k = pu(2u);
-    let n = pu(3u);
-    let a_row = pu(4u);
-    let a_depth = pu(5u);
-    let b_depth = pu(6u);
-    let b_col = pu(7u);
-    let tiles_n = pu(9u);
-    let per_group = pu(8u) * tiles_n;
-    let w = workgroup_index(wid, nwg);
+    let pr = product_of(workgroup_index(wid, nwg));
+    let p = pr.x;
+    let w = pr.y;
+    let m = pw(p, 1u);
+    let k = pw(p, 2u);
+    let n = pw(p, 3u);
+    let a_row = pw(p, 4u);
+    let a_depth = pw(p, 5u);
+    let b_depth = pw(p, 6u);
+    let b_col = pw(p, 7u);
+    let tiles_n = pw(p, 9u);
+    let per_group = pw(p, 8u) * tiles_n;
     let g = w / per_group;
     // Whole workgroups past the end leave together (uniform control flow for the barriers).
-    if (g >= pu(0u)) { return Block(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0u, 0u, 0u, false); }
+    if (g >= pw(p, 0u)) { return Block(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), p, 0u, 0u, 0u, false); }
     let row0 = ((w % per_group) / tiles_n) * TILE;
     let col0 = (w % tiles_n) * TILE;
+    let r = roles(p);
     let ga = g * m * k;
     let gb = g * k * n;
     let tid = lid.y * 16u + lid.x;
@@ -140,8 +198,8 @@ fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Block {
     var vb: array<f32, 4>;
     for (var l = 0u; l < 4u; l++) {
         let e = tid + l * 256u;
-        va[l] = load_a(e, 0u, row0, ga, m, k, a_row, a_depth, a_depth_fast);
-        vb[l] = load_b(e, 0u, col0, gb, n, k, b_depth, b_col, b_depth_fast);
+        va[l] = load_a(r.x, e, 0u, row0, ga, m, k, a_row, a_depth, a_depth_fast);
+        vb[l] = load_b(r.y, e, 0u, col0, gb, n, k, b_depth, b_col, b_depth_fast);
     }
     for (var k0 = 0u; k0 < k; k0 += DEPTH) {
         for (var l = 0u; l < 4u; l++) {
@@ -154,8 +212,8 @@ fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Block {
         if (k1 < k) {
             for (var l = 0u; l < 4u; l++) {
                 let e = tid + l * 256u;
-                va[l] = load_a(e, k1, row0, ga, m, k, a_row, a_depth, a_depth_fast);
-                vb[l] = load_b(e, k1, col0, gb, n, k, b_depth, b_col, b_depth_fast);
+                va[l] = load_a(r.x, e, k1, row0, ga, m, k, a_row, a_depth, a_depth_fast);
+                vb[l] = load_b(r.y, e, k1, col0, gb, n, k, b_depth, b_col, b_depth_fast);
             }
         }
         for (var kk = 0u; kk < DEPTH; kk++) {
@@ -169,22 +227,27 @@ fn tiled_product(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Block {
         }
         workgroupBarrier();
     }
-    return Block(acc0, acc1, acc2, acc3, g, row0 + lid.y * 4u, col0 + lid.x * 4u, true);
+    return Block(acc0, acc1, acc2, acc3, p, g, row0 + lid.y * 4u, col0 + lid.x * 4u, true);
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = tiled_product(wid, nwg, lid);
     if (!b.live) { return; }
-    let m = pu(1u);
-    let n = pu(3u);
+    let m = pw(b.p, 1u);
+    let n = pw(b.p, 3u);
     let gy = b.g * m * n;
     for (var q = 0u; q < 4u; q++) {
         let v = block_row(b, q);
         if (b.r + q < m) {
             for (var t = 0u; t < 4u; t++) {
                 if (b.c + t < n) {
-                    y[gy + (b.r + q) * n + b.c + t] = v[t];
+                    let e = gy + (b.r + q) * n + b.c + t;
+                    if (b.p == 0u) {
+                        y[e] = v[t];
+                    } else {
+                        s0[e] = v[t];
+                    }
                 }
             }
         }
