@@ -361,6 +361,9 @@ impl WgpuBackend {
                 self.record(&plan, slots)
             }
             Some(Held::Chain(chain)) => {
+                if let Some((plan, slots)) = fusion::fused(&chain) {
+                    return self.record(&plan, slots);
+                }
                 for l in chain {
                     self.record_launch(&l.kernel, &l.inputs, l.output)?;
                 }

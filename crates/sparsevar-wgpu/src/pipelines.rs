@@ -145,8 +145,9 @@ impl Pipe {
             // x2 and s0: a second product's operand and output (unused by a single one).
             Pipe::MatMulSmall => (M::MatMul, "matmul_small", &[Y, X0, X1, X2, S0]),
             Pipe::MatMulTiled => (M::MatMul, "matmul_tiled", &[Y, X0, X1, X2, S0]),
-            Pipe::MatMulSmallBias => (M::MatMul, "matmul_small_bias", &[Y, X0, X1, X2, S0]),
-            Pipe::MatMulTiledBias => (M::MatMul, "matmul_tiled_bias", &[Y, X0, X1, X2, S0]),
+            // s1 and g1: an activation or residual fused after the bias (unused without).
+            Pipe::MatMulSmallBias => (M::MatMul, "matmul_small_bias", &[Y, X0, X1, X2, S0, S1, G1]),
+            Pipe::MatMulTiledBias => (M::MatMul, "matmul_tiled_bias", &[Y, X0, X1, X2, S0, S1, G1]),
             Pipe::ScatterIndexShared => (M::Scatter, "scatter_index_shared", &[X0, Scratch]),
             Pipe::ScatterSum => (M::Scatter, "scatter_sum", &[Y, X1, Order]),
             Pipe::ScatterScan => (M::Scatter, "scatter_scan", &[Y, X0, X1]),

@@ -1,6 +1,7 @@
 //! What the wgpu backend records, beyond what each launch asks: ScatterAdd's sort kept while
 //! its indices stay the same, consecutive AccumulateSquares and Adam updates merged into one
-//! dispatch, a MatMul and its bias Add fused, a LayerNorm's affine part fused with it, and
+//! dispatch, a MatMul and its bias Add fused (and an activation or residual after them), a
+//! LayerNorm's affine part fused with it, and
 //! in backward with the shift's gradient, a linear layer's two backward products paired —
 //! with the numbers unchanged — and timestamps
 //! around launches for device-side profiles.
@@ -9,7 +10,7 @@
 mod common;
 
 use common::{Rng, download, upload, wgpu_or_skip};
-use sparsevar_core::backend::{Backend, BinaryOp, Kernel, Update};
+use sparsevar_core::backend::{Backend, BinaryOp, Kernel, UnaryOp, Update};
 use sparsevar_wgpu::WgpuBackend;
 
 /// ScatterAdd keeps its sort while the index buffer is unchanged, and sorts again after any
@@ -415,6 +416,55 @@ fn a_linear_layers_two_backward_products_share_a_dispatch() {
     assert!(worst < 1e-3, "the chained product read the first one's output: off by {worst}");
 }
 
+/// After a product and its bias, an activation of the sum or a residual added to it joins
+/// the same dispatch (written besides the product and the sum), with the bits of the three
+/// launches one by one.
+fn an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch() {
+    let Some(mut be) = wgpu_or_skip("an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(15);
+    // (batch, m, k, n, third: 0..3 the Unary ops, 3 residual after, 4 residual before)
+    let ops = [UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid];
+    for (case, (batch, m, k, n, third)) in
+        [(1, 32, 64, 256, 1), (1, 1, 64, 64, 0), (3, 32, 64, 64, 2), (1, 32, 256, 64, 3), (3, 5, 7, 9, 4)].into_iter().enumerate()
+    {
+        let total = batch * m * n;
+        let shape = vec![batch, m, n];
+        let dense = vec![m * n, n, 1];
+        let matmul = Kernel::MatMul { batch, m, k, n, trans_a: false, trans_b: false };
+        let add = Kernel::Binary { op: BinaryOp::Add, shape: shape.clone(), a_strides: dense.clone(), b_strides: vec![n, 0, 1] };
+        let (a, b, bias, other) = (
+            upload(&mut be, &rng.vec(batch * m * k)),
+            upload(&mut be, &rng.vec(batch * k * n)),
+            upload(&mut be, &rng.vec(batch * n)),
+            upload(&mut be, &rng.vec(total)),
+        );
+        let (product, sum, out) = (be.alloc(total).unwrap(), be.alloc(total).unwrap(), be.alloc(total).unwrap());
+        let (after, after_inputs) = match third {
+            0..3 => (Kernel::Unary { op: ops[third], len: total }, vec![sum]),
+            3 => (Kernel::Binary { op: BinaryOp::Add, shape, a_strides: dense.clone(), b_strides: dense }, vec![sum, other]),
+            _ => (Kernel::Binary { op: BinaryOp::Add, shape, a_strides: dense.clone(), b_strides: dense }, vec![other, sum]),
+        };
+        let run = |be: &mut WgpuBackend, one_by_one: bool| {
+            let before = counters.dispatches();
+            for (kernel, inputs, output) in [(&matmul, vec![a, b], product), (&add, vec![product, bias], sum), (&after, after_inputs.clone(), out)] {
+                be.launch(kernel, &inputs, output).unwrap();
+                if one_by_one {
+                    download(be, output);
+                }
+            }
+            (counters.dispatches() - before, [download(be, product), download(be, sum), download(be, out)])
+        };
+        let (together, fused) = run(&mut be, false);
+        let (alone, want) = run(&mut be, true);
+        assert_eq!((together, alone), (1, 3), "case {case}: dispatches");
+        for (what, (got, want)) in ["product", "sum", "third"].iter().zip(fused.iter().zip(&want)) {
+            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
+            assert_eq!(differ, None, "case {case}: {what}");
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     common::harness(
         tests![
@@ -426,6 +476,7 @@ fn main() -> std::process::ExitCode {
             a_layer_norm_and_its_scale_and_shift_share_a_dispatch,
             a_shift_gradient_and_the_products_of_dy_share_a_dispatch,
             a_linear_layers_two_backward_products_share_a_dispatch,
+            an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch,
         ],
         &[],
         &[],

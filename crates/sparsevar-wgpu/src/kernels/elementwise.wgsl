@@ -1,18 +1,8 @@
 // Elementwise and data-movement kernels: one invocation per output element, 256 per
 // workgroup. Words: 0 = number of output elements n, then per kernel as noted.
 
-const GELU_C2: f32 = 1.5957691216057308; // 2 sqrt(2/pi)
-const GELU_A: f32 = 0.044715;
-
 fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return workgroup_index(wid, nwg) * 256u + lid.x;
-}
-
-// Stable both ways: exp(-|v|) never overflows.
-fn sigmoid(v: f32) -> f32 {
-    let e = exp(-abs(v));
-    let r = 1.0 / (1.0 + e);
-    return select(r, e * r, v < 0.0);
 }
 
 // 1: value.
@@ -36,14 +26,7 @@ fn affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
-    let v = x0[i];
-    switch pu(1u) {
-        // `v < 0 -> 0` keeps NaN as NaN, like torch.relu.
-        case 0u: { y[i] = select(v, 0.0, v < 0.0); }
-        // 1/2 (1 + tanh u) = sigmoid(2u): one exp, no cancellation for very negative v.
-        case 1u: { y[i] = v / (1.0 + exp(-(GELU_C2 * (v + GELU_A * v * v * v)))); }
-        default: { y[i] = sigmoid(v); }
-    }
+    y[i] = activation(pu(1u), x0[i]);
 }
 
 // Inputs [x, dy] (relu, gelu) or [y, dy] (sigmoid). 1: op.

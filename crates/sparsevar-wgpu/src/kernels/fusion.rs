@@ -2,7 +2,8 @@
 //! on a GPU a single model's step is bound by its number of dispatches, and the executor
 //! launches the same chains every step.
 //!
-//! * a MatMul and the Add of a bias to its product (`matmul_*_bias`);
+//! * a MatMul and the Add of a bias to its product (`matmul_*_bias`), and after them an
+//!   activation of the sum or a residual added to it;
 //! * two independent MatMuls of the same kernel, among at most three operands (a linear
 //!   layer's backward: dx = dy·Wᵀ and dW = xᵀ·dy share dy), as one two-product dispatch;
 //! * a LayerNorm, its product with a scale and the sum with a shift (`layer_norm_affine`);
@@ -28,12 +29,16 @@ pub(crate) struct Launch {
     pub output: BufferId,
 }
 
+/// A fused chain's plan and the buffers of its binding slots.
+pub(crate) type Fused = (Plan, [Option<BufferId>; SLOTS]);
+
 /// What a chain of held launches is.
 #[allow(clippy::large_enum_variant)] // returned and taken apart at once, never stored
 pub(crate) enum Fit {
-    /// A whole fused chain: its plan and the buffers of its binding slots.
+    /// A whole fused chain that nothing may extend: record it now.
     Whole(Plan, [Option<BufferId>; SLOTS]),
-    /// The start of a chain that may still fuse: hold it.
+    /// Hold it: it may start a (longer) fused chain. If the next launch does not continue it,
+    /// [`fused`] says what to record.
     Start,
     /// Nothing to fuse: record the launches one by one.
     No,
@@ -41,18 +46,36 @@ pub(crate) enum Fit {
 
 /// Which fused chain, if any, `chain` is or starts.
 pub(crate) fn fit(chain: &[Launch]) -> Fit {
+    match classify(chain) {
+        (Some((plan, slots)), false) => Fit::Whole(plan, slots),
+        (_, true) => Fit::Start,
+        (None, false) => Fit::No,
+    }
+}
+
+/// The fused dispatch of a held chain that the next launch did not continue, if the chain
+/// is whole (else its launches are recorded one by one).
+pub(crate) fn fused(chain: &[Launch]) -> Option<Fused> {
+    classify(chain).0
+}
+
+/// A chain's fused dispatch if it is a whole chain, and whether a longer one may start with it.
+fn classify(chain: &[Launch]) -> (Option<Fused>, bool) {
     let pipe = |l: &Launch| plan_kernel(&l.kernel).ok().and_then(|p| p.steps[0]).map(|s| s.pipe);
-    let start = |ok: bool| if ok { Fit::Start } else { Fit::No };
     match chain {
-        [mm] if matches!(mm.kernel, Kernel::MatMul { .. }) => start(matches!(pipe(mm), Some(Pipe::MatMulSmall | Pipe::MatMulTiled))),
-        [mm, next] if matches!(mm.kernel, Kernel::MatMul { .. }) => biased_product(mm, next).or_else(|| paired_products(mm, next)).unwrap_or(Fit::No),
-        [ln] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => start(pipe(ln) == Some(Pipe::LayerNorm)),
-        [ln, mul] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => start(scale(ln, mul).is_some()),
-        [ln, mul, add] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => normalized_affine(ln, mul, add).unwrap_or(Fit::No),
-        [sum] if matches!(sum.kernel, Kernel::SumTo { .. }) => start(column_sums(&sum.kernel).is_some()),
-        [sum, mul] if matches!(sum.kernel, Kernel::SumTo { .. }) => start(scaled_gradient(sum, mul).is_some()),
-        [sum, mul, times_h] if matches!(sum.kernel, Kernel::SumTo { .. }) => affine_backward(sum, mul, times_h).unwrap_or(Fit::No),
-        _ => Fit::No,
+        [mm] if matches!(mm.kernel, Kernel::MatMul { .. }) => (None, matches!(pipe(mm), Some(Pipe::MatMulSmall | Pipe::MatMulTiled))),
+        [mm, next] if matches!(mm.kernel, Kernel::MatMul { .. }) => match biased_product(mm, next, None) {
+            Some(fused) => (Some(fused), true),
+            None => (paired_products(mm, next), false),
+        },
+        [mm, add, after] if matches!(mm.kernel, Kernel::MatMul { .. }) => (biased_product(mm, add, Some(after)), false),
+        [ln] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => (None, pipe(ln) == Some(Pipe::LayerNorm)),
+        [ln, mul] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => (None, scale(ln, mul).is_some()),
+        [ln, mul, add] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => (normalized_affine(ln, mul, add), false),
+        [sum] if matches!(sum.kernel, Kernel::SumTo { .. }) => (None, column_sums(&sum.kernel).is_some()),
+        [sum, mul] if matches!(sum.kernel, Kernel::SumTo { .. }) => (None, scaled_gradient(sum, mul).is_some()),
+        [sum, mul, times_h] if matches!(sum.kernel, Kernel::SumTo { .. }) => (affine_backward(sum, mul, times_h), false),
+        _ => (None, false),
     }
 }
 
@@ -67,15 +90,43 @@ fn separate(written: &[BufferId], read: &[BufferId]) -> bool {
     written.iter().enumerate().all(|(i, w)| !written[..i].contains(w) && !read.contains(w))
 }
 
-/// [MatMul a·b = p, Add p + bias = s] as one `matmul_*_bias` dispatch.
-fn biased_product(mm: &Launch, add: &Launch) -> Option<Fit> {
+/// [MatMul a·b = p, Add p + bias = s] as one `matmul_*_bias` dispatch, with `after` (if
+/// given) a third launch on the sum: the Unary activation of s, or s plus a residual of its
+/// shape (either operand order), written to s1.
+fn biased_product(mm: &Launch, add: &Launch, after: Option<&Launch>) -> Option<Fused> {
     let Kernel::MatMul { batch, m, n, .. } = mm.kernel else { return None };
     let (p, bias, s) = (mm.output, add.inputs.get(1).copied()?, add.output);
-    if add.inputs[0] != p || !separate(&[p, s], &[mm.inputs[0], mm.inputs[1], bias]) {
+    let total = batch * m * n;
+    let mut reads = vec![mm.inputs[0], mm.inputs[1], bias];
+    let mut written = vec![p, s];
+    let mut plan = plan_kernel(&mm.kernel).ok()?;
+    let mut slots = [None; SLOTS];
+    match after.map(|l| (&l.kernel, &l.inputs[..], l.output)) {
+        None => {}
+        Some((&Kernel::Unary { op, len }, &[x], out)) if x == s && len == total => {
+            plan.words[15] = 1;
+            plan.words[27] = super::unary_code(op) as u32;
+            written.push(out);
+        }
+        Some((Kernel::Binary { op: BinaryOp::Add, shape, a_strides, b_strides }, &[a, b], out)) => {
+            let other = if a == s { b } else { a };
+            if (a == s) == (b == s) || shape.iter().product::<usize>() != total || !dense(shape, a_strides) || !dense(shape, b_strides) {
+                return None;
+            }
+            plan.words[15] = 2;
+            slots[slot(Binding::G1)] = Some(other);
+            reads.push(other);
+            written.push(out);
+        }
+        Some(_) => return None,
+    }
+    if let Some(&out) = written.get(2) {
+        slots[slot(Binding::S1)] = Some(out);
+    }
+    if add.inputs[0] != p || !separate(&written, &reads) {
         return None;
     }
-    let (_, stride) = column_operand(&add.kernel, BinaryOp::Add, batch * m * n, n, Some(m))?;
-    let mut plan = plan_kernel(&mm.kernel).ok()?;
+    let (_, stride) = column_operand(&add.kernel, BinaryOp::Add, total, n, Some(m))?;
     let step = plan.steps[0].as_mut()?;
     step.pipe = match step.pipe {
         Pipe::MatMulSmall => Pipe::MatMulSmallBias,
@@ -83,16 +134,15 @@ fn biased_product(mm: &Launch, add: &Launch) -> Option<Fit> {
         _ => return None,
     };
     plan.set(11, &[stride]).ok()?;
-    let mut slots = [None; SLOTS];
     for (b, id) in [(Binding::Y, p), (Binding::X0, mm.inputs[0]), (Binding::X1, mm.inputs[1]), (Binding::X2, bias), (Binding::S0, s)] {
         slots[slot(b)] = Some(id);
     }
-    Some(Fit::Whole(plan, slots))
+    Some((plan, slots))
 }
 
 /// [MatMul a·b = y, MatMul c·d = z], z not depending on y, as one two-product dispatch of
 /// their common kernel: a and b in x0 and x1, and whichever of c and d is neither in x2.
-fn paired_products(first: &Launch, second: &Launch) -> Option<Fit> {
+fn paired_products(first: &Launch, second: &Launch) -> Option<Fused> {
     if !matches!(second.kernel, Kernel::MatMul { .. }) {
         return None;
     }
@@ -131,7 +181,7 @@ fn paired_products(first: &Launch, second: &Launch) -> Option<Fit> {
     ] {
         slots[slot(b)] = id;
     }
-    Some(Fit::Whole(plan, slots))
+    Some((plan, slots))
 }
 
 /// The layout of a LayerNorm's scale: (rows per scale, stride between scales).
@@ -145,7 +195,7 @@ fn scale(ln: &Launch, mul: &Launch) -> Option<(usize, usize)> {
 
 /// [LayerNorm x = h, Mul h · scale = t, Add t + shift = o] as one `layer_norm_affine`
 /// dispatch: the normalisation of a pre-norm or post-norm block with its affine part.
-fn normalized_affine(ln: &Launch, mul: &Launch, add: &Launch) -> Option<Fit> {
+fn normalized_affine(ln: &Launch, mul: &Launch, add: &Launch) -> Option<Fused> {
     let Kernel::LayerNorm { rows, cols, .. } = ln.kernel else { return None };
     let (scale_rows, scale_stride) = scale(ln, mul)?;
     let (x, h, gain, t, shift, o) = (ln.inputs[0], ln.output, mul.inputs[1], mul.output, add.inputs.get(1).copied()?, add.output);
@@ -160,7 +210,7 @@ fn normalized_affine(ln: &Launch, mul: &Launch, add: &Launch) -> Option<Fit> {
     for (b, id) in [(Binding::Y, h), (Binding::X0, x), (Binding::X1, gain), (Binding::X2, shift), (Binding::S0, t), (Binding::S1, o)] {
         slots[slot(b)] = Some(id);
     }
-    Some(Fit::Whole(plan, slots))
+    Some((plan, slots))
 }
 
 /// (groups, rows, cols) where `kernel` is a SumTo from a contiguous [groups, rows, cols] to
@@ -203,7 +253,7 @@ fn scaled_gradient(sum: &Launch, mul: &Launch) -> Option<usize> {
 
 /// [SumTo dy = dshift, Mul dy · scale = dh, Mul dy · h = p] as one `norm_affine_backward`
 /// dispatch: an invocation per column sums dy down its rows and writes both products there.
-fn affine_backward(sum: &Launch, mul: &Launch, times_h: &Launch) -> Option<Fit> {
+fn affine_backward(sum: &Launch, mul: &Launch, times_h: &Launch) -> Option<Fused> {
     let (groups, rows, cols) = column_sums(&sum.kernel)?;
     let stride = scaled_gradient(sum, mul)?;
     let (dy, dshift, scale, dh, h, p) = (sum.inputs[0], sum.output, mul.inputs[1], mul.output, times_h.inputs.get(1).copied()?, times_h.output);
@@ -223,7 +273,7 @@ fn affine_backward(sum: &Launch, mul: &Launch, times_h: &Launch) -> Option<Fit> 
     for (b, id) in [(Binding::Y, dshift), (Binding::X0, dy), (Binding::X1, scale), (Binding::X2, h), (Binding::S0, dh), (Binding::S1, p)] {
         slots[slot(b)] = Some(id);
     }
-    Some(Fit::Whole(plan, slots))
+    Some((plan, slots))
 }
 
 /// Whether `strides` walk `shape` in row-major order (size-1 axes aside).
@@ -293,6 +343,7 @@ fn column_operand(kernel: &Kernel, op: BinaryOp, total: usize, n: usize, m: Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sparsevar_core::backend::UnaryOp;
 
     fn launch(kernel: Kernel, inputs: &[usize], output: usize) -> Launch {
         Launch { kernel, inputs: inputs.iter().map(|&i| BufferId(i)).collect(), output: BufferId(output) }
@@ -305,10 +356,10 @@ mod tests {
     /// The fused pipe and word 11 (the bias stride) of [MatMul, Add], if fused.
     fn product_and_bias(batch: usize, m: usize, n: usize, add: Kernel) -> Option<(Pipe, u32)> {
         let mm = launch(Kernel::MatMul { batch, m, k: 64, n, trans_a: false, trans_b: true }, &[0, 1], 2);
-        match fit(&[mm, launch(add, &[2, 3], 4)]) {
-            Fit::Whole(plan, _) => Some((plan.steps[0].unwrap().pipe, plan.words[11])),
-            _ => None,
-        }
+        let chain = [mm, launch(add, &[2, 3], 4)];
+        // Whole, but held: an activation or a residual may follow.
+        assert!(!matches!(fit(&chain), Fit::Whole(..)));
+        fused(&chain).map(|(plan, _)| (plan.steps[0].unwrap().pipe, plan.words[11]))
     }
 
     #[test]
@@ -357,6 +408,29 @@ mod tests {
         assert!(chain(sum(&[3, 32, 64], &[3, 1, 64]), per_member.clone(), dense3(Mul), 0).is_some());
         assert!(matches!(fit(&[sum(&[3, 32, 64], &[3, 1, 64]), launch(per_member, &[0, 2], 3), launch(dense3(Mul), &[0, 1], 5)]), Fit::No));
         assert!(matches!(fit(&[sum(&[3, 32, 64], &[3, 1, 64]), launch(dense3(Mul), &[0, 2], 3)]), Fit::No));
+    }
+
+    #[test]
+    fn an_activation_or_a_residual_completes_a_biased_product() {
+        use BinaryOp::*;
+        let mm = || launch(Kernel::MatMul { batch: 1, m: 32, k: 64, n: 256, trans_a: false, trans_b: false }, &[0, 1], 2);
+        let add = || launch(binary(Add, &[1, 32, 256], &[8192, 256, 1], &[256, 0, 1]), &[2, 3], 4);
+        let dense = |op| binary(op, &[1, 32, 256], &[8192, 256, 1], &[8192, 256, 1]);
+        let words = |third: Launch| match fit(&[mm(), add(), third]) {
+            Fit::Whole(plan, slots) => Some((plan.words[15], plan.words[27], slots[slot(Binding::S1)], slots[slot(Binding::G1)])),
+            _ => None,
+        };
+        let gelu = launch(Kernel::Unary { op: UnaryOp::Gelu, len: 8192 }, &[4], 5);
+        assert_eq!(words(gelu), Some((1, 1, Some(BufferId(5)), None)));
+        assert_eq!(words(launch(dense(Add), &[6, 4], 5)), Some((2, 0, Some(BufferId(5)), Some(BufferId(6)))));
+        assert_eq!(words(launch(dense(Add), &[4, 6], 5)), Some((2, 0, Some(BufferId(5)), Some(BufferId(6)))));
+        // Not the sum's activation or residual: the product's, the sum twice, a Mul, a write
+        // over an operand. The pair is then recorded fused on its own.
+        assert_eq!(words(launch(Kernel::Unary { op: UnaryOp::Gelu, len: 8192 }, &[2], 5)), None);
+        assert_eq!(words(launch(dense(Add), &[4, 4], 5)), None);
+        assert_eq!(words(launch(dense(Mul), &[4, 6], 5)), None);
+        assert_eq!(words(launch(dense(Add), &[4, 6], 0)), None);
+        assert!(fused(&[mm(), add()]).is_some());
     }
 
     #[test]

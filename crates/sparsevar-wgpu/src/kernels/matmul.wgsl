@@ -16,6 +16,20 @@
 // backend fuses the pair when it sees it): y gets the product as before, and s0 = y + bias
 // with bias = x2[group * word 11 + column] (word 11: n for a bias per group, 0 for one
 // shared bias). The sum is the Binary kernel's single f32 add: same bits as the pair.
+// Word 15 says what a third launch fused after them wrote, into s1: 1, the Unary kernel's
+// activation (op in word 27) of the sum; 2, the sum plus g1 (a residual, same shape).
+
+// A residual added after a product and its bias (binding 10, as in update.wgsl).
+@group(0) @binding(10) var<storage, read> g1: array<f32>;
+
+// What the bias kernels write to s1 besides the sum (word 15).
+fn after_bias(e: u32, sum: f32) {
+    switch pu(15u) {
+        case 1u: { s1[e] = activation(pu(27u), sum); }
+        case 2u: { s1[e] = sum + g1[e]; }
+        default: {}
+    }
+}
 
 // Word i of product p (0: the first, 1: the second).
 fn pw(p: u32, i: u32) -> u32 {
@@ -106,7 +120,9 @@ fn matmul_small_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (e >= pu(10u)) { return; }
     let p = small_product(0u, e);
     y[e] = p.value;
-    s0[e] = p.value + x2[p.g * pu(11u) + p.j];
+    let sum = p.value + x2[p.g * pu(11u) + p.j];
+    s0[e] = sum;
+    after_bias(e, sum);
 }
 
 // Which (depth, row-or-column) a staging invocation's element e of a slice is: neighbouring
@@ -269,7 +285,9 @@ fn matmul_tiled_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
                 if (b.c + t < n) {
                     let e = gy + (b.r + q) * n + b.c + t;
                     y[e] = v[t];
-                    s0[e] = v[t] + x2[bias + b.c + t];
+                    let sum = v[t] + x2[bias + b.c + t];
+                    s0[e] = sum;
+                    after_bias(e, sum);
                 }
             }
         }

@@ -70,3 +70,24 @@ fn index_of(v: f32, limit: u32) -> u32 {
     }
     return BAD_INDEX;
 }
+
+const GELU_C2: f32 = 1.5957691216057308; // 2 sqrt(2/pi)
+const GELU_A: f32 = 0.044715;
+
+// Stable both ways: exp(-|v|) never overflows.
+fn sigmoid(v: f32) -> f32 {
+    let e = exp(-abs(v));
+    let r = 1.0 / (1.0 + e);
+    return select(r, e * r, v < 0.0);
+}
+
+// The Unary kernel's op (0 relu, 1 gelu, 2 sigmoid), shared with the fused bias kernels.
+fn activation(op: u32, v: f32) -> f32 {
+    switch op {
+        // `v < 0 -> 0` keeps NaN as NaN, like torch.relu.
+        case 0u: { return select(v, 0.0, v < 0.0); }
+        // 1/2 (1 + tanh u) = sigmoid(2u): one exp, no cancellation for very negative v.
+        case 1u: { return v / (1.0 + exp(-(GELU_C2 * (v + GELU_A * v * v * v)))); }
+        default: { return sigmoid(v); }
+    }
+}
