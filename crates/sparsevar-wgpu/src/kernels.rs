@@ -209,6 +209,7 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
             p.set(0, &[out, dims.len()])?;
             p.set(2, &dims)?;
             p.set(8, &st)?;
+            p.set(14, &[out.div_ceil(256)])?;
             p.one(Pipe::Permute, out, 256)
         }
         K::Narrow { axis, start, len, inner, .. } | K::NarrowBackward { axis, start, len, inner, .. } => {

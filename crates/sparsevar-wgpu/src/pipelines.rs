@@ -129,7 +129,8 @@ impl Pipe {
             Pipe::UnaryBackward => (M::Elementwise, "unary_backward", &[Y, X0, X1]),
             Pipe::Binary => (M::Elementwise, "binary", &[Y, X0, X1]),
             Pipe::SumTo => (M::Elementwise, "sum_to", &[Y, X0]),
-            Pipe::Permute => (M::Elementwise, "permute", &[Y, X0]),
+            // x1 and s0: a second permute paired with it (unused by a single one).
+            Pipe::Permute => (M::Elementwise, "permute", &[Y, X0, X1, S0]),
             Pipe::Narrow => (M::Elementwise, "narrow", &[Y, X0]),
             Pipe::NarrowBackward => (M::Elementwise, "narrow_backward", &[Y, X0]),
             Pipe::Gather => (M::Elementwise, "gather", &[Y, X0, X1]),

@@ -2,7 +2,8 @@
 //! its indices stay the same, consecutive AccumulateSquares and Adam updates merged into one
 //! dispatch, a MatMul and its bias Add fused (and an activation or residual after them), a
 //! LayerNorm's affine part fused with it, and
-//! in backward with the shift's gradient, a linear layer's two backward products paired —
+//! in backward with the shift's gradient, a linear layer's two backward products paired, two
+//! identical permutes paired —
 //! with the numbers unchanged — and timestamps
 //! around launches for device-side profiles.
 
@@ -465,6 +466,37 @@ fn an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch() {
     }
 }
 
+/// Two identical Permutes of different buffers (a head split of keys and values) run as one
+/// dispatch; one that moves the other's output, or another permutation, runs on its own.
+fn two_identical_permutes_share_a_dispatch() {
+    let Some(mut be) = wgpu_or_skip("two_identical_permutes_share_a_dispatch") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(16);
+    let split = Kernel::Permute { shape: vec![3, 129, 4, 16], perm: vec![0, 2, 1, 3] };
+    let back = Kernel::Permute { shape: vec![3, 4, 129, 16], perm: vec![0, 2, 1, 3] };
+    let len = 3 * 129 * 4 * 16;
+    let (k_host, v_host) = (rng.vec(len), rng.vec(len));
+    let (k, v) = (upload(&mut be, &k_host), upload(&mut be, &v_host));
+    let (kh, vh, again) = (be.alloc(len).unwrap(), be.alloc(len).unwrap(), be.alloc(len).unwrap());
+    let moved = |x: &[f64]| -> Vec<f64> {
+        (0..len).map(|e| x[(e / (4 * 129 * 16)) * 4 * 129 * 16 + (e / 16 % 129) * 64 + (e / (129 * 16) % 4) * 16 + e % 16]).collect()
+    };
+    let before = counters.dispatches();
+    be.launch(&split, &[k], kh).unwrap();
+    be.launch(&split, &[v], vh).unwrap();
+    assert_eq!((download(&mut be, kh), download(&mut be, vh)), (moved(&k_host), moved(&v_host)));
+    assert_eq!(counters.dispatches() - before, 1, "one dispatch for the pair");
+    // The second moves the first's output back; then another permutation: two each.
+    let before = counters.dispatches();
+    be.launch(&split, &[k], kh).unwrap();
+    be.launch(&back, &[kh], again).unwrap();
+    assert_eq!(download(&mut be, again), k_host, "there and back");
+    be.launch(&split, &[k], kh).unwrap();
+    be.launch(&Kernel::Permute { shape: vec![3, 129, 4, 16], perm: vec![0, 1, 3, 2] }, &[v], vh).unwrap();
+    download(&mut be, vh);
+    assert_eq!(counters.dispatches() - before, 4, "nothing paired");
+}
+
 fn main() -> std::process::ExitCode {
     common::harness(
         tests![
@@ -477,6 +509,7 @@ fn main() -> std::process::ExitCode {
             a_shift_gradient_and_the_products_of_dy_share_a_dispatch,
             a_linear_layers_two_backward_products_share_a_dispatch,
             an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch,
+            two_identical_permutes_share_a_dispatch,
         ],
         &[],
         &[],

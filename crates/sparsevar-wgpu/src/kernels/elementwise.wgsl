@@ -169,10 +169,13 @@ fn sum_to(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 // y walks row-major; x is read through permuted strides. 1: rank, 2..7: y dims,
-// 8..13: x strides of y's axes.
+// 8..13: x strides of y's axes. 14: the workgroups of this permute; the backend may pair two
+// identical permutes of other buffers in one dispatch, the later workgroups moving x1 into s0.
 @compute @workgroup_size(256)
 fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = element(wid, nwg, lid);
+    let w = workgroup_index(wid, nwg);
+    let second = w >= pu(14u);
+    let i = select(w, w - pu(14u), second) * 256u + lid.x;
     if (i >= pu(0u)) { return; }
     var rem = i;
     var o = 0u;
@@ -182,7 +185,11 @@ fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         o += (rem - q * size) * pu(7u + d);
         rem = q;
     }
-    y[i] = x0[o];
+    if (second) {
+        s0[i] = x1[o];
+    } else {
+        y[i] = x0[o];
+    }
 }
 
 // x: [outer, axis, inner] -> y: [outer, len, inner]. 1: axis, 2: start, 3: len, 4: inner.

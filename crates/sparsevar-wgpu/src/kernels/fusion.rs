@@ -6,6 +6,7 @@
 //!   activation of the sum or a residual added to it;
 //! * two independent MatMuls of the same kernel, among at most three operands (a linear
 //!   layer's backward: dx = dy·Wᵀ and dW = xᵀ·dy share dy), as one two-product dispatch;
+//! * two identical Permutes of different buffers (a head split of the keys and the values);
 //! * a LayerNorm, its product with a scale and the sum with a shift (`layer_norm_affine`);
 //! * in backward, the shift's gradient (a SumTo of dy over rows), dy times the scale and dy
 //!   times the normalised input (`norm_affine_backward`; the scale's gradient, the SumTo of
@@ -69,6 +70,8 @@ fn classify(chain: &[Launch]) -> (Option<Fused>, bool) {
             None => (paired_products(mm, next), false),
         },
         [mm, add, after] if matches!(mm.kernel, Kernel::MatMul { .. }) => (biased_product(mm, add, Some(after)), false),
+        [one] if matches!(one.kernel, Kernel::Permute { .. }) => (None, pipe(one).is_some()),
+        [one, two] if matches!(one.kernel, Kernel::Permute { .. }) => (paired_permutes(one, two), false),
         [ln] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => (None, pipe(ln) == Some(Pipe::LayerNorm)),
         [ln, mul] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => (None, scale(ln, mul).is_some()),
         [ln, mul, add] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => (normalized_affine(ln, mul, add), false),
@@ -180,6 +183,23 @@ fn paired_products(first: &Launch, second: &Launch) -> Option<Fused> {
         (Binding::S0, Some(second.output)),
     ] {
         slots[slot(b)] = id;
+    }
+    Some((plan, slots))
+}
+
+/// [Permute x = y, the same Permute z = w] on other buffers, w not depending on y, as one
+/// dispatch: the first permute's workgroups, then the second's (x1 into s0).
+fn paired_permutes(first: &Launch, second: &Launch) -> Option<Fused> {
+    let (x, z) = (first.inputs[0], *second.inputs.first()?);
+    if second.kernel != first.kernel || !separate(&[first.output, second.output], &[x, z]) {
+        return None;
+    }
+    let mut plan = plan_kernel(&first.kernel).ok()?;
+    let step = plan.steps[0].as_mut()?;
+    step.workgroups *= 2;
+    let mut slots = [None; SLOTS];
+    for (b, id) in [(Binding::Y, first.output), (Binding::X0, x), (Binding::X1, z), (Binding::S0, second.output)] {
+        slots[slot(b)] = Some(id);
     }
     Some((plan, slots))
 }
