@@ -20,8 +20,8 @@
 //! on an H200, even empty), so the recorder saves the ones it can without changing a bit:
 //! consecutive AccumulateSquares into the same sums, and consecutive Adam updates with the
 //! same settings, share a dispatch (`Held`), as do short chains of launches (a MatMul and its
-//! bias, a LayerNorm and its scale and shift, their backward, a linear layer's two backward
-//! products: `kernels::fusion`; the
+//! bias, a scaled softmax, a LayerNorm and its scale and shift, their backward, a linear
+//! layer's two backward products: `kernels::fusion`; the
 //! fused kernels write every output of the chain, since later launches may read any), and a
 //! ScatterAdd whose index buffer has not been written since its last sort skips the sort
 //! (buffers are dated at every write).

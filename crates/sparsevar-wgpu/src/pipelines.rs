@@ -135,8 +135,9 @@ impl Pipe {
             Pipe::NarrowBackward => (M::Elementwise, "narrow_backward", &[Y, X0]),
             Pipe::Gather => (M::Elementwise, "gather", &[Y, X0, X1]),
             Pipe::Zero => (M::Elementwise, "zero", &[Y]),
-            Pipe::Softmax => (M::Rows, "softmax", &[Y, X0]),
-            Pipe::SoftmaxBackward => (M::Rows, "softmax_backward", &[Y, X0, X1]),
+            // s0: the output of an Affine launch fused with it (unused without).
+            Pipe::Softmax => (M::Rows, "softmax", &[Y, X0, S0]),
+            Pipe::SoftmaxBackward => (M::Rows, "softmax_backward", &[Y, X0, X1, S0]),
             Pipe::LayerNorm => (M::Rows, "layer_norm", &[Y, X0]),
             Pipe::LayerNormBackward => (M::Rows, "layer_norm_backward", &[Y, X0, X1]),
             Pipe::LayerNormAffine => (M::Rows, "layer_norm_affine", &[Y, X0, X1, X2, S0, S1]),

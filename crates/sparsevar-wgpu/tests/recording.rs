@@ -3,7 +3,7 @@
 //! dispatch, a MatMul and its bias Add fused (and an activation or residual after them), a
 //! LayerNorm's affine part fused with it, and
 //! in backward with the shift's gradient, a linear layer's two backward products paired, two
-//! identical permutes paired —
+//! identical permutes paired, a softmax with the scaling before it (and after its backward) —
 //! with the numbers unchanged — and timestamps
 //! around launches for device-side profiles.
 
@@ -47,6 +47,8 @@ fn scatter_sorts_again_only_when_its_indices_change() {
     assert_eq!(scatter(&mut be), (2, want(&indices(1))), "indices written by the host");
     let source = upload(&mut be, &indices(2));
     be.launch(&Kernel::Affine { len: rows, scale: 1.0, shift: 0.0 }, &[source], idx).unwrap();
+    // An Affine may start a fused chain, so it is recorded at the next call: make that now.
+    be.sync().unwrap();
     assert_eq!(scatter(&mut be), (2, want(&indices(2))), "indices written by a kernel");
     assert_eq!(scatter(&mut be).0, 1);
     // A small scatter scans in one dispatch.
@@ -497,6 +499,44 @@ fn two_identical_permutes_share_a_dispatch() {
     assert_eq!(counters.dispatches() - before, 4, "nothing paired");
 }
 
+/// Attention's scaled scores: an Affine and the Softmax of its output run as one dispatch,
+/// and in backward a SoftmaxBackward and the Affine of its output, with the bits of the
+/// launches one by one.
+fn a_scaled_softmax_and_its_backward_are_one_dispatch_each() {
+    let Some(mut be) = wgpu_or_skip("a_scaled_softmax_and_its_backward_are_one_dispatch_each") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(17);
+    for (case, (rows, cols, scale, shift)) in [(128, 65, 0.25, 0.0), (3, 200, -1.5, 0.5), (7, 1, 2.0, 0.0)].into_iter().enumerate() {
+        let len = rows * cols;
+        let affine = Kernel::Affine { len, scale, shift };
+        let (x, dp) = (upload(&mut be, &rng.scaled(len, 4.0)), upload(&mut be, &rng.vec(len)));
+        let (s, p, ds, dx) = (be.alloc(len).unwrap(), be.alloc(len).unwrap(), be.alloc(len).unwrap(), be.alloc(len).unwrap());
+        let run = |be: &mut WgpuBackend, one_by_one: bool| {
+            let before = counters.dispatches();
+            let launches = [
+                (&affine, vec![x], s),
+                (&Kernel::Softmax { rows, cols }, vec![s], p),
+                (&Kernel::SoftmaxBackward { rows, cols }, vec![p, dp], ds),
+                (&affine, vec![ds], dx),
+            ];
+            for (kernel, inputs, output) in launches {
+                be.launch(kernel, &inputs, output).unwrap();
+                if one_by_one {
+                    download(be, output);
+                }
+            }
+            (counters.dispatches() - before, [download(be, s), download(be, p), download(be, ds), download(be, dx)])
+        };
+        let (together, fused) = run(&mut be, false);
+        let (alone, want) = run(&mut be, true);
+        assert_eq!((together, alone), (2, 4), "case {case}: dispatches");
+        for (what, (got, want)) in ["scaled", "softmax", "softmax backward", "scaled backward"].iter().zip(fused.iter().zip(&want)) {
+            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
+            assert_eq!(differ, None, "case {case}: {what}");
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     common::harness(
         tests![
@@ -510,6 +550,7 @@ fn main() -> std::process::ExitCode {
             a_linear_layers_two_backward_products_share_a_dispatch,
             an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch,
             two_identical_permutes_share_a_dispatch,
+            a_scaled_softmax_and_its_backward_are_one_dispatch_each,
         ],
         &[],
         &[],

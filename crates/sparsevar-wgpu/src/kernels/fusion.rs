@@ -7,16 +7,19 @@
 //! * two independent MatMuls of the same kernel, among at most three operands (a linear
 //!   layer's backward: dx = dy·Wᵀ and dW = xᵀ·dy share dy), as one two-product dispatch;
 //! * two identical Permutes of different buffers (a head split of the keys and the values);
+//! * an Affine and the Softmax of its output (attention's scaled scores), and in backward a
+//!   SoftmaxBackward and the Affine of its output;
 //! * a LayerNorm, its product with a scale and the sum with a shift (`layer_norm_affine`);
 //! * in backward, the shift's gradient (a SumTo of dy over rows), dy times the scale and dy
 //!   times the normalised input (`norm_affine_backward`; the scale's gradient, the SumTo of
 //!   that last product, stays a launch of its own, so its sum adds the same rounded terms).
 //!
 //! A fused dispatch writes every output of the launches it replaces (a later launch may read
-//! any of them) with the same arithmetic. The product and the bias add keep their bits on
-//! any driver; scale-then-shift becomes a multiply-add in one shader, which a driver may
-//! contract into one FMA (lavapipe does not). Either way the chains are fixed by the graph,
-//! so a member's numbers still do not depend on the ensemble it trains in.
+//! any of them) with the same arithmetic. A product and its bias keep their bits on any
+//! driver; a norm's scale then shift becomes a multiply and an add in one shader, which a
+//! driver may contract into one FMA (lavapipe does not: the recording tests compare every
+//! chain with its launches one by one, bit for bit). Either way the chains are fixed by the
+//! graph, so a member's numbers do not depend on the ensemble it trains in.
 
 use sparsevar_core::backend::{BinaryOp, BufferId, Kernel};
 
@@ -70,6 +73,10 @@ fn classify(chain: &[Launch]) -> (Option<Fused>, bool) {
             None => (paired_products(mm, next), false),
         },
         [mm, add, after] if matches!(mm.kernel, Kernel::MatMul { .. }) => (biased_product(mm, add, Some(after)), false),
+        [affine] if matches!(affine.kernel, Kernel::Affine { .. }) => (None, true),
+        [affine, softmax] if matches!(affine.kernel, Kernel::Affine { .. }) => (scaled_softmax(affine, softmax), false),
+        [back] if matches!(back.kernel, Kernel::SoftmaxBackward { .. }) => (None, pipe(back).is_some()),
+        [back, affine] if matches!(back.kernel, Kernel::SoftmaxBackward { .. }) => (scaled_softmax_backward(back, affine), false),
         [one] if matches!(one.kernel, Kernel::Permute { .. }) => (None, pipe(one).is_some()),
         [one, two] if matches!(one.kernel, Kernel::Permute { .. }) => (paired_permutes(one, two), false),
         [ln] if matches!(ln.kernel, Kernel::LayerNorm { .. }) => (None, pipe(ln) == Some(Pipe::LayerNorm)),
@@ -199,6 +206,45 @@ fn paired_permutes(first: &Launch, second: &Launch) -> Option<Fused> {
     step.workgroups *= 2;
     let mut slots = [None; SLOTS];
     for (b, id) in [(Binding::Y, first.output), (Binding::X0, x), (Binding::X1, z), (Binding::S0, second.output)] {
+        slots[slot(b)] = Some(id);
+    }
+    Some((plan, slots))
+}
+
+/// [Affine x = s, Softmax s = p] (attention's scaled scores) as one softmax dispatch that
+/// writes s (the Affine kernel's arithmetic) and then p from it.
+fn scaled_softmax(affine: &Launch, softmax: &Launch) -> Option<Fused> {
+    let (Kernel::Affine { len, scale, shift }, Kernel::Softmax { rows, cols }) = (&affine.kernel, &softmax.kernel) else { return None };
+    let (x, s, p) = (affine.inputs[0], affine.output, softmax.output);
+    if softmax.inputs.first() != Some(&s) || rows * cols != *len || !separate(&[s, p], &[x]) {
+        return None;
+    }
+    let mut plan = plan_kernel(&softmax.kernel).ok()?;
+    plan.steps[0]?;
+    plan.words[2] = 1;
+    plan.float(3, *scale);
+    plan.float(4, *shift);
+    let mut slots = [None; SLOTS];
+    for (b, id) in [(Binding::Y, s), (Binding::X0, x), (Binding::S0, p)] {
+        slots[slot(b)] = Some(id);
+    }
+    Some((plan, slots))
+}
+
+/// [SoftmaxBackward (p, dp) = ds, Affine ds = dx] as one softmax backward dispatch writing both.
+fn scaled_softmax_backward(back: &Launch, affine: &Launch) -> Option<Fused> {
+    let (Kernel::SoftmaxBackward { rows, cols }, Kernel::Affine { len, scale, shift }) = (&back.kernel, &affine.kernel) else { return None };
+    let (p, dp, ds, dx) = (back.inputs[0], back.inputs[1], back.output, affine.output);
+    if affine.inputs.first() != Some(&ds) || rows * cols != *len || !separate(&[ds, dx], &[p, dp]) {
+        return None;
+    }
+    let mut plan = plan_kernel(&back.kernel).ok()?;
+    plan.steps[0]?;
+    plan.words[2] = 1;
+    plan.float(3, *scale);
+    plan.float(4, *shift);
+    let mut slots = [None; SLOTS];
+    for (b, id) in [(Binding::Y, ds), (Binding::X0, p), (Binding::X1, dp), (Binding::S0, dx)] {
         slots[slot(b)] = Some(id);
     }
     Some((plan, slots))

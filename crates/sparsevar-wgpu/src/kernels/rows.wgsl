@@ -64,6 +64,30 @@ fn row_max(l: u32, v: f32) -> f32 {
     return m;
 }
 
+// Softmax's input: x0, or where the backend fused the Affine launch before it (word 2 = 1),
+// that launch's output y (scale word 3, shift word 4), with the softmax into s0.
+fn softmax_in(scaled: bool, i: u32) -> f32 {
+    if (scaled) {
+        return y[i];
+    }
+    return x0[i];
+}
+
+fn softmax_out(scaled: bool, i: u32, v: f32) {
+    if (scaled) {
+        s0[i] = v;
+    } else {
+        y[i] = v;
+    }
+}
+
+fn softmax_out_value(scaled: bool, i: u32) -> f32 {
+    if (scaled) {
+        return s0[i];
+    }
+    return y[i];
+}
+
 @compute @workgroup_size(64)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let r = workgroup_index(wid, nwg);
@@ -72,24 +96,34 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let cols = pu(1u);
     let base = r * cols;
     let l = lid.x;
-    var m = x0[base];
+    let scaled = pu(2u) == 1u;
+    if (scaled) {
+        // The Affine kernel's arithmetic, then every invocation may read the row.
+        for (var j = l; j < cols; j += 64u) {
+            y[base + j] = pf(3u) * x0[base + j] + pf(4u);
+        }
+        storageBarrier();
+    }
+    var m = softmax_in(scaled, base);
     for (var j = l; j < cols; j += 64u) {
-        m = max(m, x0[base + j]);
+        m = max(m, softmax_in(scaled, base + j));
     }
     m = row_max(l, m);
     var sum = 0.0;
     for (var j = l; j < cols; j += 64u) {
-        let e = exp(x0[base + j] - m);
-        y[base + j] = e;
+        let e = exp(softmax_in(scaled, base + j) - m);
+        softmax_out(scaled, base + j, e);
         sum += e;
     }
     let inv = 1.0 / row_sum(l, sum);
     for (var j = l; j < cols; j += 64u) {
-        y[base + j] *= inv;
+        softmax_out(scaled, base + j, softmax_out_value(scaled, base + j) * inv);
     }
 }
 
-// dx = y (dy - sum_j dy_j y_j). Inputs [y, dy].
+// dx = y (dy - sum_j dy_j y_j). Inputs [y, dy]. Where the backend fused the Affine launch
+// after it (word 2 = 1), also s0 = scale dx + shift (words 3 and 4, the Affine kernel's
+// arithmetic).
 @compute @workgroup_size(64)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let r = workgroup_index(wid, nwg);
@@ -102,8 +136,13 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         dot += x0[base + j] * x1[base + j];
     }
     dot = row_sum(l, dot);
+    let scaled = pu(2u) == 1u;
     for (var j = l; j < cols; j += 64u) {
-        y[base + j] = x0[base + j] * (x1[base + j] - dot);
+        let dx = x0[base + j] * (x1[base + j] - dot);
+        y[base + j] = dx;
+        if (scaled) {
+            s0[base + j] = pf(3u) * dx + pf(4u);
+        }
     }
 }
 
