@@ -291,12 +291,13 @@ pub(crate) const SQUARES_MANY_PER_DISPATCH: usize = 11;
 /// AccumulateSquares of up to [`SQUARES_MANY_PER_DISPATCH`] gradients of `lens` per group
 /// into the same sums, in order (more than [`SQUARES_PER_DISPATCH`]: the many-bindings
 /// entry point). Empty gradients add nothing and are left out.
-pub(crate) fn plan_squares(groups: usize, lens: &[usize]) -> Result<Plan, String> {
+pub(crate) fn plan_squares(groups: usize, lens: &[usize], from_zero: bool) -> Result<Plan, String> {
     let lens: Vec<usize> = lens.iter().copied().filter(|&l| l > 0).collect();
     assert!(lens.len() <= SQUARES_MANY_PER_DISPATCH, "at most {SQUARES_MANY_PER_DISPATCH} gradients a dispatch");
     let mut p = Plan::new();
     p.set(0, &[groups, lens.len()])?;
     p.set(2, &lens)?;
+    p.set(13, &[usize::from(from_zero)])?;
     let pipe = if lens.len() > SQUARES_PER_DISPATCH { Pipe::AccumulateSquaresMany } else { Pipe::AccumulateSquares };
     // One workgroup per group.
     Ok(p.one(pipe, if lens.is_empty() { 0 } else { groups }, 1))
@@ -375,7 +376,7 @@ pub(crate) fn plan_update(update: &Update) -> Result<Plan, String> {
             p.set(0, &[*len])?;
             p.one(Pipe::Zero, *len, 256)
         }
-        Update::AccumulateSquares { groups, len } => plan_squares(*groups, &[*len])?,
+        Update::AccumulateSquares { groups, len } => plan_squares(*groups, &[*len], false)?,
         Update::ScaleToBall { groups, len, radius } => {
             let n = groups * len;
             p.set(0, &[n, *len])?;

@@ -155,6 +155,10 @@ struct HeldSquares {
     norm: BufferId,
     /// Gradient buffers and their lengths per group.
     grads: Vec<(BufferId, usize)>,
+    /// A Zero launch on the sums came first (held too: the sums then start from zero in the
+    /// same dispatch, 0 + total being the total). With no gradient after it, it is recorded
+    /// as it is.
+    from_zero: bool,
 }
 
 /// Adam updates not recorded yet: consecutive ones with the same settings and norm buffer
@@ -342,9 +346,13 @@ impl WgpuBackend {
     fn record_held(&mut self) -> Result<(), BackendError> {
         match self.held.take() {
             None => Ok(()),
+            Some(Held::Squares(h)) if h.grads.is_empty() => {
+                let plan = kernels::plan_update(&Update::Zero { len: h.groups }).map_err(|m| self.err(m))?;
+                self.record(&plan, update_slots(&Update::Zero { len: h.groups }, &[h.norm]))
+            }
             Some(Held::Squares(h)) => {
                 let lens: Vec<usize> = h.grads.iter().map(|g| g.1).collect();
-                let plan = kernels::plan_squares(h.groups, &lens).map_err(|m| self.err(m))?;
+                let plan = kernels::plan_squares(h.groups, &lens, h.from_zero).map_err(|m| self.err(m))?;
                 let Some(step) = plan.steps[0] else { return Ok(()) };
                 let mut slots = [None; SLOTS];
                 // The entry point's bindings after y take the gradients in the order its
@@ -401,7 +409,7 @@ impl WgpuBackend {
         let joins = matches!(&self.held, Some(Held::Squares(h)) if h.norm == norm && h.groups == groups && h.grads.len() < self.squares_per_dispatch);
         if !joins {
             self.record_held()?;
-            self.held = Some(Held::Squares(HeldSquares { groups, norm, grads: Vec::new() }));
+            self.held = Some(Held::Squares(HeldSquares { groups, norm, grads: Vec::new(), from_zero: false }));
         }
         if let Some(Held::Squares(h)) = &mut self.held {
             h.grads.push((grad, len));
@@ -877,6 +885,15 @@ impl Backend for WgpuBackend {
         }
         if let Update::AccumulateSquares { groups, len } = *update {
             return self.hold_squares(groups, len, buffers[0], buffers[1]);
+        }
+        if let Update::Zero { len } = *update
+            && len > 0
+        {
+            // The sums of squares that a clipped step starts with: the first sums join it.
+            self.record_held()?;
+            self.held = Some(Held::Squares(HeldSquares { groups: len, norm: buffers[0], grads: Vec::new(), from_zero: true }));
+            self.mark_written(buffers[0]);
+            return Ok(());
         }
         if matches!(update, Update::Adam { .. }) && self.adam_per_dispatch > 1 {
             return self.hold_adam(update, buffers);

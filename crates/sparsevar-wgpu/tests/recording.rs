@@ -100,6 +100,30 @@ fn consecutive_squares_share_a_dispatch_and_keep_their_bits() {
     for (g, (&v, &o)) in got.iter().zip(&first).enumerate() {
         assert_eq!(v as f32, (2.0 * o as f32) + (g1[g] as f32) * (g1[g] as f32), "group {g}");
     }
+    // A Zero on the sums joins the first sums' dispatch (they start from zero instead), with
+    // the bits of the launches one by one; a Zero followed by anything else stays a launch.
+    let norm = upload(&mut be, &[7.0; 3]);
+    let zero_then_sums = |be: &mut WgpuBackend, one_by_one: bool| {
+        be.write(norm, &[7.0; 3]).unwrap();
+        let before = counters.dispatches();
+        be.update(&Update::Zero { len: groups }, &[norm]).unwrap();
+        for g in [0, 3] {
+            if one_by_one {
+                download(be, norm);
+            }
+            be.update(&Update::AccumulateSquares { groups, len: lens[g] }, &[grads[g], norm]).unwrap();
+        }
+        let sums = download(be, norm);
+        (counters.dispatches() - before, sums.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    let (merged, bits) = zero_then_sums(&mut be, false);
+    let (alone, want) = zero_then_sums(&mut be, true);
+    assert_eq!((merged, alone), (1, 3));
+    assert_eq!(bits, want);
+    let before = counters.dispatches();
+    be.update(&Update::Zero { len: groups }, &[norm]).unwrap();
+    be.launch(&Kernel::Affine { len: 3, scale: 1.0, shift: 1.0 }, &[norm], other).unwrap();
+    assert_eq!((download(&mut be, other), counters.dispatches() - before), (vec![1.0; 3], 2));
 }
 
 /// Consecutive Adam updates with the same settings run as one dispatch of up to three

@@ -8,7 +8,8 @@
 // only in spirit: nothing writes them). One workgroup per group: for each gradient,
 // invocation l sums i = l, l + 256, ... in order, a fixed tree combines the 256 partial sums,
 // and the total is added to acc: the same additions as k separate launches, so the same
-// bits. Words: 0 = groups, 1 = k, 2.. = the lens.
+// bits. Words: 0 = groups, 1 = k, 2.. = the lens, 13 = 1 where the sums start from zero
+// instead of acc (a Zero launch on them held back and merged: 0 + total, the same bits).
 var<workgroup> partial: array<f32, 256>;
 
 fn gradient_at(b: u32, i: u32) -> f32 {
@@ -57,7 +58,7 @@ fn accumulate_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let g = workgroup_index(wid, nwg);
     if (g >= pu(0u)) { return; }
     var acc = 0.0;
-    if (lid.x == 0u) {
+    if (lid.x == 0u && pu(13u) == 0u) {
         acc = y[g];
     }
     for (var b = 0u; b < pu(1u); b++) {
@@ -83,7 +84,7 @@ fn accumulate_squares_many(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let g = workgroup_index(wid, nwg);
     if (g >= pu(0u)) { return; }
     var acc = 0.0;
-    if (lid.x == 0u) {
+    if (lid.x == 0u && pu(13u) == 0u) {
         acc = y[g];
     }
     for (var b = 0u; b < pu(1u); b++) {
