@@ -127,10 +127,10 @@ pub(crate) fn open(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue
     need.max_compute_workgroup_size_x = 256;
     need.max_compute_workgroup_size_y = 16;
     need.max_compute_workgroup_storage_size = 16384;
-    // Merged Adam dispatches bind three parameters' four buffers and the norm, where the
-    // adapter allows (every desktop GPU and lavapipe do).
-    need.max_storage_buffers_per_shader_stage =
-        if have.max_storage_buffers_per_shader_stage >= ADAM_MANY_STORAGE_BUFFERS { ADAM_MANY_STORAGE_BUFFERS } else { 5 };
+    // Merged Adam dispatches bind three parameters' four buffers and the norm, and fused
+    // chains up to seven buffers, where the adapter allows (every desktop GPU and lavapipe
+    // have 13); five at least.
+    need.max_storage_buffers_per_shader_stage = have.max_storage_buffers_per_shader_stage.clamp(5, ADAM_MANY_STORAGE_BUFFERS);
     need.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
     need.max_buffer_size = have.max_buffer_size;
     need.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;

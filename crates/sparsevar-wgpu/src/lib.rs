@@ -207,6 +207,9 @@ pub struct WgpuBackend {
     adam_per_dispatch: usize,
     /// Most AccumulateSquares recorded as one dispatch (11 with a merged Adam's bindings, else 3).
     squares_per_dispatch: usize,
+    /// Whether launches may fuse into chains ([`kernels::fusion`]): the device has the
+    /// storage bindings of the fused entry points.
+    fuse: bool,
     /// Bound where an entry point writes a binding that a launch leaves empty (a single
     /// product in the two-product matmul kernels); never read.
     spare: wgpu::Buffer,
@@ -264,6 +267,7 @@ impl WgpuBackend {
         let many = limits.max_storage_buffers_per_shader_stage >= device::ADAM_MANY_STORAGE_BUFFERS;
         let adam_per_dispatch = if many { kernels::ADAM_PER_DISPATCH } else { 1 };
         let squares_per_dispatch = if many { kernels::SQUARES_MANY_PER_DISPATCH } else { kernels::SQUARES_PER_DISPATCH };
+        let fuse = limits.max_storage_buffers_per_shader_stage >= fusion::STORAGE_BUFFERS;
         let spare =
             device.create_buffer(&wgpu::BufferDescriptor { label: Some("spare"), size: 4, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
         let counters = Counters::default();
@@ -280,6 +284,7 @@ impl WgpuBackend {
             held: None,
             adam_per_dispatch,
             squares_per_dispatch,
+            fuse,
             batch: 0,
             clock: 0,
             staging: None,
@@ -861,7 +866,7 @@ impl Backend for WgpuBackend {
         }
         self.record_held()?;
         self.mark_written(output);
-        if matches!(fusion::fit(std::slice::from_ref(&launch)), Fit::Start) {
+        if self.fuse && matches!(fusion::fit(std::slice::from_ref(&launch)), Fit::Start) {
             self.held = Some(Held::Chain(vec![launch]));
             return Ok(());
         }

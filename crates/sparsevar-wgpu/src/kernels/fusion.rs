@@ -26,6 +26,10 @@ use sparsevar_core::backend::{BinaryOp, BufferId, Kernel};
 use super::{Plan, Step, plan_kernel};
 use crate::pipelines::{Binding, Pipe, SLOTS};
 
+/// Storage buffers the fused entry points bind at most (a product, its bias and a residual:
+/// y, x0, x1, x2, s0, s1, g1); a device with fewer records every launch on its own.
+pub(crate) const STORAGE_BUFFERS: u32 = 7;
+
 /// One launch as the backend received it (checked).
 pub(crate) struct Launch {
     pub kernel: Kernel,
