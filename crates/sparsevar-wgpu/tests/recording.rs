@@ -431,9 +431,11 @@ fn a_linear_layers_two_backward_products_share_a_dispatch() {
     be.launch(&square, &[a, b], y).unwrap();
     be.launch(&square, &[c, d], z).unwrap();
     download(&mut be, z);
-    let (row, out_row) = (upload(&mut be, &rng.vec(64)), be.alloc(64).unwrap());
-    be.launch(&square, &[a, b], y).unwrap();
-    be.launch(&mm(1, 1, 64, 64, false, false), &[row, b], out_row).unwrap();
+    // [512 × 64] · [64 × 512] tiles under any routing; one row against the same b does not.
+    let (wide_a, wide_b, wide_y) = (upload(&mut be, &rng.vec(512 * 64)), upload(&mut be, &rng.vec(64 * 512)), be.alloc(512 * 512).unwrap());
+    let (row, out_row) = (upload(&mut be, &rng.vec(64)), be.alloc(512).unwrap());
+    be.launch(&mm(1, 512, 64, 512, false, false), &[wide_a, wide_b], wide_y).unwrap();
+    be.launch(&mm(1, 1, 64, 512, false, false), &[row, wide_b], out_row).unwrap();
     download(&mut be, out_row);
     assert_eq!(counters.dispatches() - before, 6, "nothing paired");
     let (y_host, c_host) = (download(&mut be, y), download(&mut be, c));

@@ -436,7 +436,7 @@ mod tests {
     fn a_bias_add_fuses_with_the_product_before_it() {
         use BinaryOp::*;
         // A bias per member of an ensemble, shared by all, with size-1 axes anywhere.
-        assert_eq!(product_and_bias(3, 32, 64, binary(Add, &[3, 32, 64], &[2048, 64, 1], &[64, 0, 1])), Some((Pipe::MatMulTiledBias, 64)));
+        assert_eq!(product_and_bias(32, 32, 64, binary(Add, &[32, 32, 64], &[2048, 64, 1], &[64, 0, 1])), Some((Pipe::MatMulTiledBias, 64)));
         assert_eq!(product_and_bias(3, 5, 9, binary(Add, &[3, 1, 5, 9], &[45, 45, 9, 1], &[0, 7, 0, 1])), Some((Pipe::MatMulSmallBias, 0)));
         // The groups' rows and columns as one flat axis: m = 1, a bias per group.
         assert_eq!(product_and_bias(4, 1, 20, binary(Add, &[80], &[1], &[1])), Some((Pipe::MatMulSmallBias, 20)));
@@ -506,16 +506,20 @@ mod tests {
     #[test]
     fn two_products_pair_when_independent_over_three_operands() {
         let mm = |m, k, n, ta| Kernel::MatMul { batch: 1, m, k, n, trans_a: ta, trans_b: false };
-        let pair = |second: Launch| match fit(&[launch(mm(32, 64, 64, false), &[0, 1], 2), second]) {
+        // The roles of the second product's a and b, whether its words are in 16.., what x2
+        // holds, and whether the first product keeps its own workgroups in front.
+        let first = plan_kernel(&mm(32, 64, 64, false)).unwrap();
+        let second = plan_kernel(&mm(64, 32, 64, true)).unwrap();
+        let pair = |next: Launch| match fit(&[launch(mm(32, 64, 64, false), &[0, 1], 2), next]) {
             Fit::Whole(plan, slots) => {
-                Some((plan.words[12..15].to_vec(), plan.words[16..27] == plan_kernel(&mm(64, 32, 64, true)).unwrap().words[0..11], slots[slot(Binding::X2)]))
+                Some((plan.words[13..15].to_vec(), plan.words[16..27] == second.words[0..11], slots[slot(Binding::X2)], plan.words[12] == first.words[12]))
             }
             _ => None,
         };
         // dW = xᵀ·dy after dx = dy·W: dy (x0) is the second product's b, x goes to x2.
-        assert_eq!(pair(launch(mm(64, 32, 64, true), &[3, 0], 4)), Some((vec![1, 2, 0], true, Some(BufferId(3)))));
+        assert_eq!(pair(launch(mm(64, 32, 64, true), &[3, 0], 4)), Some((vec![2, 0], true, Some(BufferId(3)), true)));
         // Both operands already bound: nothing in x2.
-        assert_eq!(pair(launch(mm(64, 32, 64, true), &[1, 0], 4)).map(|p| (p.0, p.2)), Some((vec![1, 1, 0], None)));
+        assert_eq!(pair(launch(mm(64, 32, 64, true), &[1, 0], 4)).map(|p| (p.0, p.2)), Some((vec![1, 0], None)));
         // Reading the first's output, four operands, writing an operand, another kernel: no.
         assert_eq!(pair(launch(mm(64, 32, 64, true), &[2, 0], 4)), None);
         assert_eq!(pair(launch(mm(64, 32, 64, true), &[3, 5], 4)), None);
