@@ -848,9 +848,8 @@ impl Backend for WgpuBackend {
         if inputs.contains(&output) {
             return Err(self.err(format!("{name}: output {output:?} aliases an input")));
         }
-        let mut launch = Launch { kernel: kernel.clone(), inputs: inputs.to_vec(), output };
         if let Some(Held::Chain(chain)) = &mut self.held {
-            chain.push(launch);
+            chain.push(Launch { kernel: kernel.clone(), inputs: inputs.to_vec(), output });
             match fusion::fit(chain) {
                 Fit::Whole(plan, slots) => {
                     self.held = None;
@@ -861,14 +860,18 @@ impl Backend for WgpuBackend {
                     self.mark_written(output);
                     return Ok(());
                 }
-                Fit::No => launch = chain.pop().expect("pushed above"),
+                Fit::No => drop(chain.pop()),
             }
         }
         self.record_held()?;
         self.mark_written(output);
-        if self.fuse && matches!(fusion::fit(std::slice::from_ref(&launch)), Fit::Start) {
-            self.held = Some(Held::Chain(vec![launch]));
-            return Ok(());
+        // Most launches start no chain: they are recorded without a copy of their arguments.
+        if self.fuse && fusion::may_start(kernel) {
+            let launch = Launch { kernel: kernel.clone(), inputs: inputs.to_vec(), output };
+            if matches!(fusion::fit(std::slice::from_ref(&launch)), Fit::Start) {
+                self.held = Some(Held::Chain(vec![launch]));
+                return Ok(());
+            }
         }
         self.record_launch(kernel, inputs, output)
     }

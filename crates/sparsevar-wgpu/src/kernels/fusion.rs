@@ -67,6 +67,19 @@ pub(crate) fn fused(chain: &[Launch]) -> Option<Fused> {
     classify(chain).0
 }
 
+/// Whether a chain may start with `kernel` (the kinds of [`classify`]'s one-launch arms).
+pub(crate) fn may_start(kernel: &Kernel) -> bool {
+    matches!(
+        kernel,
+        Kernel::MatMul { .. }
+            | Kernel::LayerNorm { .. }
+            | Kernel::SumTo { .. }
+            | Kernel::Affine { .. }
+            | Kernel::SoftmaxBackward { .. }
+            | Kernel::Permute { .. }
+    )
+}
+
 /// A chain's fused dispatch if it is a whole chain, and whether a longer one may start with it.
 fn classify(chain: &[Launch]) -> (Option<Fused>, bool) {
     let pipe = |l: &Launch| plan_kernel(&l.kernel).ok().and_then(|p| p.steps[0]).map(|s| s.pipe);
