@@ -111,8 +111,9 @@ pub(crate) fn best(adapters: &[wgpu::Adapter]) -> Option<usize> {
     adapters.iter().enumerate().min_by_key(|(_, a)| preference(a.get_info().device_type)).map(|(i, _)| i)
 }
 
-/// Storage buffers of `adam_many` (update.wgsl).
-pub(crate) const ADAM_MANY_STORAGE_BUFFERS: u32 = 13;
+/// Storage buffers of the merged update entry points (update.wgsl): `accumulate_squares_many`
+/// binds y, x0 to x2 and p1 to v6; `adam_many` 25 of them.
+pub(crate) const MANY_STORAGE_BUFFERS: u32 = 28;
 
 /// Open a device with the limits our kernels need, raised to the adapter's buffer sizes and
 /// dispatch size so large ensembles fit.
@@ -127,10 +128,14 @@ pub(crate) fn open(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue
     need.max_compute_workgroup_size_x = 256;
     need.max_compute_workgroup_size_y = 16;
     need.max_compute_workgroup_storage_size = 16384;
-    // Merged Adam dispatches bind three parameters' four buffers and the norm, and fused
-    // chains up to seven buffers, where the adapter allows (every desktop GPU and lavapipe
-    // have 13); five at least.
-    need.max_storage_buffers_per_shader_stage = have.max_storage_buffers_per_shader_stage.clamp(5, ADAM_MANY_STORAGE_BUFFERS);
+    // Merged updates bind up to 28 buffers (six parameters' four and the norm in an Adam
+    // dispatch, 27 gradients and the sums in one of sums of squares) and fused chains up to
+    // seven, where the adapter allows (lavapipe has 32, desktop GPUs more); five at least.
+    need.max_storage_buffers_per_shader_stage = have.max_storage_buffers_per_shader_stage.clamp(5, MANY_STORAGE_BUFFERS);
+    // ... and the launch's uniform besides them.
+    need.max_buffers_and_acceleration_structures_per_shader_stage = need
+        .max_buffers_and_acceleration_structures_per_shader_stage
+        .max(have.max_buffers_and_acceleration_structures_per_shader_stage.min(MANY_STORAGE_BUFFERS + 1));
     need.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
     need.max_buffer_size = have.max_buffer_size;
     need.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;

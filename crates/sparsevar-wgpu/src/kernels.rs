@@ -285,8 +285,9 @@ fn plan_sum_to(mut p: Plan, from: &[usize], to: &[usize], out: usize) -> Result<
 
 /// Gradients one AccumulateSquares dispatch sums (x0, x1, x2 in update.wgsl)...
 pub(crate) const SQUARES_PER_DISPATCH: usize = 3;
-/// ... and where the device has the storage bindings of a merged Adam (13), also in p1 to v2.
-pub(crate) const SQUARES_MANY_PER_DISPATCH: usize = 11;
+/// ... and where the device has the storage bindings of the merged entry points (28), also
+/// in p1 to v6.
+pub(crate) const SQUARES_MANY_PER_DISPATCH: usize = 27;
 
 /// AccumulateSquares of up to [`SQUARES_MANY_PER_DISPATCH`] gradients of `lens` per group
 /// into the same sums, in order (more than [`SQUARES_PER_DISPATCH`]: the many-bindings
@@ -297,7 +298,7 @@ pub(crate) fn plan_squares(groups: usize, lens: &[usize], from_zero: bool) -> Re
     let mut p = Plan::new();
     p.set(0, &[groups, lens.len()])?;
     p.set(2, &lens)?;
-    p.set(13, &[usize::from(from_zero)])?;
+    p.set(29, &[usize::from(from_zero)])?;
     let pipe = if lens.len() > SQUARES_PER_DISPATCH { Pipe::AccumulateSquaresMany } else { Pipe::AccumulateSquares };
     // One workgroup per group.
     Ok(p.one(pipe, if lens.is_empty() { 0 } else { groups }, 1))
@@ -305,7 +306,7 @@ pub(crate) fn plan_squares(groups: usize, lens: &[usize], from_zero: bool) -> Re
 
 /// Parameters one merged Adam dispatch updates (adam_many in update.wgsl), where the device
 /// has the storage bindings for it.
-pub(crate) const ADAM_PER_DISPATCH: usize = 3;
+pub(crate) const ADAM_PER_DISPATCH: usize = 6;
 
 /// Adam over `first` and then `more` parameters of the same settings (members × elements per
 /// member each, laid end to end), one dispatch. The words of the first's own plan, plus the

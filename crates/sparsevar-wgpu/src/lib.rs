@@ -148,8 +148,8 @@ struct Site {
 /// AccumulateSquares launches not recorded yet: consecutive ones into the same sums become
 /// one dispatch of up to [`kernels::SQUARES_MANY_PER_DISPATCH`] gradients where the device
 /// has the storage bindings, else [`kernels::SQUARES_PER_DISPATCH`] (a clipped optimizer step
-/// sums the squares of every parameter's gradient: 22 launches, 2 dispatches, for paper1l). Every other
-/// call records them first, so the order of work is unchanged.
+/// sums the squares of every parameter's gradient: 22 launches, one dispatch, for paper1l).
+/// Every other call records them first, so the order of work is unchanged.
 struct HeldSquares {
     groups: usize,
     norm: BufferId,
@@ -205,7 +205,8 @@ pub struct WgpuBackend {
     /// Parameters a merged Adam dispatch may take: 1 where the device has too few storage
     /// bindings for `adam_many`.
     adam_per_dispatch: usize,
-    /// Most AccumulateSquares recorded as one dispatch (11 with a merged Adam's bindings, else 3).
+    /// Most AccumulateSquares recorded as one dispatch (27 with the merged entry points'
+    /// bindings, else 3).
     squares_per_dispatch: usize,
     /// Whether launches may fuse into chains ([`kernels::fusion`]): the device has the
     /// storage bindings of the fused entry points.
@@ -264,10 +265,12 @@ impl WgpuBackend {
             lost.lock().unwrap_or_else(|p| p.into_inner()).push(format!("device lost ({reason:?}): {message}"));
         });
         let limits = device.limits();
-        let many = limits.max_storage_buffers_per_shader_stage >= device::ADAM_MANY_STORAGE_BUFFERS;
+        let many = limits.max_storage_buffers_per_shader_stage >= device::MANY_STORAGE_BUFFERS
+            && limits.max_buffers_and_acceleration_structures_per_shader_stage > device::MANY_STORAGE_BUFFERS;
         let adam_per_dispatch = if many { kernels::ADAM_PER_DISPATCH } else { 1 };
         let squares_per_dispatch = if many { kernels::SQUARES_MANY_PER_DISPATCH } else { kernels::SQUARES_PER_DISPATCH };
-        let fuse = limits.max_storage_buffers_per_shader_stage >= fusion::STORAGE_BUFFERS;
+        let fuse = limits.max_storage_buffers_per_shader_stage >= fusion::STORAGE_BUFFERS
+            && limits.max_buffers_and_acceleration_structures_per_shader_stage > fusion::STORAGE_BUFFERS;
         let spare =
             device.create_buffer(&wgpu::BufferDescriptor { label: Some("spare"), size: 4, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
         let counters = Counters::default();

@@ -45,7 +45,8 @@ pub(crate) enum Binding {
     Scratch = 7,
     /// The same scratch, read.
     Order = 8,
-    /// The second and third parameter of a merged Adam dispatch: parameter, gradient, m, v.
+    /// The second to sixth parameter of a merged Adam dispatch: parameter, gradient, m, v
+    /// (the sixth's only as gradients of merged sums of squares).
     P1 = 9,
     G1 = 10,
     M1 = 11,
@@ -54,11 +55,28 @@ pub(crate) enum Binding {
     G2 = 14,
     M2 = 15,
     V2 = 16,
+    P3 = 17,
+    G3 = 18,
+    M3 = 19,
+    V3 = 20,
+    P4 = 21,
+    G4 = 22,
+    M4 = 23,
+    V4 = 24,
+    P5 = 25,
+    G5 = 26,
+    M5 = 27,
+    V5 = 28,
+    P6 = 29,
+    G6 = 30,
+    M6 = 31,
+    V6 = 32,
 }
 
 impl Binding {
     pub(crate) fn read_only(self) -> bool {
-        matches!(self, Binding::X0 | Binding::X1 | Binding::X2 | Binding::Order | Binding::G1 | Binding::G2)
+        use Binding::*;
+        matches!(self, X0 | X1 | X2 | Order | G1 | G2 | G3 | G4 | G5 | G6)
     }
 
     /// Index into a launch's buffer slots (`None` for the site's own scratch).
@@ -71,8 +89,8 @@ impl Binding {
     }
 }
 
-/// Buffer slots a launch fills: Y, X0, X1, X2, S0, S1, then P1 to V2.
-pub(crate) const SLOTS: usize = 14;
+/// Buffer slots a launch fills: Y, X0, X1, X2, S0, S1, then P1 to V6.
+pub(crate) const SLOTS: usize = 30;
 
 /// One compute entry point.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -155,9 +173,13 @@ impl Pipe {
             Pipe::ScatterScan => (M::Scatter, "scatter_scan", &[Y, X0, X1]),
             Pipe::ScatterScanShared => (M::Scatter, "scatter_scan_shared", &[Y, X0, X1]),
             Pipe::AccumulateSquares => (M::Update, "accumulate_squares", &[Y, X0, X1, X2]),
-            Pipe::AccumulateSquaresMany => (M::Update, "accumulate_squares_many", &[Y, X0, X1, X2, P1, G1, M1, V1, P2, G2, M2, V2]),
+            Pipe::AccumulateSquaresMany => (
+                M::Update,
+                "accumulate_squares_many",
+                &[Y, X0, X1, X2, P1, G1, M1, V1, P2, G2, M2, V2, P3, G3, M3, V3, P4, G4, M4, V4, P5, G5, M5, V5, P6, G6, M6, V6],
+            ),
             Pipe::Adam => (M::Update, "adam", &[Y, X0, X1, S0, S1]),
-            Pipe::AdamMany => (M::Update, "adam_many", &[Y, X0, X1, S0, S1, P1, G1, M1, V1, P2, G2, M2, V2]),
+            Pipe::AdamMany => (M::Update, "adam_many", &[Y, X0, X1, S0, S1, P1, G1, M1, V1, P2, G2, M2, V2, P3, G3, M3, V3, P4, G4, M4, V4, P5, G5, M5, V5]),
             Pipe::Sgd => (M::Update, "sgd", &[Y, X0, X1, S0]),
             Pipe::ScaleToBall => (M::Update, "scale_to_ball", &[Y, X0]),
         }

@@ -59,14 +59,14 @@ fn scatter_sorts_again_only_when_its_indices_change() {
     assert_eq!((counters.dispatches() - before, download(&mut be, y)), (1, vec![2.0, 4.0, 4.0]));
 }
 
-/// Consecutive AccumulateSquares into the same sums are recorded eleven gradients a dispatch
-/// (where the device has a merged Adam's 13 storage bindings, as lavapipe does), and give the same bits
-/// as launches recorded one by one (a read between them records each).
+/// Consecutive AccumulateSquares into the same sums are recorded 27 gradients a dispatch
+/// (where the device has the merged entry points' 28 storage bindings, as lavapipe does), and
+/// give the same bits as launches recorded one by one (a read between them records each).
 fn consecutive_squares_share_a_dispatch_and_keep_their_bits() {
     let Some(mut be) = wgpu_or_skip("consecutive_squares_share_a_dispatch_and_keep_their_bits") else { return };
     let counters = be.counters();
     let groups = 3;
-    let lens = [700, 1, 0, 4096, 33, 65, 300, 5, 17, 128, 9, 2, 1000, 64, 7];
+    let lens = [700, 1, 0, 4096, 33, 65, 300, 5, 17, 128, 9, 2, 1000, 64, 7, 3, 11, 40, 0, 2, 8, 90, 1, 6, 13, 70, 4, 15, 21, 33, 12];
     let mut rng = Rng::new(5);
     let grads: Vec<_> = lens.iter().map(|&len| upload(&mut be, &rng.vec(groups * len))).collect();
     let accumulate = |be: &mut WgpuBackend, one_by_one: bool| {
@@ -83,7 +83,7 @@ fn consecutive_squares_share_a_dispatch_and_keep_their_bits() {
     };
     let (merged, sums) = accumulate(&mut be, false);
     let (alone, want) = accumulate(&mut be, true);
-    assert_eq!((merged, alone), (2, 14), "14 non-empty gradients: 11 and 3 merged, 14 alone");
+    assert_eq!((merged, alone), (2, 29), "29 non-empty gradients: 27 and 2 merged, 29 alone");
     assert_eq!(sums.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     // A launch in between, or another sum, starts a new dispatch; the order of work holds.
     let norm = upload(&mut be, &[0.0; 3]);
@@ -126,14 +126,14 @@ fn consecutive_squares_share_a_dispatch_and_keep_their_bits() {
     assert_eq!((download(&mut be, other), counters.dispatches() - before), (vec![1.0; 3], 2));
 }
 
-/// Consecutive Adam updates with the same settings run as one dispatch of up to three
+/// Consecutive Adam updates with the same settings run as one dispatch of up to six
 /// parameters, with the bits they get one by one (with and without a clip norm); other
 /// settings, a shared buffer or a launch in between start a new dispatch.
 fn consecutive_adam_updates_share_a_dispatch_and_keep_their_bits() {
     let Some(mut be) = wgpu_or_skip("consecutive_adam_updates_share_a_dispatch_and_keep_their_bits") else { return };
     let counters = be.counters();
     let groups = 2;
-    let lens = [300, 1, 0, 4096, 65, 7, 129];
+    let lens = [300, 1, 0, 4096, 65, 7, 129, 2, 33, 0, 5, 17];
     let adam_lr = |len: usize, clip: Option<f64>, lr: f64| Update::Adam {
         groups,
         len,
@@ -170,7 +170,7 @@ fn consecutive_adam_updates_share_a_dispatch_and_keep_their_bits() {
     for clip in [None, Some(0.5)] {
         let (merged, got) = run(&mut be, clip, false);
         let (alone, want) = run(&mut be, clip, true);
-        assert_eq!((merged, alone), (2, 6), "six non-empty parameters: two dispatches merged, six alone");
+        assert_eq!((merged, alone), (2, 10), "ten non-empty parameters: two dispatches merged (six and four), ten alone");
         assert!(got == want, "merged Adam changed a parameter or its moments (clip {clip:?})");
     }
     // Other settings, a parameter updated twice, or a launch in between: a new dispatch each.
