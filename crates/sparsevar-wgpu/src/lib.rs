@@ -21,10 +21,9 @@
 //! consecutive AccumulateSquares into the same sums, and consecutive Adam updates with the
 //! same settings, share a dispatch (`Held`), as do short chains of launches (a MatMul and its
 //! bias, a scaled softmax, a LayerNorm and its scale and shift, their backward, a linear
-//! layer's two backward products: `kernels::fusion`; the
-//! fused kernels write every output of the chain, since later launches may read any), and a
-//! ScatterAdd whose index buffer has not been written since its last sort skips the sort
-//! (buffers are dated at every write).
+//! layer's two backward products: `kernels::fusion`; the fused kernels write every output of
+//! the chain, since later launches may read any), and a ScatterAdd whose index buffer has not
+//! been written since its last sort skips the sort (buffers are dated at every write).
 //!
 //! # Determinism
 //!
@@ -177,8 +176,7 @@ struct HeldAdam {
 enum Held {
     Squares(HeldSquares),
     Adam(HeldAdam),
-    /// Launches that start a chain the backend fuses into one dispatch
-    /// ([`kernels::fusion`]: a product and its bias, a LayerNorm and its affine part).
+    /// Launches that start a chain the backend fuses into one dispatch ([`kernels::fusion`]).
     Chain(Vec<Launch>),
 }
 
