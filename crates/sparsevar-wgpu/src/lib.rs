@@ -207,8 +207,9 @@ pub struct WgpuBackend {
     /// bindings, else 3).
     squares_per_dispatch: usize,
     /// Whether launches may fuse into chains ([`kernels::fusion`]): the device has the
-    /// storage bindings of the fused entry points.
+    /// storage bindings of the fused entry points (`can_fuse`), and fusing is not switched off.
     fuse: bool,
+    can_fuse: bool,
     /// Bound where an entry point writes a binding that a launch leaves empty (a single
     /// product in the two-product matmul kernels); never read.
     spare: wgpu::Buffer,
@@ -286,6 +287,7 @@ impl WgpuBackend {
             adam_per_dispatch,
             squares_per_dispatch,
             fuse,
+            can_fuse: fuse,
             batch: 0,
             clock: 0,
             staging: None,
@@ -339,6 +341,16 @@ impl WgpuBackend {
     fn mark_written(&mut self, id: BufferId) {
         self.clock += 1;
         self.buffers[id.0].written = self.clock;
+    }
+
+    /// Fuse chains of launches into single dispatches (on by default, where the device has
+    /// the storage bindings) or record every launch on its own: the numbers are the same
+    /// either way on drivers that do not contract a multiply and an add into an FMA (see
+    /// `kernels::fusion`); off is for checking that, and for comparing speeds.
+    pub fn fuse_chains(&mut self, on: bool) -> Result<(), BackendError> {
+        self.record_held()?;
+        self.fuse = on && self.can_fuse;
+        Ok(())
     }
 
     /// Submit the work recorded so far without waiting for it (benchmarks time the queueing
