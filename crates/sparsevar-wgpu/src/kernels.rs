@@ -221,7 +221,7 @@ pub(crate) fn plan_kernel(kernel: &Kernel) -> Result<Plan, String> {
             p.one(pipe, out, 256)
         }
         K::CrossEntropy { groups, batch, classes } => {
-            p.set(0, &[*groups, *batch, *classes])?;
+            p.set(0, &[*groups, *batch, *classes, groups.div_ceil(64)])?;
             p.one(Pipe::CrossEntropy, *groups, 64)
         }
         K::CrossEntropyBackward { groups, batch, classes } => {

@@ -160,8 +160,9 @@ impl Pipe {
             Pipe::LayerNormBackward => (M::Rows, "layer_norm_backward", &[Y, X0, X1]),
             Pipe::LayerNormAffine => (M::Rows, "layer_norm_affine", &[Y, X0, X1, X2, S0, S1]),
             Pipe::NormAffineBackward => (M::Elementwise, "norm_affine_backward", &[Y, X0, X1, X2, S0, S1]),
-            Pipe::CrossEntropy => (M::Rows, "cross_entropy", &[Y, X0, X1]),
-            Pipe::CrossEntropyBackward => (M::Rows, "cross_entropy_backward", &[Y, X0, X1, X2]),
+            // x2 and s0: the backward fused after the loss (dloss in, dlogits out).
+            Pipe::CrossEntropy => (M::Rows, "cross_entropy", &[Y, X0, X1, X2, S0]),
+            Pipe::CrossEntropyBackward => (M::Rows, "cross_entropy_backward", &[Y, X0, X1, X2, S0]),
             // x2 and s0: a second product's operand and output (unused by a single one).
             Pipe::MatMulSmall => (M::MatMul, "matmul_small", &[Y, X0, X1, X2, S0]),
             Pipe::MatMulTiled => (M::MatMul, "matmul_tiled", &[Y, X0, X1, X2, S0]),

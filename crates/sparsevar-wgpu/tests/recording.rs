@@ -3,7 +3,8 @@
 //! dispatch, a MatMul and its bias Add fused (and an activation or residual after them), a
 //! LayerNorm's affine part fused with it, and
 //! in backward with the shift's gradient, a linear layer's two backward products paired, two
-//! identical permutes paired, a softmax with the scaling before it (and after its backward) —
+//! identical permutes paired, a softmax with the scaling before it (and after its backward), a
+//! loss with its gradient —
 //! with the numbers unchanged — and timestamps
 //! around launches for device-side profiles.
 
@@ -563,6 +564,38 @@ fn a_scaled_softmax_and_its_backward_are_one_dispatch_each() {
     }
 }
 
+/// The loss and its gradient on the same logits run as one dispatch, with the bits of the two
+/// launches one by one, a bad label's NaNs included.
+fn a_loss_and_its_gradient_share_a_dispatch() {
+    let Some(mut be) = wgpu_or_skip("a_loss_and_its_gradient_share_a_dispatch") else { return };
+    let counters = be.counters();
+    let mut rng = Rng::new(18);
+    for (case, (groups, batch, classes)) in [(1, 32, 2), (70, 32, 2), (3, 5, 7)].into_iter().enumerate() {
+        let logits = upload(&mut be, &rng.scaled(groups * batch * classes, 3.0));
+        let mut label_values = rng.indices(groups * batch, classes);
+        if case == 2 {
+            label_values[4] = classes as f64; // out of range: NaN in its group and row
+        }
+        let (labels, dloss) = (upload(&mut be, &label_values), upload(&mut be, &rng.vec(groups)));
+        let (loss, dlogits) = (be.alloc(groups).unwrap(), be.alloc(groups * batch * classes).unwrap());
+        let run = |be: &mut WgpuBackend, one_by_one: bool| {
+            let before = counters.dispatches();
+            be.launch(&Kernel::CrossEntropy { groups, batch, classes }, &[logits, labels], loss).unwrap();
+            if one_by_one {
+                download(be, loss);
+            }
+            be.launch(&Kernel::CrossEntropyBackward { groups, batch, classes }, &[logits, labels, dloss], dlogits).unwrap();
+            let bits = |v: Vec<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            (counters.dispatches() - before, bits(download(be, loss)), bits(download(be, dlogits)))
+        };
+        let (together, fused_loss, fused_grad) = run(&mut be, false);
+        let (alone, loss_bits, grad_bits) = run(&mut be, true);
+        assert_eq!((together, alone), (1, 2), "case {case}: dispatches");
+        assert!(fused_loss == loss_bits && fused_grad == grad_bits, "case {case}: the fused loss or gradient differs");
+        assert_eq!(fused_loss.iter().filter(|b| f64::from_bits(**b).is_nan()).count(), usize::from(case == 2), "case {case}: NaN losses");
+    }
+}
+
 fn main() -> std::process::ExitCode {
     common::harness(
         tests![
@@ -577,6 +610,7 @@ fn main() -> std::process::ExitCode {
             an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch,
             two_identical_permutes_share_a_dispatch,
             a_scaled_softmax_and_its_backward_are_one_dispatch_each,
+            a_loss_and_its_gradient_share_a_dispatch,
         ],
         &[],
         &[],

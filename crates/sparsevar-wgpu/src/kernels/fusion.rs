@@ -7,6 +7,7 @@
 //! * two independent MatMuls of the same kernel, among at most three operands (a linear
 //!   layer's backward: dx = dy·Wᵀ and dW = xᵀ·dy share dy), as one two-product dispatch;
 //! * two identical Permutes of different buffers (a head split of the keys and the values);
+//! * a CrossEntropy and its backward on the same logits;
 //! * an Affine and the Softmax of its output (attention's scaled scores), and in backward a
 //!   SoftmaxBackward and the Affine of its output;
 //! * a LayerNorm, its product with a scale and the sum with a shift (`layer_norm_affine`);
@@ -77,6 +78,7 @@ pub(crate) fn may_start(kernel: &Kernel) -> bool {
             | Kernel::Affine { .. }
             | Kernel::SoftmaxBackward { .. }
             | Kernel::Permute { .. }
+            | Kernel::CrossEntropy { .. }
     )
 }
 
@@ -90,6 +92,8 @@ fn classify(chain: &[Launch]) -> (Option<Fused>, bool) {
             None => (paired_products(mm, next), false),
         },
         [mm, add, after] if matches!(mm.kernel, Kernel::MatMul { .. }) => (biased_product(mm, add, Some(after)), false),
+        [loss] if matches!(loss.kernel, Kernel::CrossEntropy { .. }) => (None, pipe(loss).is_some()),
+        [loss, back] if matches!(loss.kernel, Kernel::CrossEntropy { .. }) => (loss_and_gradient(loss, back), false),
         [affine] if matches!(affine.kernel, Kernel::Affine { .. }) => (None, true),
         [affine, softmax] if matches!(affine.kernel, Kernel::Affine { .. }) => (scaled_softmax(affine, softmax), false),
         [back] if matches!(back.kernel, Kernel::SoftmaxBackward { .. }) => (None, pipe(back).is_some()),
@@ -223,6 +227,28 @@ fn paired_permutes(first: &Launch, second: &Launch) -> Option<Fused> {
     step.workgroups *= 2;
     let mut slots = [None; SLOTS];
     for (b, id) in [(Binding::Y, first.output), (Binding::X0, x), (Binding::X1, z), (Binding::S0, second.output)] {
+        slots[slot(b)] = Some(id);
+    }
+    Some((plan, slots))
+}
+
+/// [CrossEntropy (logits, labels) = loss, CrossEntropyBackward (logits, labels, dloss) =
+/// dlogits] of the same logits as one dispatch: the loss's workgroups, then the gradient's
+/// rows into s0 (the gradient does not read the loss: dloss is the host's).
+fn loss_and_gradient(loss: &Launch, back: &Launch) -> Option<Fused> {
+    let (Kernel::CrossEntropy { groups, batch, classes }, Kernel::CrossEntropyBackward { groups: g2, batch: b2, classes: c2 }) = (&loss.kernel, &back.kernel)
+    else {
+        return None;
+    };
+    let (logits, labels, dloss) = (loss.inputs[0], loss.inputs[1], *back.inputs.get(2)?);
+    if (groups, batch, classes) != (g2, b2, c2) || back.inputs[..2] != loss.inputs[..] || !separate(&[loss.output, back.output], &[logits, labels, dloss]) {
+        return None;
+    }
+    let mut plan = plan_kernel(&loss.kernel).ok()?;
+    let gradient = plan_kernel(&back.kernel).ok()?.steps[0]?;
+    plan.steps[0].as_mut()?.workgroups += gradient.workgroups;
+    let mut slots = [None; SLOTS];
+    for (b, id) in [(Binding::Y, loss.output), (Binding::X0, logits), (Binding::X1, labels), (Binding::X2, dloss), (Binding::S0, back.output)] {
         slots[slot(b)] = Some(id);
     }
     Some((plan, slots))

@@ -8,23 +8,6 @@ fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return workgroup_index(wid, nwg) * 64u + lid.x;
 }
 
-// Softmax of x0's row into y's row (y = exp(v - max) / sum). Returns nothing; rows >= 1 col.
-fn softmax_row(base: u32, cols: u32) {
-    var m = x0[base];
-    for (var j = 1u; j < cols; j++) {
-        m = max(m, x0[base + j]);
-    }
-    var sum = 0.0;
-    for (var j = 0u; j < cols; j++) {
-        let e = exp(x0[base + j] - m);
-        y[base + j] = e;
-        sum += e;
-    }
-    let inv = 1.0 / sum;
-    for (var j = 0u; j < cols; j++) {
-        y[base + j] *= inv;
-    }
-}
 
 // Softmax, LayerNorm and their backwards: one workgroup of 64 per row. Invocation l takes
 // columns l, l + 64, ... (neighbours read neighbouring addresses), sums its share in order,
@@ -86,6 +69,24 @@ fn softmax_out_value(scaled: bool, i: u32) -> f32 {
         return s0[i];
     }
     return y[i];
+}
+
+// Softmax of x0's row into y's row, or s0's (y = exp(v - max) / sum). Rows >= 1 col.
+fn softmax_row(base: u32, cols: u32, to_s0: bool) {
+    var m = x0[base];
+    for (var j = 1u; j < cols; j++) {
+        m = max(m, x0[base + j]);
+    }
+    var sum = 0.0;
+    for (var j = 0u; j < cols; j++) {
+        let e = exp(x0[base + j] - m);
+        softmax_out(to_s0, base + j, e);
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    for (var j = 0u; j < cols; j++) {
+        softmax_out(to_s0, base + j, softmax_out_value(to_s0, base + j) * inv);
+    }
 }
 
 @compute @workgroup_size(64)
@@ -223,10 +224,20 @@ fn layer_norm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 }
 
 // y[g] = mean over b (in increasing order) of logsumexp(logits[g, b]) - logits[g, b, label].
-// Inputs [logits, labels]. Words: 0 = groups, 1 = batch, 2 = classes. A label outside
-// 0..classes (an error on the CPU) and an empty batch give NaN.
+// Inputs [logits, labels]. Words: 0 = groups, 1 = batch, 2 = classes, 3 = the workgroups of
+// the loss. A label outside 0..classes (an error on the CPU) and an empty batch give NaN.
+// Where the backend fused the CrossEntropyBackward launch after it, the workgroups past
+// word 3 compute its rows into s0, from dloss in x2.
 @compute @workgroup_size(64)
 fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let w = workgroup_index(wid, nwg);
+    if (w >= pu(3u)) {
+        let r = (w - pu(3u)) * 64u + lid.x;
+        if (r < pu(0u) * pu(1u)) {
+            cross_entropy_backward_row(r, true);
+        }
+        return;
+    }
     let g = row_index(wid, nwg, lid);
     if (g >= pu(0u)) { return; }
     let batch = pu(1u);
@@ -256,26 +267,31 @@ fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     y[g] = total / f32(batch);
 }
 
-// dlogits[g, b, :] = (softmax(logits[g, b]) - onehot(label)) dloss[g] / batch.
+// dlogits[g, b, :] = (softmax(logits[g, b]) - onehot(label)) dloss[g] / batch for row r =
+// g batch + b, into y or s0. Words 1 = batch, 2 = classes.
+fn cross_entropy_backward_row(r: u32, to_s0: bool) {
+    let batch = pu(1u);
+    let classes = pu(2u);
+    let base = r * classes;
+    let scale = x2[r / batch] / f32(batch);
+    softmax_row(base, classes, to_s0);
+    let label = index_of(x1[r], classes);
+    if (label == BAD_INDEX) {
+        for (var j = 0u; j < classes; j++) {
+            softmax_out(to_s0, base + j, nan());
+        }
+        return;
+    }
+    softmax_out(to_s0, base + label, softmax_out_value(to_s0, base + label) - 1.0);
+    for (var j = 0u; j < classes; j++) {
+        softmax_out(to_s0, base + j, softmax_out_value(to_s0, base + j) * scale);
+    }
+}
+
 // Inputs [logits, labels, dloss]. Words: 0 = groups * batch rows, 1 = batch, 2 = classes.
 @compute @workgroup_size(64)
 fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let r = row_index(wid, nwg, lid);
     if (r >= pu(0u)) { return; }
-    let batch = pu(1u);
-    let classes = pu(2u);
-    let base = r * classes;
-    let scale = x2[r / batch] / f32(batch);
-    softmax_row(base, classes);
-    let label = index_of(x1[r], classes);
-    if (label == BAD_INDEX) {
-        for (var j = 0u; j < classes; j++) {
-            y[base + j] = nan();
-        }
-        return;
-    }
-    y[base + label] -= 1.0;
-    for (var j = 0u; j < classes; j++) {
-        y[base + j] *= scale;
-    }
+    cross_entropy_backward_row(r, false);
 }
