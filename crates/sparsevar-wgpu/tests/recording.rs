@@ -15,6 +15,11 @@ use common::{Rng, download, upload, wgpu_or_skip};
 use sparsevar_core::backend::{Backend, BinaryOp, Kernel, UnaryOp, Update};
 use sparsevar_wgpu::WgpuBackend;
 
+/// The first element whose bits differ (`usize::MAX` for another length), if any.
+fn first_difference(got: &[f64], want: &[f64]) -> Option<usize> {
+    (got.len() != want.len()).then_some(usize::MAX).or_else(|| got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits()))
+}
+
 /// ScatterAdd keeps its sort while the index buffer is unchanged, and sorts again after any
 /// write to it: from the host, or as a kernel's output. (A scatter this large sorts; small
 /// ones scan, with one dispatch.)
@@ -263,11 +268,8 @@ fn a_matmul_and_its_bias_add_share_a_dispatch_and_keep_their_bits() {
         let (together, (p1, s1)) = run(&mut be, false);
         let (alone, (p2, s2)) = run(&mut be, true);
         assert_eq!((together, alone), (if fused { 1 } else { 2 }, 2), "case {case}: dispatches");
-        // The first element whose bits differ, if any.
-        let differ =
-            |x: &[f64], y: &[f64]| (x.len() != y.len()).then_some(usize::MAX).or_else(|| x.iter().zip(y).position(|(u, v)| u.to_bits() != v.to_bits()));
-        assert_eq!(differ(&p1, &p2), None, "case {case}: product");
-        assert_eq!(differ(&s1, &s2), None, "case {case}: sum");
+        assert_eq!(first_difference(&p1, &p2), None, "case {case}: product");
+        assert_eq!(first_difference(&s1, &s2), None, "case {case}: sum");
     }
     // The bias first, or the sum written over the product's first operand: two dispatches,
     // and the same sums (an f32 add commutes); the product still reads the operand before
@@ -328,8 +330,7 @@ fn a_layer_norm_and_its_scale_and_shift_share_a_dispatch() {
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (1, 3), "case {case}: dispatches");
         for (what, (got, want)) in ["norm", "scaled", "shifted"].iter().zip(fused.iter().zip(&want)) {
-            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
-            assert_eq!(differ, None, "case {case}: {what}");
+            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
         }
         // The norm and its scale, then another launch: two dispatches for the pair, one more.
         let before = counters.dispatches();
@@ -376,8 +377,7 @@ fn a_shift_gradient_and_the_products_of_dy_share_a_dispatch() {
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (2, 4), "case {case}: dispatches");
         for (what, (got, want)) in ["shift gradient", "dy times scale", "dy times h", "scale gradient"].iter().zip(fused.iter().zip(&want)) {
-            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
-            assert_eq!(differ, None, "case {case}: {what}");
+            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
         }
     }
 }
@@ -415,8 +415,7 @@ fn a_linear_layers_two_backward_products_share_a_dispatch() {
             let (alone, want) = run(&mut be, true);
             assert_eq!((together, alone), (1, 2), "case {case} order {order}: dispatches");
             for (what, (got, want)) in ["dx", "dW"].iter().zip(fused.iter().zip(&want)) {
-                let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
-                assert_eq!(differ, None, "case {case} order {order}: {what}");
+                assert_eq!(first_difference(got, want), None, "case {case} order {order}: {what}");
             }
         }
     }
@@ -489,8 +488,7 @@ fn an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch() {
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (1, 3), "case {case}: dispatches");
         for (what, (got, want)) in ["product", "sum", "third"].iter().zip(fused.iter().zip(&want)) {
-            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
-            assert_eq!(differ, None, "case {case}: {what}");
+            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
         }
     }
 }
@@ -558,8 +556,7 @@ fn a_scaled_softmax_and_its_backward_are_one_dispatch_each() {
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (2, 4), "case {case}: dispatches");
         for (what, (got, want)) in ["scaled", "softmax", "softmax backward", "scaled backward"].iter().zip(fused.iter().zip(&want)) {
-            let differ = got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits());
-            assert_eq!(differ, None, "case {case}: {what}");
+            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
         }
     }
 }

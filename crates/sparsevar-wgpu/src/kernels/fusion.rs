@@ -115,6 +115,15 @@ fn slot(b: Binding) -> usize {
     b.slot().expect("a buffer slot")
 }
 
+/// Binding slots holding the given buffers, the others empty.
+fn bound(pairs: &[(Binding, BufferId)]) -> [Option<BufferId>; SLOTS] {
+    let mut slots = [None; SLOTS];
+    for &(b, id) in pairs {
+        slots[slot(b)] = Some(id);
+    }
+    slots
+}
+
 /// True when no written buffer is another written one or is read in the same dispatch (a
 /// buffer may not be bound read-only and read-write at once).
 fn separate(written: &[BufferId], read: &[BufferId]) -> bool {
@@ -131,7 +140,7 @@ fn biased_product(mm: &Launch, add: &Launch, after: Option<&Launch>) -> Option<F
     let mut reads = vec![mm.inputs[0], mm.inputs[1], bias];
     let mut written = vec![p, s];
     let mut plan = plan_kernel(&mm.kernel).ok()?;
-    let mut slots = [None; SLOTS];
+    let mut slots = bound(&[(Binding::Y, p), (Binding::X0, mm.inputs[0]), (Binding::X1, mm.inputs[1]), (Binding::X2, bias), (Binding::S0, s)]);
     match after.map(|l| (&l.kernel, &l.inputs[..], l.output)) {
         None => {}
         Some((&Kernel::Unary { op, len }, &[x], out)) if x == s && len == total => {
@@ -165,9 +174,6 @@ fn biased_product(mm: &Launch, add: &Launch, after: Option<&Launch>) -> Option<F
         _ => return None,
     };
     plan.set(11, &[stride]).ok()?;
-    for (b, id) in [(Binding::Y, p), (Binding::X0, mm.inputs[0]), (Binding::X1, mm.inputs[1]), (Binding::X2, bias), (Binding::S0, s)] {
-        slots[slot(b)] = Some(id);
-    }
     Some((plan, slots))
 }
 
@@ -202,16 +208,8 @@ fn paired_products(first: &Launch, second: &Launch) -> Option<Fused> {
     plan.words[14] = roles[1] as u32;
     plan.words[16..27].copy_from_slice(&two.words[0..11]);
     plan.steps[0] = Some(Step { pipe: s1.pipe, workgroups: s1.workgroups + s2.workgroups });
-    let mut slots = [None; SLOTS];
-    for (b, id) in [
-        (Binding::Y, Some(first.output)),
-        (Binding::X0, Some(reads[0])),
-        (Binding::X1, Some(reads[1])),
-        (Binding::X2, reads.get(2).copied()),
-        (Binding::S0, Some(second.output)),
-    ] {
-        slots[slot(b)] = id;
-    }
+    let mut slots = bound(&[(Binding::Y, first.output), (Binding::X0, reads[0]), (Binding::X1, reads[1]), (Binding::S0, second.output)]);
+    slots[slot(Binding::X2)] = reads.get(2).copied();
     Some((plan, slots))
 }
 
@@ -225,11 +223,7 @@ fn paired_permutes(first: &Launch, second: &Launch) -> Option<Fused> {
     let mut plan = plan_kernel(&first.kernel).ok()?;
     let step = plan.steps[0].as_mut()?;
     step.workgroups *= 2;
-    let mut slots = [None; SLOTS];
-    for (b, id) in [(Binding::Y, first.output), (Binding::X0, x), (Binding::X1, z), (Binding::S0, second.output)] {
-        slots[slot(b)] = Some(id);
-    }
-    Some((plan, slots))
+    Some((plan, bound(&[(Binding::Y, first.output), (Binding::X0, x), (Binding::X1, z), (Binding::S0, second.output)])))
 }
 
 /// [CrossEntropy (logits, labels) = loss, CrossEntropyBackward (logits, labels, dloss) =
@@ -247,11 +241,7 @@ fn loss_and_gradient(loss: &Launch, back: &Launch) -> Option<Fused> {
     let mut plan = plan_kernel(&loss.kernel).ok()?;
     let gradient = plan_kernel(&back.kernel).ok()?.steps[0]?;
     plan.steps[0].as_mut()?.workgroups += gradient.workgroups;
-    let mut slots = [None; SLOTS];
-    for (b, id) in [(Binding::Y, loss.output), (Binding::X0, logits), (Binding::X1, labels), (Binding::X2, dloss), (Binding::S0, back.output)] {
-        slots[slot(b)] = Some(id);
-    }
-    Some((plan, slots))
+    Some((plan, bound(&[(Binding::Y, loss.output), (Binding::X0, logits), (Binding::X1, labels), (Binding::X2, dloss), (Binding::S0, back.output)])))
 }
 
 /// [Affine x = s, Softmax s = p] (attention's scaled scores) as one softmax dispatch that
@@ -262,16 +252,18 @@ fn scaled_softmax(affine: &Launch, softmax: &Launch) -> Option<Fused> {
     if softmax.inputs.first() != Some(&s) || rows * cols != *len || !separate(&[s, p], &[x]) {
         return None;
     }
-    let mut plan = plan_kernel(&softmax.kernel).ok()?;
+    let plan = scaled(plan_kernel(&softmax.kernel).ok()?, *scale, *shift)?;
+    Some((plan, bound(&[(Binding::Y, s), (Binding::X0, x), (Binding::S0, p)])))
+}
+
+/// A softmax (or its backward) plan that also applies an Affine's `scale · v + shift`: before
+/// the softmax, to its input; after the backward, to its output (words 2 to 4 of rows.wgsl).
+fn scaled(mut plan: Plan, scale: f64, shift: f64) -> Option<Plan> {
     plan.steps[0]?;
     plan.words[2] = 1;
-    plan.float(3, *scale);
-    plan.float(4, *shift);
-    let mut slots = [None; SLOTS];
-    for (b, id) in [(Binding::Y, s), (Binding::X0, x), (Binding::S0, p)] {
-        slots[slot(b)] = Some(id);
-    }
-    Some((plan, slots))
+    plan.float(3, scale);
+    plan.float(4, shift);
+    Some(plan)
 }
 
 /// [SoftmaxBackward (p, dp) = ds, Affine ds = dx] as one softmax backward dispatch writing both.
@@ -281,16 +273,8 @@ fn scaled_softmax_backward(back: &Launch, affine: &Launch) -> Option<Fused> {
     if affine.inputs.first() != Some(&ds) || rows * cols != *len || !separate(&[ds, dx], &[p, dp]) {
         return None;
     }
-    let mut plan = plan_kernel(&back.kernel).ok()?;
-    plan.steps[0]?;
-    plan.words[2] = 1;
-    plan.float(3, *scale);
-    plan.float(4, *shift);
-    let mut slots = [None; SLOTS];
-    for (b, id) in [(Binding::Y, ds), (Binding::X0, p), (Binding::X1, dp), (Binding::S0, dx)] {
-        slots[slot(b)] = Some(id);
-    }
-    Some((plan, slots))
+    let plan = scaled(plan_kernel(&back.kernel).ok()?, *scale, *shift)?;
+    Some((plan, bound(&[(Binding::Y, ds), (Binding::X0, p), (Binding::X1, dp), (Binding::S0, dx)])))
 }
 
 /// The layout of a LayerNorm's scale: (rows per scale, stride between scales).
@@ -315,11 +299,7 @@ fn normalized_affine(ln: &Launch, mul: &Launch, add: &Launch) -> Option<Fused> {
     let mut plan = plan_kernel(&ln.kernel).ok()?;
     plan.steps[0].as_mut()?.pipe = Pipe::LayerNormAffine;
     plan.set(3, &[scale_rows, scale_stride, shift_rows, shift_stride]).ok()?;
-    let mut slots = [None; SLOTS];
-    for (b, id) in [(Binding::Y, h), (Binding::X0, x), (Binding::X1, gain), (Binding::X2, shift), (Binding::S0, t), (Binding::S1, o)] {
-        slots[slot(b)] = Some(id);
-    }
-    Some((plan, slots))
+    Some((plan, bound(&[(Binding::Y, h), (Binding::X0, x), (Binding::X1, gain), (Binding::X2, shift), (Binding::S0, t), (Binding::S1, o)])))
 }
 
 /// (groups, rows, cols) where `kernel` is a SumTo from a contiguous [groups, rows, cols] to
@@ -378,23 +358,12 @@ fn affine_backward(sum: &Launch, mul: &Launch, times_h: &Launch) -> Option<Fused
     plan.set(0, &[groups * cols, rows, cols, stride]).ok()?;
     super::word(total).ok()?;
     let plan = plan.one(Pipe::NormAffineBackward, groups * cols, 256);
-    let mut slots = [None; SLOTS];
-    for (b, id) in [(Binding::Y, dshift), (Binding::X0, dy), (Binding::X1, scale), (Binding::X2, h), (Binding::S0, dh), (Binding::S1, p)] {
-        slots[slot(b)] = Some(id);
-    }
-    Some((plan, slots))
+    Some((plan, bound(&[(Binding::Y, dshift), (Binding::X0, dy), (Binding::X1, scale), (Binding::X2, h), (Binding::S0, dh), (Binding::S1, p)])))
 }
 
 /// Whether `strides` walk `shape` in row-major order (size-1 axes aside).
 fn dense(shape: &[usize], strides: &[usize]) -> bool {
-    let mut expect = 1;
-    for (&size, &stride) in shape.iter().zip(strides).rev() {
-        if size != 1 && stride != expect {
-            return false;
-        }
-        expect *= size;
-    }
-    strides.len() == shape.len()
+    strides.len() == shape.len() && shape.iter().zip(strides).zip(super::row_major(shape)).all(|((&size, &stride), want)| size == 1 || stride == want)
 }
 
 /// Where `kernel` is the Binary `op` of a contiguous [groups, m, n] operand (`total`
