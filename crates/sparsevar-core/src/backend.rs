@@ -121,6 +121,11 @@ pub struct MemberLaunch {
     /// instead (the buffer's values are then unspecified), so one member's temporaries reuse
     /// the memory, still in cache, of the member before it.
     pub scratch: bool,
+    /// The output is read only by later launches and by the updates given with the list (a
+    /// gradient that only the optimizer reads): when [`Backend::run_members`] gets updates,
+    /// it is a temporary like a `scratch` one, and its buffer's values are unspecified
+    /// afterwards; without updates it is written to its buffer.
+    pub for_updates: bool,
 }
 
 /// One in-place update of [`Backend::run_members`], sized for one member

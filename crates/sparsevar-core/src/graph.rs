@@ -529,6 +529,8 @@ pub struct Executor {
     /// The steps as per-member launches for [`Backend::run_members`], where every one of
     /// them splits by member (ensembles of two or more).
     by_member: Option<(usize, Vec<MemberLaunch>)>,
+    /// Outputs declared [`Executor::read_by_updates_only`].
+    for_updates: Vec<BufferId>,
 }
 
 /// Which nodes `outputs` need: themselves and everything they read, transitively.
@@ -605,13 +607,13 @@ impl Executor {
                         let Op::Kernel(k) = &node.op else { return None };
                         let inputs = node.inputs.iter().map(|x| buffers[x.0]).collect::<Option<Vec<_>>>()?;
                         let output = buffers[i]?;
-                        Some(MemberLaunch { kernel: k.for_one_member(members)?, inputs, output, scratch: !kept.contains(&output) })
+                        Some(MemberLaunch { kernel: k.for_one_member(members)?, inputs, output, scratch: !kept.contains(&output), for_updates: false })
                     })
                     .collect::<Option<Vec<_>>>()
             })
             .flatten()
             .map(|launches| (members, launches));
-        Ok(Self { graph, buffers, kept, steps, flops, by_member })
+        Ok(Self { graph, buffers, kept, steps, flops, by_member, for_updates: Vec::new() })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -652,12 +654,28 @@ impl Executor {
     }
 
     /// Read an output's values (or an input's or parameter's). Other nodes are temporaries,
-    /// which a member-by-member run may never write to their buffers.
+    /// which a member-by-member run may never write to their buffers, and so are outputs
+    /// declared [`Executor::read_by_updates_only`].
     pub fn read(&self, backend: &mut dyn Backend, id: NodeId, out: &mut Vec<f64>) -> Result<(), BackendError> {
         let buf = self.buffer(id).expect("node is not computed by this executor");
         let temporary = !self.kept.contains(&buf) && self.steps.iter().any(|&i| self.buffers[i] == Some(buf));
         assert!(!temporary, "node {id:?} is not an output of this executor: list it in `outputs` to read it");
+        assert!(!self.for_updates.contains(&buf), "node {id:?} is read by updates only (Executor::read_by_updates_only)");
         backend.read(buf, out)
+    }
+
+    /// Declare outputs that nothing but the updates of [`Executor::run_then`] reads (the
+    /// gradients an optimizer consumes): a member-by-member run with updates may then keep
+    /// them in scratch memory like temporaries, where each member's update reads its
+    /// gradients while they are still in cache, and [`Executor::read`] refuses them.
+    pub fn read_by_updates_only(&mut self, nodes: &[NodeId]) {
+        let bufs: Vec<BufferId> = nodes.iter().filter_map(|&n| self.buffer(n)).collect();
+        if let Some((_, launches)) = &mut self.by_member {
+            for l in launches.iter_mut().filter(|l| bufs.contains(&l.output)) {
+                l.for_updates = true;
+            }
+        }
+        self.for_updates.extend(bufs);
     }
 
     /// Run every kernel once, like [`Executor::run`], adding each launch's wall time to

@@ -223,8 +223,10 @@ impl<F: Float> Backend for CpuBackend<F> {
             })
             .collect();
         let lens: Vec<usize> = ids.iter().map(|&i| self.buffers[i].len() / members).collect();
+        // An output only the updates read (a gradient) is a temporary too when they run here.
+        let temporary = |l: &MemberLaunch| l.scratch || (l.for_updates && !updates.is_empty());
         let uses: Vec<scratch::Use> =
-            table.iter().zip(launches).map(|(&(_, ref ins, n, out), l)| scratch::Use { inputs: &ins[..n], output: out, scratch: l.scratch }).collect();
+            table.iter().zip(launches).map(|(&(_, ref ins, n, out), l)| scratch::Use { inputs: &ins[..n], output: out, scratch: temporary(l) }).collect();
         let member_updates: Vec<(&Update, Vec<usize>)> = updates.iter().map(|u| (&u.update, u.buffers.iter().map(|&b| slot(b)).collect())).collect();
         let updated: Vec<usize> = member_updates.iter().flat_map(|(_, slots)| slots.iter().copied()).collect();
         let (places, arena_len) = scratch::plan(&lens, &uses, &updated);
@@ -259,15 +261,7 @@ impl<F: Float> Backend for CpuBackend<F> {
                 par::serial(|| {
                     run_member(&table, &places, &mut mine, arena)?;
                     for (u, slots) in &member_updates {
-                        // Distinct slots (checked): take each slice out, run, put it back.
-                        let mut bufs: [&mut [F]; 5] = Default::default();
-                        for (b, &s) in bufs.iter_mut().zip(slots) {
-                            *b = std::mem::take(&mut mine[s]);
-                        }
-                        run_update(u, &mut bufs);
-                        for (b, &s) in bufs.iter_mut().zip(slots) {
-                            mine[s] = std::mem::take(b);
-                        }
+                        run_member_update(u, slots, &places, &mut mine, arena);
                     }
                     Ok(())
                 })
@@ -324,6 +318,45 @@ fn run_member<F: Float>(table: &[(&Kernel, [usize; 3], usize, usize)], places: &
         }
     }
     Ok(())
+}
+
+/// One update after the member's launches, on the member's slices of its buffers or, for a
+/// temporary the update reads (a gradient), its arena range. Slots are distinct (checked) and
+/// the ranges of temporaries live at the end of the list are disjoint (`scratch::plan`).
+fn run_member_update<F: Float>(u: &Update, slots: &[usize], places: &[Place], mine: &mut [&mut [F]], arena: &mut [F]) {
+    // The member's slices taken out (moves, not copies), to be put back after.
+    let mut held: [&mut [F]; 5] = Default::default();
+    for (h, &s) in held.iter_mut().zip(slots) {
+        if places[s] == Place::Member {
+            *h = std::mem::take(&mut mine[s]);
+        }
+    }
+    {
+        let mut bufs: [&mut [F]; 5] = Default::default();
+        for (b, h) in bufs.iter_mut().zip(held.iter_mut()) {
+            *b = &mut **h;
+        }
+        // The arena ranges (start, slot), cut out in increasing order of their start.
+        let mut in_arena = [(usize::MAX, 0); 5];
+        for (k, &s) in slots.iter().enumerate() {
+            if let Place::Arena(r) = &places[s] {
+                in_arena[k] = (r.start, k);
+            }
+        }
+        in_arena.sort_unstable();
+        let (mut rest, mut rest_start) = (arena, 0);
+        for (start, k) in in_arena.into_iter().take_while(|&(start, _)| start != usize::MAX) {
+            let (piece, tail) = rest[start - rest_start..].split_at_mut(mine[slots[k]].len());
+            rest_start = start + piece.len();
+            (bufs[k], rest) = (piece, tail);
+        }
+        run_update(u, &mut bufs);
+    }
+    for (h, &s) in held.iter_mut().zip(slots) {
+        if places[s] == Place::Member {
+            mine[s] = std::mem::take(h);
+        }
+    }
 }
 
 /// Where an input is: the member's slice, or the start of its arena range (a range may be

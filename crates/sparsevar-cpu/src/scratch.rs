@@ -31,8 +31,9 @@ pub(crate) struct Use<'a> {
 
 /// Place `slots` buffers (`lens[s]` values per member) for `launches`, run in order and
 /// followed by updates of the slots `updated`: a temporary goes into the arena when its list
-/// writes it exactly once, before any launch reads it, and no update touches it; its range
-/// is free again after its last reader. Returns the places and the
+/// writes it exactly once, before any launch reads it; its range is free again after its
+/// last reader, or never within the list when an update touches it (a gradient that only
+/// the optimizer reads, after the launches). Returns the places and the
 /// arena's length. A freed range is reused best fit, so ranges only ever hold values of
 /// buffers whose lifetimes do not overlap, and a launch's output never shares memory
 /// with its inputs (they are still live while it runs).
@@ -54,7 +55,7 @@ pub(crate) fn plan(lens: &[usize], launches: &[Use], updated: &[usize]) -> (Vec<
         last[o] = last[o].max(i);
     }
     for &s in updated {
-        eligible[s] = false;
+        last[s] = usize::MAX;
     }
     let mut places = vec![Place::Member; slots];
     let mut free: Vec<Range<usize>> = Vec::new();
@@ -139,11 +140,18 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_an_update_touches_stays_in_its_buffer() {
-        let lens = [4, 4];
-        let uses = [Use { inputs: &[], output: 0, scratch: true }, Use { inputs: &[0], output: 1, scratch: true }];
-        let (places, _) = plan(&lens, &uses, &[1]);
-        assert!(matches!(places[0], Place::Arena(_)));
-        assert_eq!(places[1], Place::Member, "the update reads it after the launches");
+    fn a_temporary_an_update_reads_lives_until_the_end() {
+        // 1 = f(0) is read by an update after the list; 2 = g(0) and 3 = h(2) are born after
+        // 1's last launch and must not take its range; 4 (an update's state) is no output.
+        let lens = [4, 4, 4, 4, 4];
+        let uses =
+            [Use { inputs: &[0], output: 1, scratch: true }, Use { inputs: &[0], output: 2, scratch: true }, Use { inputs: &[2], output: 3, scratch: true }];
+        let (places, total) = plan(&lens, &uses, &[1, 4]);
+        let (r1, r2, r3) = (arena(&places[1]), arena(&places[2]), arena(&places[3]));
+        for other in [&r2, &r3] {
+            assert!(r1.end <= other.start || other.end <= r1.start, "{r1:?} is still live: the update reads it");
+        }
+        assert_eq!(places[4], Place::Member);
+        assert_eq!(total, 12);
     }
 }

@@ -395,7 +395,9 @@ impl Graphs {
         let model_error = |error| TrainError::Model { seeds: seeds.to_vec(), error };
         let train = model.build(params, tc.batch, true).map_err(model_error)?;
         let outputs: Vec<_> = std::iter::once(train.loss).chain(train.grads.iter().map(|g| g.1)).collect();
-        let train_exec = Self::executor(backend, &train, &outputs, params)?;
+        let mut train_exec = Self::executor(backend, &train, &outputs, params)?;
+        // Only the optimizer reads the gradients: a member's may stay in the CPU's scratch.
+        train_exec.read_by_updates_only(&outputs[1..]);
         let eval = model.build(params, EVAL_CHUNK.min(tc.test_samples), false).map_err(model_error)?;
         let outputs: Vec<_> = std::iter::once(eval.logits).chain(eval.attention.iter().copied()).collect();
         let eval_exec = Self::executor(backend, &eval, &outputs, params)?;
