@@ -20,6 +20,15 @@ fn first_difference(got: &[f64], want: &[f64]) -> Option<usize> {
     (got.len() != want.len()).then_some(usize::MAX).or_else(|| got.iter().zip(want).position(|(u, v)| u.to_bits() != v.to_bits()))
 }
 
+/// Every output in `got` has the bits of the same one in `want`; a failure names `label` and
+/// the output (`names`, one per output).
+fn assert_same_bits(label: &str, names: &[&str], got: &[Vec<f64>], want: &[Vec<f64>]) {
+    assert_eq!((got.len(), want.len()), (names.len(), names.len()), "{label}: outputs");
+    for ((what, got), want) in names.iter().zip(got).zip(want) {
+        assert_eq!(first_difference(got, want), None, "{label}: {what}");
+    }
+}
+
 /// ScatterAdd keeps its sort while the index buffer is unchanged, and sorts again after any
 /// write to it: from the host, or as a kernel's output. (A scatter this large sorts; small
 /// ones scan, with one dispatch.)
@@ -329,9 +338,7 @@ fn a_layer_norm_and_its_scale_and_shift_share_a_dispatch() {
         let (together, fused) = run(&mut be, false);
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (1, 3), "case {case}: dispatches");
-        for (what, (got, want)) in ["norm", "scaled", "shifted"].iter().zip(fused.iter().zip(&want)) {
-            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
-        }
+        assert_same_bits(&format!("case {case}"), &["norm", "scaled", "shifted"], &fused, &want);
         // The norm and its scale, then another launch: two dispatches for the pair, one more.
         let before = counters.dispatches();
         be.launch(&norm, &[x], h).unwrap();
@@ -376,9 +383,7 @@ fn a_shift_gradient_and_the_products_of_dy_share_a_dispatch() {
         let (together, fused) = run(&mut be, false);
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (2, 4), "case {case}: dispatches");
-        for (what, (got, want)) in ["shift gradient", "dy times scale", "dy times h", "scale gradient"].iter().zip(fused.iter().zip(&want)) {
-            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
-        }
+        assert_same_bits(&format!("case {case}"), &["shift gradient", "dy times scale", "dy times h", "scale gradient"], &fused, &want);
     }
 }
 
@@ -414,9 +419,7 @@ fn a_linear_layers_two_backward_products_share_a_dispatch() {
             let (together, fused) = run(&mut be, false);
             let (alone, want) = run(&mut be, true);
             assert_eq!((together, alone), (1, 2), "case {case} order {order}: dispatches");
-            for (what, (got, want)) in ["dx", "dW"].iter().zip(fused.iter().zip(&want)) {
-                assert_eq!(first_difference(got, want), None, "case {case} order {order}: {what}");
-            }
+            assert_same_bits(&format!("case {case} order {order}"), &["dx", "dW"], &fused, &want);
         }
     }
     // Not paired: the second reads the first's output; four operands; a tiled and a small kernel.
@@ -487,9 +490,7 @@ fn an_activation_or_a_residual_after_a_biased_product_joins_its_dispatch() {
         let (together, fused) = run(&mut be, false);
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (1, 3), "case {case}: dispatches");
-        for (what, (got, want)) in ["product", "sum", "third"].iter().zip(fused.iter().zip(&want)) {
-            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
-        }
+        assert_same_bits(&format!("case {case}"), &["product", "sum", "third"], &fused, &want);
     }
 }
 
@@ -555,9 +556,7 @@ fn a_scaled_softmax_and_its_backward_are_one_dispatch_each() {
         let (together, fused) = run(&mut be, false);
         let (alone, want) = run(&mut be, true);
         assert_eq!((together, alone), (2, 4), "case {case}: dispatches");
-        for (what, (got, want)) in ["scaled", "softmax", "softmax backward", "scaled backward"].iter().zip(fused.iter().zip(&want)) {
-            assert_eq!(first_difference(got, want), None, "case {case}: {what}");
-        }
+        assert_same_bits(&format!("case {case}"), &["scaled", "softmax", "softmax backward", "scaled backward"], &fused, &want);
     }
 }
 
